@@ -1,0 +1,1 @@
+//! solgrid end-to-end tests against a real cluster (KUBECONFIG).
