@@ -1,1 +1,23 @@
-//! solgrid-ledger
+//! solgrid-ledger: the embedded ledger and the exactly-once settlement executor.
+//!
+//! - [`EmbeddedLedger`]: an implementation of [`solgrid_market::ledger::Ledger`] on
+//!   one machine (a journal file, or memory) with Solana's transaction semantics.
+//! - [`settle`]: the exactly-once settlement protocol of ECONOMICS.md, generic over
+//!   any `Ledger` and any [`settle::SettlementStore`].
+//! - [`txsize`]: the transaction size model shared with the Solana implementation.
+//! - `testing` (feature `testing`): crash-injection wrappers and a randomized fault
+//!   harness, generic over any `Ledger`, to rerun against Solana.
+//!
+//! See `docs/ledger.md`.
+
+pub mod embedded;
+pub mod settle;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod txsize;
+
+pub use embedded::{AuditEntry, EmbeddedConfig, EmbeddedLedger, FsyncPolicy, LedgerError, Outcome};
+pub use settle::{
+    Backoff, Executor, ExecutorConfig, MemoryStore, PassReport, SettleError, Settlement, SettlementState,
+    SettlementStore, Sleeper, ThreadSleeper,
+};
