@@ -1,0 +1,180 @@
+//! Settlement throughput against a real local solana-test-validator.
+//!
+//! `scripts/test-solana.sh --bench` (inside `unshare -n`). Reports:
+//! - one settlement per transaction, sent and confirmed one after another (latency);
+//! - settlements batched as many per transaction as fit (legacy, then v0 with an
+//!   address lookup table), all transactions sent, then all confirmed (throughput).
+//! `SOLGRID_BENCH_SETTLEMENTS` (default 240) sets the batched workload.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use solgrid_market::ledger::{Account, Intent, Ledger, Op, Token, TxStatus};
+use solgrid_solana::{Keypair, SolanaLedger};
+use std::time::{Duration, Instant};
+
+const IO: Token = Token::Io;
+
+fn intents(payer: &Account, providers: &[Account], escrowed: u64, tag: &str) -> Vec<Intent> {
+    providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            job_settlement(
+                &format!("bench-{tag}-{i:04}/p0000"),
+                IO,
+                payer,
+                p,
+                escrowed,
+                &fees(3_600_000 + i as u64, 2_000_000, false),
+            )
+        })
+        .collect()
+}
+
+/// Batches as many intents per transaction as fit, sends every transaction, then
+/// waits for all; returns (transactions, seconds, largest batch).
+fn batched(l: &SolanaLedger, all: &[Intent]) -> (usize, f64, usize) {
+    let start = Instant::now();
+    let mut sigs = Vec::new();
+    let mut largest = 0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i + 1;
+        while j < all.len() && l.fits(&all[i..j + 1]) {
+            j += 1;
+        }
+        let p = l.prepare(&all[i..j]).expect("prepare");
+        l.send(&p).expect("send");
+        largest = largest.max(j - i);
+        sigs.push(p.signature);
+        i = j;
+    }
+    for s in &sigs {
+        assert_eq!(
+            l.wait(s, Duration::from_secs(60)).unwrap(),
+            TxStatus::Confirmed
+        );
+    }
+    (sigs.len(), start.elapsed().as_secs_f64(), largest)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let Some(env) = setup("bench settle") else {
+        return;
+    };
+    let l = &env.ledger;
+    let n: usize = std::env::var("SOLGRID_BENCH_SETTLEMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    let payer_kp = Keypair::new();
+    let payer = wallet(&payer_kp);
+    l.add_signer(payer_kp);
+    let max = fees(2 * 3_600_000, 2_000_000, false);
+    let escrowed = max.cost + max.fr;
+    let total = escrowed * (2 * n as u64 + 20);
+    settle(
+        l,
+        &[Intent {
+            key: "bench/fund".into(),
+            movements: vec![mv(
+                IO,
+                Op::Mint {
+                    to: payer.clone(),
+                    amount: total,
+                },
+            )],
+        }],
+    );
+    settle(
+        l,
+        &[Intent {
+            key: "bench/escrow".into(),
+            movements: vec![mv(
+                IO,
+                Op::Transfer {
+                    from: payer.clone(),
+                    to: Account::Escrow,
+                    amount: total,
+                },
+            )],
+        }],
+    );
+
+    // sequential: one settlement per transaction, confirmed before the next
+    let seq_providers: Vec<Account> = (0..20).map(|_| wallet(&Keypair::new())).collect();
+    let seq = intents(&payer, &seq_providers, escrowed, "seq");
+    let start = Instant::now();
+    for it in &seq {
+        settle(l, std::slice::from_ref(it));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "RESULT sequential (1 settlement/tx, send + confirm each): {} settlements in {secs:.2} s = {:.2} settlements/s",
+        seq.len(),
+        seq.len() as f64 / secs
+    );
+
+    // batched, legacy transactions, providers whose token accounts exist
+    let providers: Vec<Account> = (0..n).map(|_| wallet(&Keypair::new())).collect();
+    for chunk in providers.chunks(20) {
+        settle(
+            l,
+            &[Intent {
+                key: format!("bench/open-{}", chunk[0]),
+                movements: chunk
+                    .iter()
+                    .map(|p| {
+                        mv(
+                            IO,
+                            Op::Mint {
+                                to: p.clone(),
+                                amount: 1,
+                            },
+                        )
+                    })
+                    .collect(),
+            }],
+        );
+    }
+    let legacy = intents(&payer, &providers, escrowed, "legacy");
+    let (txs, secs, largest) = batched(l, &legacy);
+    println!(
+        "RESULT batched legacy: {n} settlements in {txs} txs (up to {largest} payouts/tx) in {secs:.2} s = {:.1} settlements/s",
+        n as f64 / secs
+    );
+
+    // batched, v0 + address lookup table (up to 256 addresses: 10 fixed + 2 per wallet)
+    let wallets: Vec<String> = providers
+        .iter()
+        .chain(std::iter::once(&payer))
+        .take(120)
+        .map(|a| match a {
+            Account::Wallet(w) => w.clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    let mut in_table: Vec<Account> = providers.iter().take(wallets.len() - 1).cloned().collect();
+    in_table.truncate(n.min(119));
+    let mut w = wallets;
+    if let Account::Wallet(p) = &payer {
+        w.push(p.clone());
+    }
+    l.create_lookup_table(&w).expect("lookup table");
+    let v0 = intents(&payer, &in_table, escrowed, "v0");
+    let (txs, secs, largest) = batched(l, &v0);
+    println!(
+        "RESULT batched v0 + lookup table: {} settlements in {txs} txs (up to {largest} payouts/tx) in {secs:.2} s = {:.1} settlements/s",
+        v0.len(),
+        v0.len() as f64 / secs
+    );
+    assert_eq!(
+        l.balance(&Account::Escrow, IO).unwrap(),
+        escrowed * (2 * n as u64 + 20) - escrowed * (seq.len() + legacy.len() + v0.len()) as u64
+    );
+}

@@ -1,0 +1,188 @@
+//! Shared set-up for the tests that run against a real solana-test-validator.
+#![allow(dead_code)]
+
+use solgrid_market::ledger::{
+    Account, Amount, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus,
+};
+use solgrid_solana::validator::TestValidator;
+use solgrid_solana::{
+    Authority, Commitment, Keypair, Signer, SolanaConfig, SolanaLedger, create_mint,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const DECIMALS: u8 = 6;
+
+pub struct Env {
+    // field order: the ledger goes before the validator it talks to
+    pub ledger: SolanaLedger,
+    pub validator: TestValidator,
+}
+
+/// Starts a validator, creates both mints (decimals 6, authority = the operator's),
+/// connects a ledger and creates its custody accounts. `None`: skipped.
+pub fn setup(test: &str) -> Option<Env> {
+    setup_with(test, |_| {})
+}
+
+pub fn setup_with(test: &str, tweak: impl FnOnce(&mut SolanaConfig)) -> Option<Env> {
+    let authority = Authority::generate();
+    let validator = TestValidator::from_env(test, &authority.address())?;
+    let io = create_mint(
+        validator.rpc_url(),
+        &authority,
+        DECIMALS,
+        Commitment::Confirmed,
+    )
+    .expect("create IO mint");
+    let usdc = create_mint(
+        validator.rpc_url(),
+        &authority,
+        DECIMALS,
+        Commitment::Confirmed,
+    )
+    .expect("create USDC mint");
+    let mut config = SolanaConfig::new(validator.rpc_url(), io, usdc);
+    tweak(&mut config);
+    let ledger = SolanaLedger::connect(config, authority).expect("connect");
+    let created = ledger.ensure_custody_accounts().expect("custody accounts");
+    assert_eq!(created.len(), 8);
+    assert!(
+        ledger.ensure_custody_accounts().unwrap().is_empty(),
+        "idempotent"
+    );
+    Some(Env { ledger, validator })
+}
+
+pub fn mv(token: Token, op: Op) -> Movement {
+    Movement { token, op }
+}
+
+pub fn wallet(k: &Keypair) -> Account {
+    Account::Wallet(k.pubkey().to_string())
+}
+
+/// Prepares, sends and waits for `intents`; asserts the transaction confirmed.
+pub fn settle(ledger: &SolanaLedger, intents: &[Intent]) -> Prepared {
+    let p = ledger.prepare(intents).expect("prepare");
+    let st = ledger
+        .send_and_confirm(&p, Duration::from_secs(30))
+        .expect("send");
+    assert_eq!(st, TxStatus::Confirmed, "{:?}", p.keys);
+    p
+}
+
+/// Balances of `accounts` in `token`, and the mint's supply.
+pub fn snapshot(
+    ledger: &SolanaLedger,
+    accounts: &[Account],
+    token: Token,
+) -> (BTreeMap<Account, Amount>, Amount) {
+    let b = accounts
+        .iter()
+        .map(|a| (a.clone(), ledger.balance(a, token).expect("balance")))
+        .collect();
+    (b, ledger.supply(token).expect("supply"))
+}
+
+/// Asserts every account's change and the supply's change since `before`.
+pub fn assert_deltas(
+    ledger: &SolanaLedger,
+    token: Token,
+    before: &(BTreeMap<Account, Amount>, Amount),
+    deltas: &[(Account, i128)],
+    supply_delta: i128,
+) {
+    let accounts: Vec<Account> = before.0.keys().cloned().collect();
+    let after = snapshot(ledger, &accounts, token);
+    for a in &accounts {
+        let want: i128 = deltas.iter().filter(|(x, _)| x == a).map(|(_, d)| *d).sum();
+        let got = after.0[a] as i128 - before.0[a] as i128;
+        assert_eq!(got, want, "{token} balance change of {a}");
+    }
+    assert_eq!(
+        after.1 as i128 - before.1 as i128,
+        supply_delta,
+        "{token} supply change"
+    );
+}
+
+pub fn custody() -> Vec<Account> {
+    vec![
+        Account::Escrow,
+        Account::Treasury,
+        Account::EmissionPool,
+        Account::StakeVault,
+    ]
+}
+
+/// The fees of ECONOMICS.md for one period, in base units.
+pub struct Fees {
+    pub cost: u64,
+    pub fr: u64,
+    pub fp: u64,
+    pub s: u64,
+}
+
+pub fn fees(gpu_ms: u64, price: u64, stable: bool) -> Fees {
+    let cost = ((gpu_ms as u128 * price as u128) / 3_600_000) as u64;
+    let bp = |x: u64, b: u64| ((x as u128 * b as u128).div_ceil(10_000)) as u64;
+    Fees {
+        cost,
+        fr: bp(cost, 25),
+        fp: bp(cost, 25),
+        s: if stable { bp(cost, 200) } else { 0 },
+    }
+}
+
+/// One finished job's settlement: provider payout, protocol share (burned for IO,
+/// to the treasury for USDC), refund of the rest of `escrowed` to the payer.
+pub fn job_settlement(
+    key: &str,
+    token: Token,
+    payer: &Account,
+    provider: &Account,
+    escrowed: u64,
+    f: &Fees,
+) -> Intent {
+    let protocol = f.fr + f.fp + f.s;
+    let paid = f.cost + f.fr + f.s;
+    let mut movements = vec![mv(
+        token,
+        Op::Transfer {
+            from: Account::Escrow,
+            to: provider.clone(),
+            amount: f.cost - f.fp,
+        },
+    )];
+    movements.push(if token == Token::Io {
+        mv(
+            token,
+            Op::Burn {
+                from: Account::Escrow,
+                amount: protocol,
+            },
+        )
+    } else {
+        mv(
+            token,
+            Op::Transfer {
+                from: Account::Escrow,
+                to: Account::Treasury,
+                amount: protocol,
+            },
+        )
+    });
+    movements.push(mv(
+        token,
+        Op::Transfer {
+            from: Account::Escrow,
+            to: payer.clone(),
+            amount: escrowed - paid,
+        },
+    ));
+    Intent {
+        key: key.to_string(),
+        movements,
+    }
+}
