@@ -84,7 +84,11 @@ impl fmt::Display for Account {
 /// One movement of tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    Transfer { from: Account, to: Account, amount: Amount },
+    Transfer {
+        from: Account,
+        to: Account,
+        amount: Amount,
+    },
     /// Destroys `amount` held by `from`; the mint's supply falls by as much.
     Burn { from: Account, amount: Amount },
     /// Creates `amount` into `to` (mint authority: genesis, emission, test funding);

@@ -1,6 +1,31 @@
 //! solgrid's market library: every number the market computes is computed here,
 //! once, with no I/O, no async and no clock of its own (time is always passed in).
 //!
-//! Money is integer base units (`u64`, widened to `u128` inside arithmetic).
+//! Money is integer base units (`u64`, widened to `u128` inside arithmetic); no
+//! floating point decides an amount. Modules:
+//!
+//! - [`money`]: checked integer arithmetic (mul-div with stated rounding).
+//! - [`fees`]: compute cost, requester/provider fees, stablecoin surcharge, escrow.
+//! - [`settlement`]: the settlement plan of a job period (payouts, burn, refund) as a ledger [`ledger::Intent`].
+//! - [`emission`]: the 240-month emission schedule, hourly amounts exact to the unit.
+//! - [`staking`]: minimum stake, reward eligibility, hourly idle-reward split, unbonding, slashing.
+//! - [`pricing`]: reference prices and the dynamic quote (urgency, complexity, supply, floor, cap).
+//! - [`reputation`]: the 0–1000 node score.
+//! - [`matching`]: the scheduler extender's filter and score.
+//! - [`gpu`]: GPU vendors, models and per-model tables.
+//! - [`ledger`]: the ledger abstraction implemented by the embedded and Solana ledgers.
+#![forbid(unsafe_code)]
 
+pub mod emission;
+pub mod fees;
+pub mod gpu;
 pub mod ledger;
+pub mod matching;
+pub mod money;
+pub mod pricing;
+pub mod reputation;
+pub mod settlement;
+pub mod staking;
+
+pub use gpu::{GpuModel, GpuVendor, ModelSet, ModelTable};
+pub use ledger::{Account, Amount, Intent, Movement, Op, Token};

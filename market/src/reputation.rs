@@ -1,0 +1,270 @@
+//! Node reputation: an integer 0–1000 from uptime, job success, proof-of-work
+//! verification and age, with a neutral prior for new nodes and decay toward it.
+//!
+//! Components, each 0–1000 (`P` = prior, default 500):
+//!
+//! ```text
+//! uptime       = uptime_ppm / 1000                      (P while the window is empty)
+//! job_success  = (1000*ok + P*k_jobs) / (ok + failed + k_jobs)          (k_jobs = 5)
+//! verification = (1000*passed + P*k_ver) / (passed + failed_ver + k_ver) (k_ver = 3)
+//! age          = P + (1000 - P) * min(age, full_age) / full_age         (full_age = 30 d)
+//! score        = (w_up*uptime + w_job*job_success + w_ver*verification + w_age*age) / 10_000
+//! ```
+//!
+//! with weights 3,500 / 3,000 / 2,500 / 1,000 bps. The pseudo-counts `k` shrink few
+//! observations toward the prior, so a new node sits at `P`. `failed` counts only
+//! failures the provider caused. A slashed node scores the floor (0). Every
+//! component is monotone in its good signal (non-decreasing) and bad signal
+//! (non-increasing), so the score is too, and it stays within 0–1000.
+//!
+//! Decay: with no fresh evidence, a score moves toward `P`:
+//! `score' = P + (score - P) * r(t)` where `r` halves every `half_life`
+//! (linear between halvings; integer ppm).
+
+use serde::{Deserialize, Serialize};
+
+/// The largest score.
+pub const MAX_SCORE: u16 = 1000;
+
+/// Reputation parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReputationConfig {
+    pub prior: u16,
+    pub floor: u16,
+    pub uptime_weight_bps: u32,
+    pub job_weight_bps: u32,
+    pub verification_weight_bps: u32,
+    pub age_weight_bps: u32,
+    pub job_prior_count: u32,
+    pub verification_prior_count: u32,
+    pub full_age_ms: u64,
+    pub decay_half_life_ms: u64,
+}
+
+impl Default for ReputationConfig {
+    fn default() -> Self {
+        ReputationConfig {
+            prior: 500,
+            floor: 0,
+            uptime_weight_bps: 3_500,
+            job_weight_bps: 3_000,
+            verification_weight_bps: 2_500,
+            age_weight_bps: 1_000,
+            job_prior_count: 5,
+            verification_prior_count: 3,
+            full_age_ms: 30 * 24 * 3_600_000,
+            decay_half_life_ms: 7 * 24 * 3_600_000,
+        }
+    }
+}
+
+/// The evidence about a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReputationInputs {
+    /// Heartbeats seen / expected over the sliding window, ppm; `None` while the window is empty.
+    pub uptime_ppm: Option<u32>,
+    pub jobs_succeeded: u32,
+    /// Failures the provider caused (node lost, GPU fault, pod evicted by the node).
+    pub jobs_failed_provider: u32,
+    pub verifications_passed: u32,
+    pub verifications_failed: u32,
+    pub age_ms: u64,
+    pub slashed: bool,
+}
+
+/// A score and its components, each 0–1000.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reputation {
+    pub score: u16,
+    pub uptime: u16,
+    pub job_success: u16,
+    pub verification: u16,
+    pub age: u16,
+}
+
+fn smoothed(good: u32, bad: u32, prior: u16, k: u32) -> u16 {
+    let (g, b, p, k) = (
+        good as u128,
+        bad as u128,
+        prior.min(MAX_SCORE) as u128,
+        k as u128,
+    );
+    let den = g + b + k;
+    if den == 0 {
+        return p as u16;
+    }
+    ((1000 * g + p * k) / den).min(1000) as u16
+}
+
+impl ReputationConfig {
+    /// Computes the reputation from evidence (module docs give the formula).
+    pub fn score(&self, i: &ReputationInputs) -> Reputation {
+        let p = self.prior.min(MAX_SCORE);
+        let uptime = i.uptime_ppm.map_or(p, |u| (u.min(1_000_000) / 1000) as u16);
+        let job_success = smoothed(
+            i.jobs_succeeded,
+            i.jobs_failed_provider,
+            p,
+            self.job_prior_count,
+        );
+        let verification = smoothed(
+            i.verifications_passed,
+            i.verifications_failed,
+            p,
+            self.verification_prior_count,
+        );
+        let age = if self.full_age_ms == 0 {
+            MAX_SCORE
+        } else {
+            let a = i.age_ms.min(self.full_age_ms) as u128;
+            (p as u128 + (1000 - p as u128) * a / self.full_age_ms as u128) as u16
+        };
+        let w = [
+            self.uptime_weight_bps,
+            self.job_weight_bps,
+            self.verification_weight_bps,
+            self.age_weight_bps,
+        ];
+        let c = [uptime, job_success, verification, age];
+        let wsum: u128 = w.iter().map(|x| *x as u128).sum();
+        let weighted: u128 = w.iter().zip(c).map(|(w, c)| *w as u128 * c as u128).sum();
+        let score = if i.slashed {
+            self.floor.min(MAX_SCORE)
+        } else {
+            weighted.checked_div(wsum).map_or(p, |s| s.min(1000) as u16)
+        };
+        Reputation {
+            score,
+            uptime,
+            job_success,
+            verification,
+            age,
+        }
+    }
+
+    /// `r(t)` in ppm: 1,000,000 at 0, halving every `decay_half_life_ms`, linear in between.
+    pub fn retain_ppm(&self, elapsed_ms: u64) -> u32 {
+        let hl = self.decay_half_life_ms;
+        if hl == 0 {
+            return 0;
+        }
+        let halvings = elapsed_ms / hl;
+        if halvings >= 32 {
+            return 0;
+        }
+        let frac = (elapsed_ms % hl) as u128;
+        let at = 1_000_000u128 >> halvings;
+        // linear from `at` to `at/2` over one half-life
+        (at - at * frac / (2 * hl as u128)) as u32
+    }
+
+    /// Moves `score` toward the prior for `elapsed_ms` without fresh evidence.
+    pub fn decay(&self, score: u16, elapsed_ms: u64) -> u16 {
+        let p = self.prior.min(MAX_SCORE) as i64;
+        let s = score.min(MAX_SCORE) as i64;
+        let r = self.retain_ppm(elapsed_ms) as i64;
+        (p + (s - p) * r / 1_000_000) as u16
+    }
+
+    /// Decays an evidence counter (e.g. old job failures weigh less): `floor(count * r(t))`.
+    pub fn decay_count(&self, count: u32, elapsed_ms: u64) -> u32 {
+        (count as u64 * self.retain_ppm(elapsed_ms) as u64 / 1_000_000) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn new_node_is_neutral_and_slashed_is_floor() {
+        let cfg = ReputationConfig::default();
+        let r = cfg.score(&ReputationInputs::default());
+        assert_eq!(r.score, 500);
+        assert_eq!(
+            (r.uptime, r.job_success, r.verification, r.age),
+            (500, 500, 500, 500)
+        );
+        let s = cfg.score(&ReputationInputs {
+            slashed: true,
+            uptime_ppm: Some(1_000_000),
+            ..Default::default()
+        });
+        assert_eq!(s.score, 0);
+    }
+
+    #[test]
+    fn exact_numbers() {
+        let cfg = ReputationConfig::default();
+        let r = cfg.score(&ReputationInputs {
+            uptime_ppm: Some(990_000),
+            jobs_succeeded: 95,
+            jobs_failed_provider: 0,
+            verifications_passed: 17,
+            verifications_failed: 0,
+            age_ms: 15 * 24 * 3_600_000,
+            slashed: false,
+        });
+        assert_eq!(r.uptime, 990);
+        assert_eq!(r.job_success, 975); // (95000 + 2500) / 100
+        assert_eq!(r.verification, 925); // (17000 + 1500) / 20
+        assert_eq!(r.age, 750);
+        // (3500*990 + 3000*975 + 2500*925 + 1000*750) / 10000 = 945.25
+        assert_eq!(r.score, 945);
+    }
+
+    #[test]
+    fn decay_moves_toward_prior() {
+        let cfg = ReputationConfig::default();
+        let hl = cfg.decay_half_life_ms;
+        assert_eq!(cfg.decay(900, 0), 900);
+        assert_eq!(cfg.decay(900, hl), 700);
+        assert_eq!(cfg.decay(100, hl), 300);
+        assert_eq!(cfg.decay(900, 100 * hl), 500);
+        assert_eq!(cfg.decay_count(10, hl), 5);
+    }
+
+    proptest! {
+        #[test]
+        fn monotone_and_bounded(up1 in 0u32..=1_100_000, up2 in 0u32..=1_100_000,
+                                ok1 in 0u32..100_000, ok2 in 0u32..100_000,
+                                f1 in 0u32..100_000, f2 in 0u32..100_000,
+                                vp1 in 0u32..10_000, vp2 in 0u32..10_000,
+                                vf1 in 0u32..10_000, vf2 in 0u32..10_000,
+                                a1 in 0u64..10_000_000_000, a2 in 0u64..10_000_000_000,
+                                prior in 0u16..=1000) {
+            let cfg = ReputationConfig { prior, ..Default::default() };
+            let worse = ReputationInputs {
+                uptime_ppm: Some(up1.min(up2)), jobs_succeeded: ok1.min(ok2), jobs_failed_provider: f1.max(f2),
+                verifications_passed: vp1.min(vp2), verifications_failed: vf1.max(vf2), age_ms: a1.min(a2), slashed: false,
+            };
+            let better = ReputationInputs {
+                uptime_ppm: Some(up1.max(up2)), jobs_succeeded: ok1.max(ok2), jobs_failed_provider: f1.min(f2),
+                verifications_passed: vp1.max(vp2), verifications_failed: vf1.min(vf2), age_ms: a1.max(a2), slashed: false,
+            };
+            let (w, b) = (cfg.score(&worse), cfg.score(&better));
+            prop_assert!(w.score <= b.score);
+            prop_assert!(w.uptime <= b.uptime && w.job_success <= b.job_success);
+            prop_assert!(w.verification <= b.verification && w.age <= b.age);
+            prop_assert!(b.score <= 1000);
+            prop_assert_eq!(cfg.score(&ReputationInputs { slashed: true, ..better }).score, 0);
+        }
+
+        #[test]
+        fn decay_bounded_and_monotone(s in 0u16..=1000, t1 in 0u64..100_000_000_000, t2 in 0u64..100_000_000_000) {
+            let cfg = ReputationConfig::default();
+            let (e1, e2) = (t1.min(t2), t1.max(t2));
+            let (d1, d2) = (cfg.decay(s, e1), cfg.decay(s, e2));
+            let p = cfg.prior;
+            // closer to the prior with more time, never past it
+            prop_assert!((d2 as i32 - p as i32).abs() <= (d1 as i32 - p as i32).abs());
+            prop_assert!((d1 as i32 - p as i32).abs() <= (s as i32 - p as i32).abs());
+            prop_assert!(d2 <= 1000);
+            prop_assert!(cfg.retain_ppm(e1) >= cfg.retain_ppm(e2));
+        }
+    }
+}
