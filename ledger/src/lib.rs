@@ -19,5 +19,5 @@ pub mod txsize;
 pub use embedded::{AuditEntry, EmbeddedConfig, EmbeddedLedger, FsyncPolicy, LedgerError, Outcome};
 pub use settle::{
     Backoff, Executor, ExecutorConfig, MemoryStore, PassReport, SettleError, Settlement, SettlementState,
-    SettlementStore, Sleeper, ThreadSleeper,
+    SettlementStore, Sleeper, StoreError, ThreadSleeper,
 };
