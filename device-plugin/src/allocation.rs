@@ -172,7 +172,32 @@ fn exhaustive<'a>(must: &[&'a Device], rest: &[&'a Device], need: usize) -> Vec<
     }
 }
 
+/// Greedy growth. Without `must_include` every candidate is tried as the seed
+/// (a lone device scores nothing, so the seed decides which island is grown)
+/// and the best grown set wins.
 fn greedy<'a>(must: &[&'a Device], rest: &[&'a Device], need: usize) -> Vec<&'a Device> {
+    if !must.is_empty() || need == 0 {
+        return grow(must, rest, need);
+    }
+    let mut best: Option<(Score, Vec<&'a Device>)> = None;
+    for (i, seed) in rest.iter().enumerate() {
+        let others: Vec<&Device> = rest
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, d)| *d)
+            .collect();
+        let mut chosen = vec![*seed];
+        chosen.extend(grow(&[*seed], &others, need - 1));
+        let s = score(&chosen);
+        if best.as_ref().is_none_or(|(b, _)| s > *b) {
+            best = Some((s, chosen));
+        }
+    }
+    best.map(|(_, c)| c).unwrap_or_default()
+}
+
+fn grow<'a>(must: &[&'a Device], rest: &[&'a Device], need: usize) -> Vec<&'a Device> {
     let mut set: Vec<&Device> = must.to_vec();
     let mut left: Vec<&Device> = rest.to_vec();
     let mut chosen = Vec::with_capacity(need);

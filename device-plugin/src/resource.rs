@@ -104,6 +104,16 @@ impl ResourceManager {
         self.set_many(&[(i, health, reason)])
     }
 
+    /// Apply several health changes at once: `ListAndWatch` sees them in one update.
+    /// Unknown IDs are skipped. Returns whether anything changed.
+    pub fn set_health_many(&self, changes: &[(String, Health, Option<String>)]) -> bool {
+        let resolved: Vec<_> = changes
+            .iter()
+            .filter_map(|(id, h, r)| Some((self.index_of(id)?, *h, r.clone())))
+            .collect();
+        self.set_many(&resolved)
+    }
+
     /// Set the health of every device.
     pub fn set_all(&self, health: Health, reason: Option<String>) -> bool {
         let changes: Vec<_> = (0..self.devices.len())
@@ -145,8 +155,9 @@ impl ResourceManager {
             }
             build_response(&self.devices, &guard)
         };
-        self.feed.send_replace(Arc::new(snapshot));
+        // metrics first: whoever sees the update also sees the new counts
         self.update_metrics();
+        self.feed.send_replace(Arc::new(snapshot));
         true
     }
 

@@ -224,8 +224,12 @@ impl Backend for NvidiaBackend {
                         }
                         None => tracker.on_tick(now, &mut |uuid| api.probe(uuid)),
                     };
-                    for c in changes {
-                        manager.set_health(&c.uuid, c.health, Some(c.reason));
+                    if !changes.is_empty() {
+                        let batch: Vec<_> = changes
+                            .into_iter()
+                            .map(|c| (c.uuid, c.health, Some(c.reason)))
+                            .collect();
+                        manager.set_health_many(&batch);
                     }
                     true
                 };

@@ -1,0 +1,404 @@
+//! The plugin seen from the kubelet: registration, ListAndWatch, Allocate,
+//! GetPreferredAllocation, health updates and kubelet restarts, over real gRPC
+//! on temp unix sockets, with a fake NVML.
+
+mod common;
+
+use common::*;
+use solgrid_device_plugin::nvidia::api::{NvmlEvent, NvmlEventKind, Probe};
+use solgrid_device_plugin::nvidia::fake::FakeNvml;
+use solgrid_device_plugin::nvidia::health::HealthPolicy;
+use solgrid_device_plugin::proto::v1beta1 as api;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const ENDPOINT: &str = "solgrid-nvidia.sock";
+const SEC: Duration = Duration::from_secs(1);
+
+fn no_recovery() -> HealthPolicy {
+    HealthPolicy {
+        recovery_after: None,
+        ..HealthPolicy::default()
+    }
+}
+
+fn alloc_req(ids: &[&str]) -> api::AllocateRequest {
+    api::AllocateRequest {
+        container_requests: vec![api::ContainerAllocateRequest {
+            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn registers_then_serves_list_and_watch_and_allocate() {
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(4, 2), no_recovery()).await;
+    let reg = h
+        .kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("registration");
+    assert_eq!(reg.version, "v1beta1");
+    assert_eq!(reg.endpoint, ENDPOINT);
+    assert_eq!(reg.resource_name, "solgrid.dev/nvidia-gpu");
+    let opts = reg.options.expect("options");
+    assert!(opts.get_preferred_allocation_available);
+    assert!(!opts.pre_start_required);
+
+    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let opts = client
+        .get_device_plugin_options(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(opts.get_preferred_allocation_available);
+
+    let mut stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let list = next_list(&mut stream, SEC).await.expect("first list");
+    let ids: Vec<&str> = list.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["GPU-fake-0", "GPU-fake-1", "GPU-fake-2", "GPU-fake-3"]
+    );
+    assert!(list.devices.iter().all(|d| d.health == "Healthy"));
+    let numa: Vec<i64> = list
+        .devices
+        .iter()
+        .map(|d| d.topology.as_ref().unwrap().nodes[0].id)
+        .collect();
+    // GPU-fake-2's NUMA node comes from the sysfs fixture (1), not from NVML (0)
+    assert_eq!(numa, [0, 0, 1, 0]);
+
+    let resp = client
+        .allocate(alloc_req(&["GPU-fake-1", "GPU-fake-3"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.container_responses.len(), 1);
+    let c = &resp.container_responses[0];
+    assert_eq!(c.envs["NVIDIA_VISIBLE_DEVICES"], "GPU-fake-1,GPU-fake-3");
+    assert_eq!(c.envs["SOLGRID_DEVICE_IDS"], "GPU-fake-1,GPU-fake-3");
+    let nodes: Vec<(&str, &str, &str)> = c
+        .devices
+        .iter()
+        .map(|d| {
+            (
+                d.host_path.as_str(),
+                d.container_path.as_str(),
+                d.permissions.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("/host/dev/nvidia1", "/dev/nvidia1", "rw"),
+            ("/host/dev/nvidia3", "/dev/nvidia3", "rw"),
+            ("/host/dev/nvidiactl", "/dev/nvidiactl", "rw"),
+            ("/host/dev/nvidia-uvm", "/dev/nvidia-uvm", "rw"),
+        ],
+        "per-GPU nodes, then the shared ones present in the fixture /dev"
+    );
+    assert_eq!(c.mounts.len(), 1);
+    assert_eq!(c.mounts[0].host_path, "/opt/solgrid/lib");
+    assert_eq!(c.mounts[0].container_path, "/usr/local/solgrid");
+    assert!(c.mounts[0].read_only);
+
+    let pre = client
+        .pre_start_container(api::PreStartContainerRequest {
+            devices_ids: vec!["GPU-fake-1".into()],
+        })
+        .await;
+    assert!(pre.is_ok());
+    assert!(h.metrics.render().contains(
+        "solgrid_device_plugin_allocated_devices_total{resource=\"solgrid.dev/nvidia-gpu\"} 2"
+    ));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_device_is_invalid_argument() {
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
+    h.kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("registration");
+    let mut client = h.kubelet.connect(ENDPOINT).await;
+    for ids in [
+        &["GPU-nope"][..],
+        &["GPU-fake-0", "GPU-nope"][..],
+        &[][..],
+        &["GPU-fake-0", "GPU-fake-0"][..],
+    ] {
+        let err = client
+            .allocate(alloc_req(ids))
+            .await
+            .expect_err("must fail");
+        assert_eq!(err.code(), Code::InvalidArgument, "{ids:?}: {err:?}");
+    }
+    let err = client.allocate(alloc_req(&["GPU-nope"])).await.unwrap_err();
+    assert!(err.message().contains("GPU-nope"), "{}", err.message());
+
+    let err = client
+        .get_preferred_allocation(api::PreferredAllocationRequest {
+            container_requests: vec![api::ContainerPreferredAllocationRequest {
+                available_device_i_ds: vec!["GPU-fake-0".into(), "GPU-bogus".into()],
+                must_include_device_i_ds: vec![],
+                allocation_size: 1,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_change_reaches_list_and_watch_within_a_second() {
+    let mut h = NvidiaHarness::start(
+        FakeNvml::h100_box(4, 0),
+        HealthPolicy {
+            recovery_after: Some(Duration::from_millis(300)),
+            ..HealthPolicy::default()
+        },
+    )
+    .await;
+    h.kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("registration");
+    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let mut stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    next_list(&mut stream, SEC).await.expect("first list");
+
+    // an application XID changes nothing
+    assert!(h.nvml.send(NvmlEvent {
+        uuid: Some("GPU-fake-2".into()),
+        kind: NvmlEventKind::Xid(43),
+    }));
+    assert!(
+        next_list(&mut stream, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    // the GPU must stay faulted for a while: the probe fails at first
+    h.nvml
+        .set_probe("GPU-fake-2", Probe::Unhealthy("pending retirement".into()));
+    let sent = Instant::now();
+    assert!(h.nvml.send(NvmlEvent {
+        uuid: Some("GPU-fake-2".into()),
+        kind: NvmlEventKind::Xid(79),
+    }));
+    let list = next_list(&mut stream, SEC)
+        .await
+        .expect("update within 1 s");
+    let latency = sent.elapsed();
+    assert!(latency < SEC, "{latency:?}");
+    assert_eq!(health_of(&list, "GPU-fake-2"), "Unhealthy");
+    assert_eq!(health_of(&list, "GPU-fake-0"), "Healthy");
+    assert_eq!(list.devices.len(), 4, "the full list is sent again");
+    eprintln!("health change reached ListAndWatch in {latency:?}");
+
+    // still unhealthy after a failed probe
+    assert!(
+        next_list(&mut stream, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    // recovery: the probe passes, the next recovery check reports it healthy
+    h.nvml.set_probe("GPU-fake-2", Probe::Healthy);
+    let list = next_list(&mut stream, 2 * SEC)
+        .await
+        .expect("recovery update");
+    assert_eq!(health_of(&list, "GPU-fake-2"), "Healthy");
+
+    // an event NVML cannot attribute to a GPU: every GPU is unhealthy
+    assert!(h.nvml.send(NvmlEvent {
+        uuid: None,
+        kind: NvmlEventKind::XidUnknown,
+    }));
+    let list = next_list(&mut stream, SEC).await.expect("update");
+    assert!(
+        list.devices.iter().all(|d| d.health == "Unhealthy"),
+        "{list:?}"
+    );
+    assert!(h.metrics.render().contains(
+        "solgrid_device_plugin_devices{health=\"Unhealthy\",resource=\"solgrid.dev/nvidia-gpu\"} 4"
+    ));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn double_bit_ecc_marks_unhealthy() {
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
+    h.kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("registration");
+    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let mut stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    next_list(&mut stream, SEC).await.expect("first list");
+    h.nvml.send(NvmlEvent {
+        uuid: Some("GPU-fake-1".into()),
+        kind: NvmlEventKind::SingleBitEcc,
+    });
+    assert!(
+        next_list(&mut stream, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    h.nvml.send(NvmlEvent {
+        uuid: Some("GPU-fake-1".into()),
+        kind: NvmlEventKind::DoubleBitEcc,
+    });
+    let list = next_list(&mut stream, SEC).await.expect("update");
+    assert_eq!(health_of(&list, "GPU-fake-1"), "Unhealthy");
+    assert_eq!(health_of(&list, "GPU-fake-0"), "Healthy");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubelet_socket_recreated_leads_to_reregistration() {
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
+    h.kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("first registration");
+    assert!(
+        h.kubelet
+            .next_registration(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "registers once"
+    );
+    h.kubelet.restart(false).await;
+    let reg = h
+        .kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("re-registration");
+    assert_eq!(reg.resource_name, "solgrid.dev/nvidia-gpu");
+    // the plugin counts it once the kubelet's answer is back
+    let deadline = Instant::now() + SEC;
+    while h.metrics.registrations_ok("solgrid.dev/nvidia-gpu") < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.metrics.registrations_ok("solgrid.dev/nvidia-gpu"), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubelet_restart_wiping_sockets_restarts_the_server() {
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
+    h.kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("first registration");
+    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let mut old_stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    next_list(&mut old_stream, SEC).await.expect("first list");
+
+    h.kubelet.restart(true).await;
+    let reg = h
+        .kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("re-registration");
+    assert_eq!(reg.endpoint, ENDPOINT);
+    // the old stream ended with the old server
+    let ended = tokio::time::timeout(2 * SEC, old_stream.message())
+        .await
+        .expect("old stream ends");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    // the new server answers
+    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let mut stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let list = next_list(&mut stream, SEC)
+        .await
+        .expect("list from the new server");
+    assert_eq!(list.devices.len(), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubelet_down_for_a_while_then_back() {
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(1, 0), no_recovery()).await;
+    h.kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("registration");
+    h.kubelet.stop().await;
+    // nothing to register with while it is down
+    assert!(
+        h.kubelet
+            .next_registration(Duration::from_millis(400))
+            .await
+            .is_none()
+    );
+    h.kubelet.serve_again();
+    let reg = h
+        .kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("registration when back");
+    assert_eq!(reg.resource_name, "solgrid.dev/nvidia-gpu");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn preferred_allocation_keeps_gpus_on_nvlink() {
+    // 8 GPUs: NVLink islands 0-3 and 4-7 (2 links per pair)
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(8, 2), no_recovery()).await;
+    h.kubelet
+        .next_registration(5 * SEC)
+        .await
+        .expect("registration");
+    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let ids = |v: &[u32]| {
+        v.iter()
+            .map(|i| format!("GPU-fake-{i}"))
+            .collect::<Vec<_>>()
+    };
+    let resp = client
+        .get_preferred_allocation(api::PreferredAllocationRequest {
+            container_requests: vec![
+                api::ContainerPreferredAllocationRequest {
+                    available_device_i_ds: ids(&[0, 2, 4, 5, 6, 7]),
+                    must_include_device_i_ds: vec![],
+                    allocation_size: 3,
+                },
+                api::ContainerPreferredAllocationRequest {
+                    available_device_i_ds: ids(&[0, 1, 2, 3, 4, 5]),
+                    must_include_device_i_ds: ids(&[5]),
+                    allocation_size: 2,
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.container_responses[0].device_i_ds, ids(&[4, 5, 6]));
+    assert_eq!(resp.container_responses[1].device_i_ds, ids(&[5, 4]));
+    h.shutdown().await;
+}
