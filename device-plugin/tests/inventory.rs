@@ -1,0 +1,237 @@
+//! Inventory publishing against a mock API server (tower-test): the exact
+//! server-side-apply requests for the GpuNode status, GpuNode creation when it
+//! is missing, and the Node labels.
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use solgrid_crds::GpuVendor;
+use solgrid_device_plugin::device::{Device, Health};
+use solgrid_device_plugin::inventory::{InventoryError, Publisher};
+use solgrid_device_plugin::labels::node_labels;
+use solgrid_device_plugin::resource::DeviceState;
+use std::collections::BTreeMap;
+use tower_test::mock;
+
+type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+fn states() -> Vec<DeviceState> {
+    (0..2)
+        .map(|i| DeviceState {
+            device: Device {
+                id: format!("GPU-{i}"),
+                vendor: GpuVendor::Nvidia,
+                model: "NVIDIA GeForce RTX 4090".into(),
+                memory_mib: 24_564,
+                uuid: Some(format!("GPU-{i}")),
+                pci_bus_id: Some(format!("0000:0{i}:00.0")),
+                numa_node: Some(0),
+                index: i,
+                links: BTreeMap::new(),
+                nodes: vec![],
+                attributes: BTreeMap::new(),
+            },
+            health: if i == 1 {
+                Health::Unhealthy
+            } else {
+                Health::Healthy
+            },
+            reason: None,
+        })
+        .collect()
+}
+
+async fn expect(
+    handle: &mut Handle,
+    method: Method,
+    uri: &str,
+    status: StatusCode,
+    reply: Value,
+) -> Value {
+    let (req, send) = handle.next_request().await.expect("a request");
+    assert_eq!(req.method(), method);
+    assert_eq!(req.uri().to_string(), uri);
+    assert_eq!(
+        req.headers()["content-type"],
+        "application/apply-patch+yaml",
+        "server-side apply"
+    );
+    let body = req.into_body().collect_bytes().await.unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap(),
+    );
+    v
+}
+
+fn gpunode_reply() -> Value {
+    json!({
+        "apiVersion": "solgrid.dev/v1alpha1",
+        "kind": "GpuNode",
+        "metadata": { "name": "node-a" },
+        "spec": {
+            "nodeName": "node-a",
+            "payoutWallet": "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin",
+            "location": { "region": "eu-west", "country": "DE" }
+        }
+    })
+}
+
+fn not_found() -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "gpunodes.solgrid.dev \"node-a\" not found", "reason": "NotFound", "code": 404
+    })
+}
+
+const STATUS_URI: &str = "/apis/solgrid.dev/v1alpha1/gpunodes/node-a/status?&force=true&fieldManager=solgrid-device-plugin";
+const OBJECT_URI: &str =
+    "/apis/solgrid.dev/v1alpha1/gpunodes/node-a?&force=true&fieldManager=solgrid-device-plugin";
+
+#[tokio::test]
+async fn publishes_status_by_server_side_apply() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::PATCH,
+            STATUS_URI,
+            StatusCode::OK,
+            gpunode_reply(),
+        )
+        .await
+    });
+    publisher.publish(&states()).await.expect("published");
+    let body = server.await.unwrap();
+    assert_eq!(body["apiVersion"], "solgrid.dev/v1alpha1");
+    assert_eq!(body["kind"], "GpuNode");
+    assert_eq!(body["metadata"]["name"], "node-a");
+    assert!(body.get("spec").is_none(), "status apply carries no spec");
+    let status = &body["status"];
+    assert_eq!(status["gpuCount"], 2);
+    assert_eq!(status["model"], "NVIDIA GeForce RTX 4090");
+    assert!(status["lastHeartbeat"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        status["gpus"],
+        json!([
+            { "id": "GPU-0", "uuid": "GPU-0", "vendor": "nvidia", "model": "NVIDIA GeForce RTX 4090",
+              "vramMib": 24564, "health": "Healthy", "pciBusId": "0000:00:00.0", "numaNode": 0 },
+            { "id": "GPU-1", "uuid": "GPU-1", "vendor": "nvidia", "model": "NVIDIA GeForce RTX 4090",
+              "vramMib": 24564, "health": "Unhealthy", "pciBusId": "0000:01:00.0", "numaNode": 0 }
+        ])
+    );
+    assert!(
+        status.get("phase").is_none(),
+        "the operator's fields are left alone"
+    );
+    assert!(status.get("reputation").is_none());
+}
+
+#[tokio::test]
+async fn creates_missing_gpunode_when_a_spec_is_configured() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let spec = solgrid_crds::GpuNodeSpec {
+        node_name: "node-a".into(),
+        payout_wallet: "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin".into(),
+        location: solgrid_crds::Location {
+            region: "eu-west".into(),
+            country: "DE".into(),
+            coordinates: None,
+        },
+        ..Default::default()
+    };
+    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), Some(spec));
+    let server = tokio::spawn(async move {
+        let first = expect(
+            &mut handle,
+            Method::PATCH,
+            STATUS_URI,
+            StatusCode::NOT_FOUND,
+            not_found(),
+        )
+        .await;
+        let create = expect(
+            &mut handle,
+            Method::PATCH,
+            OBJECT_URI,
+            StatusCode::CREATED,
+            gpunode_reply(),
+        )
+        .await;
+        let second = expect(
+            &mut handle,
+            Method::PATCH,
+            STATUS_URI,
+            StatusCode::OK,
+            gpunode_reply(),
+        )
+        .await;
+        (first, create, second)
+    });
+    publisher.publish(&states()).await.expect("published");
+    let (first, create, second) = server.await.unwrap();
+    assert_eq!(create["spec"]["nodeName"], "node-a");
+    assert_eq!(create["spec"]["location"]["country"], "DE");
+    assert!(create.get("status").is_none());
+    assert_eq!(first["status"]["gpus"], second["status"]["gpus"]);
+}
+
+#[tokio::test]
+async fn missing_gpunode_without_spec_is_an_error() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::PATCH,
+            STATUS_URI,
+            StatusCode::NOT_FOUND,
+            not_found(),
+        )
+        .await;
+    });
+    let err = publisher.publish(&states()).await.unwrap_err();
+    assert!(
+        matches!(err, InventoryError::Missing(ref n) if n == "node-a"),
+        "{err}"
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn labels_the_node() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::PATCH,
+            "/api/v1/nodes/node-a?&force=true&fieldManager=solgrid-device-plugin",
+            StatusCode::OK,
+            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "node-a" } }),
+        )
+        .await
+    });
+    publisher
+        .apply_labels(&node_labels(&states()))
+        .await
+        .expect("labelled");
+    let body = server.await.unwrap();
+    assert_eq!(
+        body["metadata"]["labels"],
+        json!({
+            "solgrid.dev/gpu.present": "true",
+            "solgrid.dev/nvidia-gpu.count": "2",
+            "solgrid.dev/nvidia-gpu.memory-mib": "24564",
+            "solgrid.dev/nvidia-gpu.model": "NVIDIA-GeForce-RTX-4090"
+        })
+    );
+}
