@@ -6,7 +6,9 @@
 use crate::txsize;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
-use solgrid_market::ledger::{Account, Amount, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus};
+use solgrid_market::ledger::{
+    Account, Amount, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus,
+};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -104,7 +106,10 @@ pub enum LedgerError {
     #[error("invalid idempotency key {key:?}: {reason}")]
     InvalidKey { key: String, reason: &'static str },
     #[error("invalid account {account:?}: {reason}")]
-    InvalidAccount { account: String, reason: &'static str },
+    InvalidAccount {
+        account: String,
+        reason: &'static str,
+    },
     #[error("malformed transaction payload: {0}")]
     BadPayload(String),
     #[error("signature {0} does not match the transaction's payload")]
@@ -145,6 +150,10 @@ struct Payload {
     nonce: u64,
     intents: Vec<Intent>,
 }
+
+/// The effect of a transaction: new balances of the touched (account, token) pairs
+/// and the new supplies; `Err` is the failure reason of a transaction that fails.
+type Effects = Result<(Vec<((Account, Token), Amount)>, [Amount; 2]), String>;
 
 /// One line of the journal.
 #[derive(Debug, Serialize, Deserialize)]
@@ -285,10 +294,7 @@ impl State {
 
     /// Computes the effect of `movements`, all or nothing. `Err` is the failure
     /// reason of a transaction that lands but fails.
-    fn plan_effects(
-        &self,
-        intents: &[Intent],
-    ) -> Result<(Vec<((Account, Token), Amount)>, [Amount; 2]), String> {
+    fn plan_effects(&self, intents: &[Intent]) -> Effects {
         let mut overlay: Vec<((Account, Token), Amount)> = Vec::new();
         let mut supply = self.supply;
         fn get(
@@ -462,7 +468,9 @@ impl EmbeddedLedger {
 
     fn check_config(config: &EmbeddedConfig) -> Result<(), LedgerError> {
         if config.io_decimals > 19 || config.usdc_decimals > 19 {
-            return Err(LedgerError::Config("decimals must be at most 19 (10^decimals fits u64)"));
+            return Err(LedgerError::Config(
+                "decimals must be at most 19 (10^decimals fits u64)",
+            ));
         }
         if config.max_tx_bytes == 0 {
             return Err(LedgerError::Config("max_tx_bytes must be positive"));
@@ -481,7 +489,8 @@ impl EmbeddedLedger {
             if raw.is_empty() {
                 continue;
             }
-            let record: Record = serde_json::from_slice(raw).map_err(|e| corrupt(line, e.to_string()))?;
+            let record: Record =
+                serde_json::from_slice(raw).map_err(|e| corrupt(line, e.to_string()))?;
             match record {
                 Record::Tick { n } => {
                     state.height = state
@@ -498,7 +507,10 @@ impl EmbeddedLedger {
                 } => {
                     let expected_seq = state.log.len() as u64 + 1;
                     if seq != expected_seq {
-                        return Err(corrupt(line, format!("sequence {seq}, expected {expected_seq}")));
+                        return Err(corrupt(
+                            line,
+                            format!("sequence {seq}, expected {expected_seq}"),
+                        ));
                     }
                     if height != state.height + 1 {
                         return Err(corrupt(
@@ -558,7 +570,10 @@ impl EmbeddedLedger {
         if let Some(p) = &st.poisoned {
             return Err(LedgerError::Poisoned(p.clone()));
         }
-        let new_height = st.height.checked_add(n).ok_or(LedgerError::Config("block height overflow"))?;
+        let new_height = st
+            .height
+            .checked_add(n)
+            .ok_or(LedgerError::Config("block height overflow"))?;
         if n == 0 {
             return Ok(st.height);
         }
@@ -627,7 +642,11 @@ impl EmbeddedLedger {
         let mut v: Vec<_> = st
             .balances
             .iter()
-            .flat_map(|(a, b)| Token::ALL.iter().map(move |&t| (a.clone(), t, b[token_index(t)])))
+            .flat_map(|(a, b)| {
+                Token::ALL
+                    .iter()
+                    .map(move |&t| (a.clone(), t, b[token_index(t)]))
+            })
             .filter(|(_, _, v)| *v > 0)
             .collect();
         v.sort();
@@ -647,10 +666,13 @@ impl EmbeddedLedger {
         if sign(&tx.payload) != tx.signature {
             return Err(LedgerError::SignatureMismatch(tx.signature.clone()));
         }
-        let payload: Payload =
-            serde_json::from_slice(&tx.payload).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
+        let payload: Payload = serde_json::from_slice(&tx.payload)
+            .map_err(|e| LedgerError::BadPayload(e.to_string()))?;
         if payload.v != PAYLOAD_VERSION {
-            return Err(LedgerError::BadPayload(format!("unknown payload version {}", payload.v)));
+            return Err(LedgerError::BadPayload(format!(
+                "unknown payload version {}",
+                payload.v
+            )));
         }
         Ok(payload)
     }
@@ -691,7 +713,8 @@ impl Ledger for EmbeddedLedger {
             nonce,
             intents: intents.to_vec(),
         };
-        let bytes = serde_json::to_vec(&payload).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&payload).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
         Ok(Prepared {
             signature: sign(&bytes),
             last_valid_block_height: payload.lvbh,
@@ -731,7 +754,8 @@ impl Ledger for EmbeddedLedger {
                 err: err.clone(),
                 intents: payload.intents,
             };
-            let mut line = serde_json::to_vec(&record).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
+            let mut line =
+                serde_json::to_vec(&record).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
             line.push(b'\n');
             let len_before = j.len;
             if let Err(e) = j.append(&line, policy) {
@@ -795,8 +819,6 @@ impl Ledger for EmbeddedLedger {
         10u64.pow(d as u32)
     }
 }
-
-type Effects = Result<(Vec<((Account, Token), Amount)>, [Amount; 2]), String>;
 
 impl EmbeddedLedger {
     fn finish(

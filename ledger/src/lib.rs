@@ -18,6 +18,6 @@ pub mod txsize;
 
 pub use embedded::{AuditEntry, EmbeddedConfig, EmbeddedLedger, FsyncPolicy, LedgerError, Outcome};
 pub use settle::{
-    Backoff, Executor, ExecutorConfig, MemoryStore, PassReport, SettleError, Settlement, SettlementState,
-    SettlementStore, Sleeper, StoreError, ThreadSleeper,
+    Backoff, Executor, ExecutorConfig, MemoryStore, PassReport, SettleError, Settlement,
+    SettlementState, SettlementStore, Sleeper, StoreError, ThreadSleeper,
 };

@@ -54,7 +54,10 @@ pub enum SettlementState {
 impl SettlementState {
     /// Planned or Sent: the executor still has work to do.
     pub fn is_unsettled(&self) -> bool {
-        matches!(self, SettlementState::Planned | SettlementState::Sent { .. })
+        matches!(
+            self,
+            SettlementState::Planned | SettlementState::Sent { .. }
+        )
     }
 }
 
@@ -90,7 +93,12 @@ pub trait SettlementStore {
     /// Step 3: the transaction `signature` is confirmed: `Confirmed`.
     fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), Self::Error>;
     /// The transaction landed and failed, or the intent cannot be sent: `Failed`.
-    fn record_failed(&mut self, keys: &[String], signature: Option<&str>, reason: &str) -> Result<(), Self::Error>;
+    fn record_failed(
+        &mut self,
+        keys: &[String],
+        signature: Option<&str>,
+        reason: &str,
+    ) -> Result<(), Self::Error>;
     /// An operator's decision to try failed settlements again: back to `Planned`.
     fn record_replan(&mut self, keys: &[String]) -> Result<(), Self::Error>;
     /// One settlement by key.
@@ -104,13 +112,24 @@ impl<S: SettlementStore + ?Sized> SettlementStore for &mut S {
     fn record_plan(&mut self, intent: &Intent) -> Result<(), Self::Error> {
         (**self).record_plan(intent)
     }
-    fn record_sent(&mut self, keys: &[String], signature: &str, lvbh: u64, payload: &[u8]) -> Result<(), Self::Error> {
+    fn record_sent(
+        &mut self,
+        keys: &[String],
+        signature: &str,
+        lvbh: u64,
+        payload: &[u8],
+    ) -> Result<(), Self::Error> {
         (**self).record_sent(keys, signature, lvbh, payload)
     }
     fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), Self::Error> {
         (**self).record_confirmed(keys, signature)
     }
-    fn record_failed(&mut self, keys: &[String], signature: Option<&str>, reason: &str) -> Result<(), Self::Error> {
+    fn record_failed(
+        &mut self,
+        keys: &[String],
+        signature: Option<&str>,
+        reason: &str,
+    ) -> Result<(), Self::Error> {
         (**self).record_failed(keys, signature, reason)
     }
     fn record_replan(&mut self, keys: &[String]) -> Result<(), Self::Error> {
@@ -194,11 +213,21 @@ impl MemoryStore {
         c
     }
 
-    fn set(&mut self, keys: &[String], state: SettlementState, payload: Option<&[u8]>) -> Result<(), StoreError> {
+    fn set(
+        &mut self,
+        keys: &[String],
+        state: SettlementState,
+        payload: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         // all or nothing: check every key first
         let idx: Vec<usize> = keys
             .iter()
-            .map(|k| self.index.get(k).copied().ok_or_else(|| StoreError::UnknownKey(k.clone())))
+            .map(|k| {
+                self.index
+                    .get(k)
+                    .copied()
+                    .ok_or_else(|| StoreError::UnknownKey(k.clone()))
+            })
             .collect::<Result<_, _>>()?;
         let unsettled = state.is_unsettled();
         for i in idx {
@@ -236,7 +265,13 @@ impl SettlementStore for MemoryStore {
         Ok(())
     }
 
-    fn record_sent(&mut self, keys: &[String], signature: &str, lvbh: u64, payload: &[u8]) -> Result<(), StoreError> {
+    fn record_sent(
+        &mut self,
+        keys: &[String],
+        signature: &str,
+        lvbh: u64,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
         self.set(
             keys,
             SettlementState::Sent {
@@ -257,7 +292,12 @@ impl SettlementStore for MemoryStore {
         )
     }
 
-    fn record_failed(&mut self, keys: &[String], signature: Option<&str>, reason: &str) -> Result<(), StoreError> {
+    fn record_failed(
+        &mut self,
+        keys: &[String],
+        signature: Option<&str>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         self.set(
             keys,
             SettlementState::Failed {
@@ -277,7 +317,11 @@ impl SettlementStore for MemoryStore {
     }
 
     fn unsettled(&self) -> Result<Vec<Settlement>, StoreError> {
-        Ok(self.unsettled.iter().map(|&i| self.records[i].clone()).collect())
+        Ok(self
+            .unsettled
+            .iter()
+            .map(|&i| self.records[i].clone())
+            .collect())
     }
 }
 
@@ -520,7 +564,11 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
 
     /// The recorded state of one settlement.
     pub fn state(&self, key: &str) -> Res<Option<SettlementState>, L, S> {
-        Ok(self.store.get(key).map_err(SettleError::Store)?.map(|s| s.state))
+        Ok(self
+            .store
+            .get(key)
+            .map_err(SettleError::Store)?
+            .map(|s| s.state))
     }
 
     /// An operator's decision to try a `Failed` settlement again (e.g. after the
@@ -541,7 +589,11 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
     }
 
     /// Calls `f` with exponential backoff until it succeeds or the attempts run out.
-    fn retry<T>(&self, report: &mut PassReport, mut f: impl FnMut(&L) -> Result<T, L::Error>) -> Res<T, L, S> {
+    fn retry<T>(
+        &self,
+        report: &mut PassReport,
+        mut f: impl FnMut(&L) -> Result<T, L::Error>,
+    ) -> Res<T, L, S> {
         let mut attempt = 1;
         loop {
             match f(self.ledger) {
@@ -559,7 +611,13 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
     }
 
     /// Records the final outcome of `signature` if it has one; returns whether it did.
-    fn conclude(&mut self, report: &mut PassReport, keys: &[String], signature: &str, status: &TxStatus) -> Res<bool, L, S> {
+    fn conclude(
+        &mut self,
+        report: &mut PassReport,
+        keys: &[String],
+        signature: &str,
+        status: &TxStatus,
+    ) -> Res<bool, L, S> {
         match status {
             TxStatus::Confirmed => {
                 self.store
@@ -572,7 +630,9 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
                 self.store
                     .record_failed(keys, Some(signature), reason)
                     .map_err(SettleError::Store)?;
-                report.failed.extend(keys.iter().map(|k| (k.clone(), reason.clone())));
+                report
+                    .failed
+                    .extend(keys.iter().map(|k| (k.clone(), reason.clone())));
                 Ok(true)
             }
             TxStatus::Pending | TxStatus::NotFound => Ok(false),
@@ -582,7 +642,12 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
     /// Sends `tx` (retrying with backoff; between attempts it checks whether the
     /// transaction landed anyway or expired), then records its outcome if final.
     /// Returns the number of intents left waiting.
-    fn deliver(&mut self, report: &mut PassReport, tx: &Prepared, keys: &[String]) -> Res<usize, L, S> {
+    fn deliver(
+        &mut self,
+        report: &mut PassReport,
+        tx: &Prepared,
+        keys: &[String],
+    ) -> Res<usize, L, S> {
         let mut attempt = 1;
         loop {
             match self.ledger.send(tx) {
@@ -731,7 +796,12 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
         let tx = self.retry(report, |l| l.prepare(batch))?;
         let keys: Vec<String> = batch.iter().map(|i| i.key.clone()).collect();
         self.store
-            .record_sent(&keys, &tx.signature, tx.last_valid_block_height, &tx.payload)
+            .record_sent(
+                &keys,
+                &tx.signature,
+                tx.last_valid_block_height,
+                &tx.payload,
+            )
             .map_err(SettleError::Store)?;
         report.intents_per_tx.push(batch.len());
         self.deliver(report, &tx, &keys)

@@ -19,10 +19,12 @@
 
 use crate::embedded::{EmbeddedConfig, EmbeddedLedger, LedgerError};
 use crate::settle::{
-    Backoff, Executor, ExecutorConfig, MemoryStore, PassReport, Settlement, SettlementState, SettlementStore,
-    Sleeper, StoreError,
+    Backoff, Executor, ExecutorConfig, MemoryStore, PassReport, Settlement, SettlementState,
+    SettlementStore, Sleeper, StoreError,
 };
-use solgrid_market::ledger::{Account, Amount, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus};
+use solgrid_market::ledger::{
+    Account, Amount, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -100,7 +102,11 @@ impl CrashPoint {
         (*self.fired_on.lock().unwrap_or_else(|e| e.into_inner())).map(|n| (n, self.after))
     }
     /// Runs one step named `name`: `op` runs unless the process is dead or dies before it.
-    pub fn step<T, E>(&self, name: &'static str, op: impl FnOnce() -> Result<T, E>) -> Result<T, Crashed<E>> {
+    pub fn step<T, E>(
+        &self,
+        name: &'static str,
+        op: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, Crashed<E>> {
         if self.crashed() {
             return Err(Crashed::Crash);
         }
@@ -150,13 +156,15 @@ impl<L: Ledger> Ledger for CrashingLedger<'_, L> {
         self.crash.step("status", || self.inner.status(signature))
     }
     fn block_height(&self) -> Result<u64, Self::Error> {
-        self.crash.step("block_height", || self.inner.block_height())
+        self.crash
+            .step("block_height", || self.inner.block_height())
     }
     fn fits(&self, intents: &[Intent]) -> bool {
         self.inner.fits(intents)
     }
     fn balance(&self, account: &Account, token: Token) -> Result<Amount, Self::Error> {
-        self.crash.step("balance", || self.inner.balance(account, token))
+        self.crash
+            .step("balance", || self.inner.balance(account, token))
     }
     fn supply(&self, token: Token) -> Result<Amount, Self::Error> {
         self.crash.step("supply", || self.inner.supply(token))
@@ -178,21 +186,39 @@ impl<S: SettlementStore> SettlementStore for CrashingStore<S> {
         let inner = &mut self.inner;
         self.crash.step("record_plan", || inner.record_plan(intent))
     }
-    fn record_sent(&mut self, keys: &[String], signature: &str, lvbh: u64, payload: &[u8]) -> Result<(), Self::Error> {
+    fn record_sent(
+        &mut self,
+        keys: &[String],
+        signature: &str,
+        lvbh: u64,
+        payload: &[u8],
+    ) -> Result<(), Self::Error> {
         let inner = &mut self.inner;
-        self.crash.step("record_sent", || inner.record_sent(keys, signature, lvbh, payload))
+        self.crash.step("record_sent", || {
+            inner.record_sent(keys, signature, lvbh, payload)
+        })
     }
     fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), Self::Error> {
         let inner = &mut self.inner;
-        self.crash.step("record_confirmed", || inner.record_confirmed(keys, signature))
+        self.crash.step("record_confirmed", || {
+            inner.record_confirmed(keys, signature)
+        })
     }
-    fn record_failed(&mut self, keys: &[String], signature: Option<&str>, reason: &str) -> Result<(), Self::Error> {
+    fn record_failed(
+        &mut self,
+        keys: &[String],
+        signature: Option<&str>,
+        reason: &str,
+    ) -> Result<(), Self::Error> {
         let inner = &mut self.inner;
-        self.crash.step("record_failed", || inner.record_failed(keys, signature, reason))
+        self.crash.step("record_failed", || {
+            inner.record_failed(keys, signature, reason)
+        })
     }
     fn record_replan(&mut self, keys: &[String]) -> Result<(), Self::Error> {
         let inner = &mut self.inner;
-        self.crash.step("record_replan", || inner.record_replan(keys))
+        self.crash
+            .step("record_replan", || inner.record_replan(keys))
     }
     fn get(&self, key: &str) -> Result<Option<Settlement>, Self::Error> {
         self.crash.step("get", || self.inner.get(key))
@@ -274,7 +300,10 @@ impl Network {
         delivered
     }
     fn roll(&self) -> u64 {
-        self.rng.lock().unwrap_or_else(|e| e.into_inner()).range(0, 99)
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(0, 99)
     }
 }
 
@@ -297,7 +326,11 @@ impl<L: Ledger> Ledger for FlakyLedger<'_, L> {
         }
         let r = r - f.drop_pct;
         if r < f.delay_pct {
-            self.net.held.lock().unwrap_or_else(|e| e.into_inner()).push(tx.clone());
+            self.net
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(tx.clone());
             return Ok(());
         }
         let r = r - f.delay_pct;
@@ -436,6 +469,8 @@ pub enum FaultError {
     Invariant(String),
 }
 
+type Snapshot = (BTreeMap<(Account, Token), Amount>, BTreeMap<Token, Amount>);
+
 #[derive(Clone, Copy)]
 enum Phase {
     Fund,
@@ -499,19 +534,30 @@ fn mv(token: Token, op: Op) -> Movement {
 /// the model's delta (so every provider was paid exactly once); each supply changed
 /// by exactly the minted minus the burned; every key confirmed exactly once (when
 /// the target can tell).
-pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> Result<FaultReport, FaultError> {
+pub fn run_fault_scenario<T: FaultTarget>(
+    target: &mut T,
+    cfg: &FaultConfig,
+) -> Result<FaultReport, FaultError> {
     let mut rng = TestRng::new(cfg.seed);
     let p = &cfg.prefix;
     let n_payers = cfg.jobs.clamp(1, 4);
-    let payers: Vec<Account> = (0..n_payers).map(|i| target.wallet(&format!("{p}-payer-{i}"))).collect();
-    let providers: Vec<Account> = (0..cfg.jobs).map(|i| target.wallet(&format!("{p}-provider-{i}"))).collect();
+    let payers: Vec<Account> = (0..n_payers)
+        .map(|i| target.wallet(&format!("{p}-payer-{i}")))
+        .collect();
+    let providers: Vec<Account> = (0..cfg.jobs)
+        .map(|i| target.wallet(&format!("{p}-provider-{i}")))
+        .collect();
 
     let mut fund = Vec::new();
     let mut settle = Vec::new();
     let mut genesis_mv = Vec::new();
     for (j, provider) in providers.iter().enumerate() {
         let payer = payers[j % n_payers].clone();
-        let token = if rng.chance(1, 3) { Token::Usdc } else { Token::Io };
+        let token = if rng.chance(1, 3) {
+            Token::Usdc
+        } else {
+            Token::Io
+        };
         let c = rng.range(1, 5_000_000_000);
         let (fr, fp, s) = fees(c, token.is_stablecoin());
         let refund = rng.range(0, c);
@@ -608,11 +654,14 @@ pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> 
     accounts.extend(providers.iter().cloned());
     accounts.extend([Account::Escrow, Account::Treasury, Account::EmissionPool]);
     let setup = |e: String| FaultError::Setup(e);
-    let snapshot = |l: &T::L| -> Result<(BTreeMap<(Account, Token), Amount>, BTreeMap<Token, Amount>), FaultError> {
+    let snapshot = |l: &T::L| -> Result<Snapshot, FaultError> {
         let mut b = BTreeMap::new();
         for a in &accounts {
             for t in Token::ALL {
-                b.insert((a.clone(), t), l.balance(a, t).map_err(|e| setup(e.to_string()))?);
+                b.insert(
+                    (a.clone(), t),
+                    l.balance(a, t).map_err(|e| setup(e.to_string()))?,
+                );
             }
         }
         let mut s = BTreeMap::new();
@@ -645,8 +694,11 @@ pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> 
     }
     let mut expect = Expect::default();
     {
-        let mut exec = Executor::with_sleeper(target.ledger(), &mut store, exec_cfg.clone(), NoSleep);
-        let r = exec.settle(&genesis, 20).map_err(|e| setup(e.to_string()))?;
+        let mut exec =
+            Executor::with_sleeper(target.ledger(), &mut store, exec_cfg.clone(), NoSleep);
+        let r = exec
+            .settle(&genesis, 20)
+            .map_err(|e| setup(e.to_string()))?;
         if r.remaining > 0 || !r.failed.is_empty() {
             return Err(setup(format!("genesis did not settle: {r:?}")));
         }
@@ -690,8 +742,19 @@ pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> 
             if !crashing {
                 net.set_faults(NetworkFaults::NONE);
             }
+            let n = intents.len() as u64;
             let crash = if crashing {
-                CrashPoint::at(rng.range(1, 40), rng.chance(1, 2))
+                // the first round surely takes 2n + 6 steps (n lookups, n plans, one
+                // listing, prepare/record/send/status/record of a first tx): it
+                // always crashes, before everything is settled
+                let step = if round == 1 {
+                    rng.range(1, 2 * n + 6)
+                } else if rng.chance(1, 4) {
+                    rng.range(1, n)
+                } else {
+                    rng.range(n, 2 * n + 20)
+                };
+                CrashPoint::at(step, rng.chance(1, 2))
             } else {
                 CrashPoint::never()
             };
@@ -724,7 +787,9 @@ pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> 
                     report.resent += r.resent;
                     report.retries += r.retries;
                     if let Some((k, reason)) = r.failed.first() {
-                        return Err(FaultError::Invariant(format!("settlement {k} failed: {reason}")));
+                        return Err(FaultError::Invariant(format!(
+                            "settlement {k} failed: {reason}"
+                        )));
                     }
                 }
                 Err(_) if crash.crashed() => {
@@ -768,7 +833,11 @@ pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> 
             }
             // Time passes: sometimes enough for unsent transactions to expire.
             let w = target.validity_window();
-            let blocks = if rng.chance(1, 3) { w + 1 } else { rng.range(0, w / 4 + 1) };
+            let blocks = if rng.chance(1, 3) {
+                w + 1
+            } else {
+                rng.range(0, w / 4 + 1)
+            };
             if blocks > 0 || !crashing {
                 target.advance(blocks.max(1));
             }
@@ -785,7 +854,11 @@ pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> 
     let (after, supply_after) = snapshot(target.ledger())?;
     for ((account, token), b) in &after {
         let want = before[&(account.clone(), *token)] as i128
-            + expect.delta.get(&(account.clone(), *token)).copied().unwrap_or(0);
+            + expect
+                .delta
+                .get(&(account.clone(), *token))
+                .copied()
+                .unwrap_or(0);
         if *b as i128 != want {
             return Err(FaultError::Invariant(format!(
                 "{account} ({token}): balance {b}, expected {want} (before {})",
@@ -806,7 +879,10 @@ pub fn run_fault_scenario<T: FaultTarget>(target: &mut T, cfg: &FaultConfig) -> 
         for i in genesis.iter().chain(&fund).chain(&settle) {
             let n = counts.get(&i.key).copied().unwrap_or(0);
             if n != 1 {
-                return Err(FaultError::Invariant(format!("key {} confirmed {n} times", i.key)));
+                return Err(FaultError::Invariant(format!(
+                    "key {} confirmed {n} times",
+                    i.key
+                )));
             }
         }
     }
@@ -869,7 +945,8 @@ impl FaultTarget for EmbeddedTarget {
             f.write_all(br#"{"t":"tx","seq":99999,"height":1,"sig":"torn"#)
                 .map_err(|e| e.to_string())?;
         }
-        self.ledger = Some(EmbeddedLedger::open(&path, self.config.clone()).map_err(|e| e.to_string())?);
+        self.ledger =
+            Some(EmbeddedLedger::open(&path, self.config.clone()).map_err(|e| e.to_string())?);
         Ok(())
     }
     fn advance(&mut self, blocks: u64) {
@@ -948,7 +1025,8 @@ impl FileStore {
             if line.is_empty() {
                 continue;
             }
-            let op: StoreOp = serde_json::from_slice(line).map_err(|e| FileStoreError::Corrupt(i + 1, e.to_string()))?;
+            let op: StoreOp = serde_json::from_slice(line)
+                .map_err(|e| FileStoreError::Corrupt(i + 1, e.to_string()))?;
             match op {
                 StoreOp::Plan { intent } => mem.record_plan(&intent)?,
                 StoreOp::Sent {
@@ -958,7 +1036,9 @@ impl FileStore {
                     payload,
                 } => mem.record_sent(&keys, &sig, lvbh, &payload)?,
                 StoreOp::Confirmed { keys, sig } => mem.record_confirmed(&keys, &sig)?,
-                StoreOp::Failed { keys, sig, reason } => mem.record_failed(&keys, sig.as_deref(), &reason)?,
+                StoreOp::Failed { keys, sig, reason } => {
+                    mem.record_failed(&keys, sig.as_deref(), &reason)?
+                }
                 StoreOp::Replan { keys } => mem.record_replan(&keys)?,
             }
         }
@@ -971,7 +1051,8 @@ impl FileStore {
 
     fn append(&mut self, op: &StoreOp) -> Result<(), FileStoreError> {
         use std::io::Write;
-        let mut line = serde_json::to_vec(op).map_err(|e| FileStoreError::Corrupt(0, e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(op).map_err(|e| FileStoreError::Corrupt(0, e.to_string()))?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.sync_data()?;
@@ -985,10 +1066,18 @@ impl SettlementStore for FileStore {
         if self.mem.get(&intent.key)?.is_some() {
             return Err(StoreError::AlreadyPlanned(intent.key.clone()).into());
         }
-        self.append(&StoreOp::Plan { intent: intent.clone() })?;
+        self.append(&StoreOp::Plan {
+            intent: intent.clone(),
+        })?;
         Ok(self.mem.record_plan(intent)?)
     }
-    fn record_sent(&mut self, keys: &[String], signature: &str, lvbh: u64, payload: &[u8]) -> Result<(), Self::Error> {
+    fn record_sent(
+        &mut self,
+        keys: &[String],
+        signature: &str,
+        lvbh: u64,
+        payload: &[u8],
+    ) -> Result<(), Self::Error> {
         self.append(&StoreOp::Sent {
             keys: keys.to_vec(),
             sig: signature.to_string(),
@@ -1004,7 +1093,12 @@ impl SettlementStore for FileStore {
         })?;
         Ok(self.mem.record_confirmed(keys, signature)?)
     }
-    fn record_failed(&mut self, keys: &[String], signature: Option<&str>, reason: &str) -> Result<(), Self::Error> {
+    fn record_failed(
+        &mut self,
+        keys: &[String],
+        signature: Option<&str>,
+        reason: &str,
+    ) -> Result<(), Self::Error> {
         self.append(&StoreOp::Failed {
             keys: keys.to_vec(),
             sig: signature.map(str::to_string),
@@ -1013,7 +1107,9 @@ impl SettlementStore for FileStore {
         Ok(self.mem.record_failed(keys, signature, reason)?)
     }
     fn record_replan(&mut self, keys: &[String]) -> Result<(), Self::Error> {
-        self.append(&StoreOp::Replan { keys: keys.to_vec() })?;
+        self.append(&StoreOp::Replan {
+            keys: keys.to_vec(),
+        })?;
         Ok(self.mem.record_replan(keys)?)
     }
     fn get(&self, key: &str) -> Result<Option<Settlement>, Self::Error> {

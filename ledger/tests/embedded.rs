@@ -39,7 +39,10 @@ fn prepare_is_deterministic_and_sets_last_valid_height() {
     let i = [mint("k", wallet("x"), Token::Io, 5)];
     let ta = a.prepare(&i).unwrap();
     let tb = b.prepare(&i).unwrap();
-    assert_eq!(ta.signature, tb.signature, "same state, same tx, same signature");
+    assert_eq!(
+        ta.signature, tb.signature,
+        "same state, same tx, same signature"
+    );
     assert_eq!(ta.payload, tb.payload);
     assert_eq!(ta.last_valid_block_height, 150);
     assert_eq!(ta.keys, vec!["k".to_string()]);
@@ -76,7 +79,9 @@ fn bs58_len(s: &str) -> usize {
 #[test]
 fn send_applies_atomically_and_once() {
     let l = mem();
-    let (_, st) = l.apply(&[mint("g", Account::Escrow, Token::Io, 100)]).unwrap();
+    let (_, st) = l
+        .apply(&[mint("g", Account::Escrow, Token::Io, 100)])
+        .unwrap();
     assert_eq!(st, TxStatus::Confirmed);
     assert_eq!(l.block_height().unwrap(), 1);
     let tx = l
@@ -101,14 +106,19 @@ fn send_applies_atomically_and_once() {
     assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 0);
     assert_eq!(l.supply(Token::Io).unwrap(), 60);
     assert_eq!(l.total_balances(Token::Io), 60);
-    assert_eq!(l.block_height().unwrap(), 2, "the re-send did not land twice");
+    assert_eq!(
+        l.block_height().unwrap(),
+        2,
+        "the re-send did not land twice"
+    );
     assert_eq!(l.tx_count(), 2);
 }
 
 #[test]
 fn insufficient_funds_fails_the_whole_tx_and_moves_nothing() {
     let l = mem();
-    l.apply(&[mint("g", Account::Escrow, Token::Io, 100)]).unwrap();
+    l.apply(&[mint("g", Account::Escrow, Token::Io, 100)])
+        .unwrap();
     // the first movement alone would succeed; the second cannot
     let tx = l
         .prepare(&[
@@ -127,13 +137,14 @@ fn insufficient_funds_fails_the_whole_tx_and_moves_nothing() {
     let audit = l.audit();
     assert!(matches!(audit[1].outcome, Outcome::Failed(_)));
     assert_eq!(audit[1].keys, vec!["a".to_string(), "b".to_string()]);
-    assert!(l.confirmed_key_counts().get("a").is_none());
+    assert!(!l.confirmed_key_counts().contains_key("a"));
 }
 
 #[test]
 fn overflow_fails_the_tx() {
     let l = mem();
-    l.apply(&[mint("g", wallet("x"), Token::Usdc, u64::MAX)]).unwrap();
+    l.apply(&[mint("g", wallet("x"), Token::Usdc, u64::MAX)])
+        .unwrap();
     let (_, st) = l.apply(&[mint("h", wallet("y"), Token::Usdc, 1)]).unwrap();
     assert!(matches!(st, TxStatus::Failed(r) if r.contains("overflow")));
     assert_eq!(l.supply(Token::Usdc).unwrap(), u64::MAX);
@@ -188,11 +199,21 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(LedgerError::InvalidKey { .. })
     ));
     assert!(matches!(
-        l.prepare(&[mint("k", wallet("a"), Token::Io, 1), mint("k", wallet("b"), Token::Io, 1)]),
+        l.prepare(&[
+            mint("k", wallet("a"), Token::Io, 1),
+            mint("k", wallet("b"), Token::Io, 1)
+        ]),
         Err(LedgerError::DuplicateKey(_))
     ));
     let big: Vec<Intent> = (0..40)
-        .map(|i| transfer(&format!("k{i}"), Account::Escrow, wallet(&format!("w{i}")), 1))
+        .map(|i| {
+            transfer(
+                &format!("k{i}"),
+                Account::Escrow,
+                wallet(&format!("w{i}")),
+                1,
+            )
+        })
         .collect();
     assert!(!l.fits(&big));
     assert!(matches!(l.prepare(&big), Err(LedgerError::TooLarge { .. })));
@@ -200,17 +221,25 @@ fn bad_input_is_an_error_not_a_panic() {
     let mut tx = l.prepare(&[mint("k", wallet("a"), Token::Io, 1)]).unwrap();
     let n = tx.payload.len();
     tx.payload[n - 3] ^= 1;
-    assert!(matches!(l.send(&tx), Err(LedgerError::SignatureMismatch(_))));
+    assert!(matches!(
+        l.send(&tx),
+        Err(LedgerError::SignatureMismatch(_))
+    ));
     tx.payload = b"not json".to_vec();
-    tx.signature = l.prepare(&[mint("z", wallet("a"), Token::Io, 1)]).unwrap().signature;
+    tx.signature = l
+        .prepare(&[mint("z", wallet("a"), Token::Io, 1)])
+        .unwrap()
+        .signature;
     assert!(l.send(&tx).is_err());
     // a never-seen account holds nothing
     assert_eq!(l.balance(&wallet("nobody"), Token::Io).unwrap(), 0);
-    assert!(EmbeddedLedger::in_memory(EmbeddedConfig {
-        io_decimals: 20,
-        ..Default::default()
-    })
-    .is_err());
+    assert!(
+        EmbeddedLedger::in_memory(EmbeddedConfig {
+            io_decimals: 20,
+            ..Default::default()
+        })
+        .is_err()
+    );
 }
 
 #[test]
@@ -227,9 +256,15 @@ fn journal_replays_state_exactly() {
     let sigs;
     {
         let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
-        let (s1, _) = l.apply(&[mint("g", Account::Escrow, Token::Io, 1000)]).unwrap();
-        let (s2, _) = l.apply(&[transfer("p", Account::Escrow, wallet("p1"), 300)]).unwrap();
-        let (s3, st) = l.apply(&[transfer("q", Account::Escrow, wallet("p1"), 5000)]).unwrap();
+        let (s1, _) = l
+            .apply(&[mint("g", Account::Escrow, Token::Io, 1000)])
+            .unwrap();
+        let (s2, _) = l
+            .apply(&[transfer("p", Account::Escrow, wallet("p1"), 300)])
+            .unwrap();
+        let (s3, st) = l
+            .apply(&[transfer("q", Account::Escrow, wallet("p1"), 5000)])
+            .unwrap();
         assert!(matches!(st, TxStatus::Failed(_)));
         l.tick(7).unwrap();
         sigs = [s1, s2, s3];
@@ -249,7 +284,8 @@ fn journal_replays_state_exactly() {
     assert_eq!(l.audit().len(), 3);
     assert_eq!(l.audit()[1].keys, vec!["p".to_string()]);
     // new transactions continue the sequence
-    l.apply(&[transfer("r", Account::Escrow, wallet("p2"), 1)]).unwrap();
+    l.apply(&[transfer("r", Account::Escrow, wallet("p2"), 1)])
+        .unwrap();
     drop(l);
     let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
     assert_eq!(l.audit().last().unwrap().seq, 4);
@@ -262,7 +298,8 @@ fn torn_last_line_is_ignored_and_cut() {
     let path = dir.path().join("ledger.jsonl");
     {
         let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
-        l.apply(&[mint("g", Account::Escrow, Token::Io, 10)]).unwrap();
+        l.apply(&[mint("g", Account::Escrow, Token::Io, 10)])
+            .unwrap();
     }
     let good_len = std::fs::metadata(&path).unwrap().len();
     let full = std::fs::read(&path).unwrap();
@@ -276,8 +313,13 @@ fn torn_last_line_is_ignored_and_cut() {
     let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
     assert_eq!(l.tx_count(), 1);
     assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 10);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len, "torn tail cut off");
-    l.apply(&[mint("h", Account::Escrow, Token::Io, 1)]).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        good_len,
+        "torn tail cut off"
+    );
+    l.apply(&[mint("h", Account::Escrow, Token::Io, 1)])
+        .unwrap();
     drop(l);
     let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
     assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 11);
@@ -289,8 +331,10 @@ fn corrupt_journal_is_a_clear_error() {
     let path = dir.path().join("ledger.jsonl");
     {
         let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
-        l.apply(&[mint("g", Account::Escrow, Token::Io, 10)]).unwrap();
-        l.apply(&[mint("h", Account::Escrow, Token::Io, 10)]).unwrap();
+        l.apply(&[mint("g", Account::Escrow, Token::Io, 10)])
+            .unwrap();
+        l.apply(&[mint("h", Account::Escrow, Token::Io, 10)])
+            .unwrap();
     }
     let text = std::fs::read_to_string(&path).unwrap();
     // garbage in a middle line
@@ -305,12 +349,17 @@ fn corrupt_journal_is_a_clear_error() {
     let overdraw = format!(
         "{}\n{}\n",
         lines[0],
-        lines[1].replace("\"Mint\":{\"to\":\"Escrow\",\"amount\":10}", "\"Burn\":{\"from\":\"Escrow\",\"amount\":11}")
+        lines[1].replace(
+            "\"Mint\":{\"to\":\"Escrow\",\"amount\":10}",
+            "\"Burn\":{\"from\":\"Escrow\",\"amount\":11}"
+        )
     );
     assert_ne!(overdraw, text, "the replacement applied");
     std::fs::write(&path, &overdraw).unwrap();
     match EmbeddedLedger::open(&path, EmbeddedConfig::default()) {
-        Err(LedgerError::Corrupt { line: 2, reason, .. }) => assert!(reason.contains("diverged"), "{reason}"),
+        Err(LedgerError::Corrupt {
+            line: 2, reason, ..
+        }) => assert!(reason.contains("diverged"), "{reason}"),
         r => panic!("{:?}", r.err()),
     }
     // a duplicated line (sequence)
@@ -332,7 +381,8 @@ fn batched_fsync_mode_persists_every_tx_for_a_process() {
     {
         let l = EmbeddedLedger::open(&path, cfg.clone()).unwrap();
         for i in 0..100 {
-            l.apply(&[mint(&format!("k{i}"), wallet("x"), Token::Io, 1)]).unwrap();
+            l.apply(&[mint(&format!("k{i}"), wallet("x"), Token::Io, 1)])
+                .unwrap();
         }
         // no explicit sync: the writes are in the file already
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();

@@ -2,9 +2,12 @@
 //! backoff.
 
 use solgrid_ledger::settle::RecordingSleeper;
-use solgrid_ledger::testing::{CrashPoint, CrashingLedger, CrashingStore, FlakyLedger, Network, NetworkFaults, NoSleep};
+use solgrid_ledger::testing::{
+    CrashPoint, CrashingLedger, CrashingStore, FlakyLedger, Network, NetworkFaults, NoSleep,
+};
 use solgrid_ledger::{
-    Backoff, EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig, MemoryStore, SettleError, SettlementState,
+    Backoff, EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig, MemoryStore, SettleError,
+    SettlementState,
 };
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -96,7 +99,11 @@ fn batches_many_intents_per_tx_within_the_size_limit() {
         offset += n;
     }
     for i in 0..50 {
-        assert_eq!(l.balance(&wallet(&format!("provider-{i}")), Token::Io).unwrap(), 100);
+        assert_eq!(
+            l.balance(&wallet(&format!("provider-{i}")), Token::Io)
+                .unwrap(),
+            100
+        );
     }
     assert_eq!(l.supply(Token::Io).unwrap(), 1_000_000 - 50);
     assert_eq!(store.counts(), (0, 0, 50, 0));
@@ -124,7 +131,13 @@ fn max_intents_per_tx_caps_batches() {
 }
 
 /// Runs one executor that crashes at `step`, then a fresh one; returns the store.
-fn crash_then_resume(l: &EmbeddedLedger, store: &mut MemoryStore, intents: &[Intent], step: u64, after: bool) -> String {
+fn crash_then_resume(
+    l: &EmbeddedLedger,
+    store: &mut MemoryStore,
+    intents: &[Intent],
+    step: u64,
+    after: bool,
+) -> String {
     let crash = CrashPoint::at(step, after);
     {
         let ledger = CrashingLedger {
@@ -155,13 +168,24 @@ fn crash_between_send_and_record_pays_once() {
         if op != "send" {
             continue;
         }
-        assert_eq!(l.balance(&wallet("provider-1"), Token::Io).unwrap(), 100, "landed");
-        assert!(matches!(state(&store, "job-1/0"), SettlementState::Sent { .. }));
+        assert_eq!(
+            l.balance(&wallet("provider-1"), Token::Io).unwrap(),
+            100,
+            "landed"
+        );
+        assert!(matches!(
+            state(&store, "job-1/0"),
+            SettlementState::Sent { .. }
+        ));
         let r = Executor::with_sleeper(&l, &mut store, cfg(), NoSleep)
             .settle(&intents, 3)
             .unwrap();
         assert_eq!(r.confirmed, 2);
-        assert_eq!(r.txs(), 0, "nothing rebuilt or re-sent under a new signature");
+        assert_eq!(
+            r.txs(),
+            0,
+            "nothing rebuilt or re-sent under a new signature"
+        );
         assert_eq!(l.balance(&wallet("provider-1"), Token::Io).unwrap(), 100);
         assert_eq!(l.balance(&wallet("provider-2"), Token::Io).unwrap(), 200);
         assert_eq!(l.tx_count(), 2);
@@ -206,10 +230,15 @@ fn every_crash_point_before_or_after_resumes_to_exactly_once() {
                     }
                     l.tick(11).unwrap();
                 }
-                assert_eq!(store.counts(), (0, 0, 15, 0), "step {step} after {after} keep {keep}");
+                assert_eq!(
+                    store.counts(),
+                    (0, 0, 15, 0),
+                    "step {step} after {after} keep {keep}"
+                );
                 for i in 0..15 {
                     assert_eq!(
-                        l.balance(&wallet(&format!("provider-{i}")), Token::Io).unwrap(),
+                        l.balance(&wallet(&format!("provider-{i}")), Token::Io)
+                            .unwrap(),
                         10 + i as u64
                     );
                 }
@@ -219,8 +248,18 @@ fn every_crash_point_before_or_after_resumes_to_exactly_once() {
             }
         }
     }
-    for op in ["record_plan", "prepare", "record_sent", "send", "status", "record_confirmed"] {
-        assert!(seen.contains(&(op, true)) && seen.contains(&(op, false)), "{op} never crashed: {seen:?}");
+    for op in [
+        "record_plan",
+        "prepare",
+        "record_sent",
+        "send",
+        "status",
+        "record_confirmed",
+    ] {
+        assert!(
+            seen.contains(&(op, true)) && seen.contains(&(op, false)),
+            "{op} never crashed: {seen:?}"
+        );
     }
 }
 
@@ -282,7 +321,10 @@ fn a_late_delivery_of_an_expired_tx_never_lands() {
     let mut store = MemoryStore::new().keep_payloads(false);
     let intents = vec![payout(1, 100)];
     {
-        let flaky = FlakyLedger { inner: &l, net: &net };
+        let flaky = FlakyLedger {
+            inner: &l,
+            net: &net,
+        };
         let r = Executor::with_sleeper(&flaky, &mut store, cfg(), NoSleep)
             .settle(&intents, 2)
             .unwrap();
@@ -310,7 +352,11 @@ fn failed_tx_is_surfaced_not_resent_until_retried() {
         .unwrap();
     assert_eq!(r.failed.len(), 1);
     assert!(r.failed[0].1.contains("insufficient"), "{:?}", r.failed);
-    let SettlementState::Failed { signature: Some(sig), .. } = state(&store, "job-1/0") else {
+    let SettlementState::Failed {
+        signature: Some(sig),
+        ..
+    } = state(&store, "job-1/0")
+    else {
         panic!()
     };
     assert!(matches!(l.status(&sig).unwrap(), TxStatus::Failed(_)));
@@ -362,7 +408,13 @@ fn oversized_intent_fails_alone_and_others_settle() {
         .unwrap();
     assert_eq!(r.confirmed, 2);
     assert_eq!(r.failed.len(), 1);
-    assert!(matches!(state(&store, "huge"), SettlementState::Failed { signature: None, .. }));
+    assert!(matches!(
+        state(&store, "huge"),
+        SettlementState::Failed {
+            signature: None,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -439,7 +491,11 @@ fn transport_errors_back_off_exponentially_and_never_double() {
     assert_eq!((r.confirmed, r.retries), (1, 3));
     assert_eq!(
         *sleeper.slept.lock().unwrap(),
-        vec![Duration::from_millis(10), Duration::from_millis(20), Duration::from_millis(40)]
+        vec![
+            Duration::from_millis(10),
+            Duration::from_millis(20),
+            Duration::from_millis(40)
+        ]
     );
     // a lost reply: the tx landed, the executor sees it and does not resend
     let u = Unreliable {
@@ -463,14 +519,25 @@ fn transport_errors_back_off_exponentially_and_never_double() {
         .settle(&[payout(3, 100)], 1)
         .unwrap_err();
     assert!(matches!(e, SettleError::Ledger(_)));
-    assert_eq!(sleeper.slept.lock().unwrap().len(), 3, "4 attempts, 3 waits");
-    assert!(matches!(state(&store, "job-3/0"), SettlementState::Sent { .. }));
+    assert_eq!(
+        sleeper.slept.lock().unwrap().len(),
+        3,
+        "4 attempts, 3 waits"
+    );
+    assert!(matches!(
+        state(&store, "job-3/0"),
+        SettlementState::Sent { .. }
+    ));
     let r = Executor::with_sleeper(&l, &mut store, cfg(), NoSleep)
         .settle_pass()
         .unwrap();
     assert_eq!((r.resent, r.confirmed), (1, 1));
     for i in 1..=3 {
-        assert_eq!(l.balance(&wallet(&format!("provider-{i}")), Token::Io).unwrap(), 100);
+        assert_eq!(
+            l.balance(&wallet(&format!("provider-{i}")), Token::Io)
+                .unwrap(),
+            100
+        );
     }
 }
 
