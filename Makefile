@@ -1,0 +1,70 @@
+# solgrid — a permissionless GPU compute market on Kubernetes.
+#
+#   make demo    the whole market in one process (simulator, embedded ledger), report + plots in out/demo
+#   make test    every test: unit, property, controller (tower-test), CRD drift, helm/promtool,
+#                device plugin (fake kubelet), settlement on a real solana-test-validator (loopback only)
+#   make lint    rustfmt check, clippy -D warnings, helm lint
+#   make crds    regenerate crds/*.yaml (and the chart's copy) from the Rust types
+#   make bench   benchmarks: extender, simulator, device plugin, ledger/settlement, operator cache
+#   make e2e     end-to-end tests against the cluster in $KUBECONFIG
+#   make images  container images (needs a Docker engine)
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Tools the project installs itself (helm, solana-test-validator) land here.
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+DEMO_OUT ?= out/demo
+DEMO_ARGS ?=
+
+.PHONY: all build test test-unit test-solana tools lint fmt crds crds-check demo bench e2e images clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets --locked
+
+## Tools the tests need (idempotent: reuses what the machine has).
+tools:
+	bash scripts/install-helm.sh
+	bash scripts/install-promtool.sh
+	bash scripts/install-validator.sh
+
+## Every test. The build runs with the network; the tests run in a network
+## namespace with only loopback (solana-test-validator listens on every interface
+## whatever it is told, so it must never see a real one).
+test: tools
+	$(CARGO) test --workspace --locked --no-run
+	bash scripts/test-in-netns.sh $(CARGO) test --workspace --locked --offline
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	helm lint helm/solgrid
+
+fmt:
+	$(CARGO) fmt --all
+
+crds:
+	$(CARGO) run --quiet --locked -p solgrid-crds --bin crdgen
+	@if [ -x scripts/sync-chart-crds.sh ] || [ -f scripts/sync-chart-crds.sh ]; then bash scripts/sync-chart-crds.sh; fi
+
+crds-check:
+	$(CARGO) run --quiet --locked -p solgrid-crds --bin crdgen -- --check
+
+demo:
+	$(CARGO) run --release --locked -p solgrid-sim -- --out $(DEMO_OUT) $(DEMO_ARGS)
+
+bench: tools
+	bash scripts/bench.sh
+
+e2e:
+	@if [ -z "$$KUBECONFIG" ]; then echo "make e2e: KUBECONFIG is not set; the e2e tests need a real cluster (they skip without one)"; fi
+	$(CARGO) test --locked -p solgrid-e2e -- --test-threads=1 --nocapture
+
+images:
+	bash scripts/build-images.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf out
