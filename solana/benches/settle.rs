@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 const IO: Token = Token::Io;
 
-fn intents(payer: &Account, providers: &[Account], escrowed: u64, tag: &str) -> Vec<Intent> {
+fn intents(payer: &Account, providers: &[Account], escrowed: u64, tag: u32) -> Vec<Intent> {
     providers
         .iter()
         .enumerate()
         .map(|(i, p)| {
             job_settlement(
-                &format!("bench-{tag}-{i:04}/p0000"),
+                &job_key(tag, i, 0),
                 IO,
                 payer,
                 p,
@@ -108,7 +108,7 @@ fn main() {
 
     // sequential: one settlement per transaction, confirmed before the next
     let seq_providers: Vec<Account> = (0..20).map(|_| wallet(&Keypair::new())).collect();
-    let seq = intents(&payer, &seq_providers, escrowed, "seq");
+    let seq = intents(&payer, &seq_providers, escrowed, 1);
     let start = Instant::now();
     for it in &seq {
         settle(l, std::slice::from_ref(it));
@@ -122,27 +122,8 @@ fn main() {
 
     // batched, legacy transactions, providers whose token accounts exist
     let providers: Vec<Account> = (0..n).map(|_| wallet(&Keypair::new())).collect();
-    for chunk in providers.chunks(20) {
-        settle(
-            l,
-            &[Intent {
-                key: format!("bench/open-{}", chunk[0]),
-                movements: chunk
-                    .iter()
-                    .map(|p| {
-                        mv(
-                            IO,
-                            Op::Mint {
-                                to: p.clone(),
-                                amount: 1,
-                            },
-                        )
-                    })
-                    .collect(),
-            }],
-        );
-    }
-    let legacy = intents(&payer, &providers, escrowed, "legacy");
+    open_accounts(l, IO, &providers, "bench");
+    let legacy = intents(&payer, &providers, escrowed, 2);
     let (txs, secs, largest) = batched(l, &legacy);
     println!(
         "RESULT batched legacy: {n} settlements in {txs} txs (up to {largest} payouts/tx) in {secs:.2} s = {:.1} settlements/s",
@@ -166,7 +147,7 @@ fn main() {
         w.push(p.clone());
     }
     l.create_lookup_table(&w).expect("lookup table");
-    let v0 = intents(&payer, &in_table, escrowed, "v0");
+    let v0 = intents(&payer, &in_table, escrowed, 3);
     let (txs, secs, largest) = batched(l, &v0);
     println!(
         "RESULT batched v0 + lookup table: {} settlements in {txs} txs (up to {largest} payouts/tx) in {secs:.2} s = {:.1} settlements/s",

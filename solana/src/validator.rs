@@ -182,10 +182,12 @@ impl TestValidator {
                     self.log_tail()
                 ));
             }
+            // programs loaded at genesis (SPL Token is upgradeable) are usable only
+            // a few slots in: "Program is not deployed" before that
             if client.get_health().is_ok()
                 && client
-                    .get_latest_blockhash_with_commitment(CommitmentConfig::confirmed())
-                    .is_ok()
+                    .get_slot_with_commitment(CommitmentConfig::confirmed())
+                    .is_ok_and(|s| s >= 3)
             {
                 eprintln!(
                     "solana-test-validator ready at {} after {:.1} s",

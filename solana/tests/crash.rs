@@ -177,7 +177,7 @@ fn crash_injected_settlements_pay_exactly_once() {
             let f = fees(1_000_000 + 37_000 * i as u64, price, false);
             Run {
                 intent: job_settlement(
-                    &format!("job-{i:03}/p0000"),
+                    &job_key(0xc4a54, i, 0),
                     IO,
                     &payer,
                     &provider,
@@ -368,8 +368,10 @@ fn crash_injected_settlements_pay_exactly_once() {
         }
     }
     let total_crashes: u32 = counts.crashes.values().sum();
+    let run_crashes: u32 = runs.iter().map(|r| r.crashes).sum();
     eprintln!(
-        "RESULT crash runs: {n} runs, {total_crashes} crashes injected {:?}, {} txs sent, \
+        "RESULT crash runs: {n} runs, {run_crashes} crashes of a run ({total_crashes} process crashes: \
+         a crash kills every run in the batch) {:?}, {} txs sent, \
          {} rebuilt after expiry, {} re-sent from payload, {} found by memo after fence, \
          {} fenced then rebuilt, largest batch {}, {double} double payments, {lost} lost, {:.1} s",
         counts.crashes,

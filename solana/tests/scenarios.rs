@@ -191,7 +191,7 @@ fn batch_of_settlements_in_one_transaction() {
             .map(|i| {
                 let f = fees(3_600_000 + i as u64 * 1_000, price, false);
                 job_settlement(
-                    &format!("job-batch-{i:02}/p0000"),
+                    &job_key(0xba7c4, i, 0),
                     IO,
                     &payer,
                     &providers[i],
@@ -478,49 +478,14 @@ fn lookup_table_v0_carries_more_payouts() {
     let price = 3_000_000;
     let max = fees(2 * 3_600_000, price, false);
     let escrowed = max.cost + max.fr;
-    let providers: Vec<Account> = (0..40).map(|_| wallet(&Keypair::new())).collect();
+    let providers: Vec<Account> = (0..60).map(|_| wallet(&Keypair::new())).collect();
     // providers get their accounts first (as after their first payout)
-    settle(
-        l,
-        &[Intent {
-            key: "alt/open-provider-accounts".into(),
-            movements: providers[..20]
-                .iter()
-                .map(|p| {
-                    mv(
-                        IO,
-                        Op::Mint {
-                            to: p.clone(),
-                            amount: 1,
-                        },
-                    )
-                })
-                .collect(),
-        }],
-    );
-    settle(
-        l,
-        &[Intent {
-            key: "alt/open-provider-accounts-2".into(),
-            movements: providers[20..]
-                .iter()
-                .map(|p| {
-                    mv(
-                        IO,
-                        Op::Mint {
-                            to: p.clone(),
-                            amount: 1,
-                        },
-                    )
-                })
-                .collect(),
-        }],
-    );
+    open_accounts(l, IO, &providers, "alt");
     let intents_for = |n: usize| -> Vec<Intent> {
         (0..n)
             .map(|i| {
                 job_settlement(
-                    &format!("job-alt-{i:02}/p0000"),
+                    &job_key(0xa17, i, 0),
                     IO,
                     &payer,
                     &providers[i],
@@ -554,7 +519,7 @@ fn lookup_table_v0_carries_more_payouts() {
     assert_eq!(l.tx_shape(), TxShape::V0LookupTable);
     let v0 = count(l);
     eprintln!(
-        "RESULT IO settlements (payout + burn + refund + memo) per transaction, provider accounts existing: \
+        "RESULT IO settlements (payout + burn + refund + 42-byte key memo) per transaction, provider accounts existing: \
          legacy {legacy}, v0 + lookup table {v0} (table {table})"
     );
     assert!(v0 > legacy);
@@ -602,7 +567,7 @@ fn lookup_table_v0_carries_more_payouts() {
     while n < providers.len() && l.fits(&[payouts(n + 1)]) {
         n += 1;
     }
-    eprintln!("RESULT v0 + lookup table: {n} reward payouts per transaction (40 tried)");
+    eprintln!("RESULT v0 + lookup table: {n} reward payouts per transaction (60 tried)");
 }
 
 #[test]

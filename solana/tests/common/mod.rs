@@ -186,3 +186,37 @@ pub fn job_settlement(
         movements,
     }
 }
+
+/// Gives each wallet a token account (by minting 1 base unit to it), as many per
+/// transaction as fit.
+pub fn open_accounts(ledger: &SolanaLedger, token: Token, wallets: &[Account], tag: &str) {
+    let intent = |ws: &[Account]| Intent {
+        key: format!("{tag}/open/{}", ws[0]),
+        movements: ws
+            .iter()
+            .map(|w| {
+                mv(
+                    token,
+                    Op::Mint {
+                        to: w.clone(),
+                        amount: 1,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let mut i = 0;
+    while i < wallets.len() {
+        let mut j = i + 1;
+        while j < wallets.len() && ledger.fits(&[intent(&wallets[i..j + 1])]) {
+            j += 1;
+        }
+        settle(ledger, &[intent(&wallets[i..j])]);
+        i = j;
+    }
+}
+
+/// A realistic idempotency key: the job's UID (36 characters) and the period.
+pub fn job_key(tag: u32, i: usize, period: u32) -> String {
+    format!("{tag:08x}-0000-4000-8000-{i:012x}/p{period:04}")
+}
