@@ -15,7 +15,7 @@
 //!   so `10_000 <= X <= 16_000`.
 //! - `Y` supply, from the utilization `u` (ppm) of the GPU class:
 //!   `Y = idle + linear*u/1e6 + cubic*u^3/1e18` (defaults 7,000 + 5,000 u + 18,000 u^3 bps):
-//!   0.70× when idle, 1.0× near 35 %, 2.0× at 80 %, 3.0× when full.
+//!   0.70× when idle, 1.0× near 40 %, 2.0× at 80 %, 3.0× when full.
 //!
 //! Each factor is monotone non-decreasing in its input and bounded, and so is the price.
 
