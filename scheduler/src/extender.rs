@@ -1,0 +1,454 @@
+//! The extender's decisions: `filter` and `prioritize` over the cached index.
+//!
+//! The market library decides ([`solgrid_market::matching::filter`] and
+//! [`solgrid_market::matching::score`]); this module finds the pod's job, looks up
+//! each candidate node, adds what only the cluster knows (the Node is Ready and
+//! not cordoned), sorts rejections into resolvable and unresolvable ones, and
+//! words them for `kubectl describe pod`.
+//!
+//! Reasons are worded per *job*, never per node (no node's own numbers in them):
+//! kube-scheduler folds identical reasons into one line (`0/5000 nodes are
+//! available: 4000 solgrid: node GPU model is not among ...`), so a per-node
+//! wording would print thousands of lines.
+
+use crate::cache::{Index, job_key};
+use crate::convert::{self, JobView};
+use crate::metrics::{Metrics, Verb};
+use crate::wire::{ExtenderArgs, FilterResult, HostPriority, NodeList};
+use solgrid_market::matching::{
+    self, JobRequirements, MatchConfig, NodePhase, NodeSnapshot, RejectReason, Rejection,
+};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Why a node was filtered out: a stable label (for metrics) and whether
+/// preemption could not help (`FailedAndUnresolvableNodes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Reason {
+    UnknownNode,
+    NotGpuNode,
+    NotReady,
+    Cordoned,
+    Slashed,
+    Offline,
+    Draining,
+    NotActive,
+    TooNew,
+    Understaked,
+    Reputation,
+    FloorAbovePrice,
+    Region,
+    NoGpus,
+    Vendor,
+    Model,
+    Vram,
+    NotEnoughFreeGpus,
+    NotEnoughHealthyGpus,
+    JobNotCached,
+    JobRefused,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 21] = [
+        Reason::UnknownNode,
+        Reason::NotGpuNode,
+        Reason::NotReady,
+        Reason::Cordoned,
+        Reason::Slashed,
+        Reason::Offline,
+        Reason::Draining,
+        Reason::NotActive,
+        Reason::TooNew,
+        Reason::Understaked,
+        Reason::Reputation,
+        Reason::FloorAbovePrice,
+        Reason::Region,
+        Reason::NoGpus,
+        Reason::Vendor,
+        Reason::Model,
+        Reason::Vram,
+        Reason::NotEnoughFreeGpus,
+        Reason::NotEnoughHealthyGpus,
+        Reason::JobNotCached,
+        Reason::JobRefused,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::UnknownNode => "unknown_node",
+            Reason::NotGpuNode => "not_gpu_node",
+            Reason::NotReady => "node_not_ready",
+            Reason::Cordoned => "node_cordoned",
+            Reason::Slashed => "slashed",
+            Reason::Offline => "offline",
+            Reason::Draining => "draining",
+            Reason::NotActive => "not_active",
+            Reason::TooNew => "too_new",
+            Reason::Understaked => "understaked",
+            Reason::Reputation => "reputation",
+            Reason::FloorAbovePrice => "floor_above_price",
+            Reason::Region => "region",
+            Reason::NoGpus => "no_gpus",
+            Reason::Vendor => "vendor",
+            Reason::Model => "model",
+            Reason::Vram => "vram",
+            Reason::NotEnoughFreeGpus => "not_enough_free_gpus",
+            Reason::NotEnoughHealthyGpus => "not_enough_healthy_gpus",
+            Reason::JobNotCached => "job_not_cached",
+            Reason::JobRefused => "job_refused",
+        }
+    }
+
+    /// True for reasons no preemption can fix (→ `FailedAndUnresolvableNodes`).
+    /// Transient states of the node (offline, draining, cordoned, not Ready, still
+    /// verifying or too new, under-staked) and busy GPUs go to `FailedNodes`.
+    pub fn unresolvable(self) -> bool {
+        matches!(
+            self,
+            Reason::UnknownNode
+                | Reason::NotGpuNode
+                | Reason::Slashed
+                | Reason::Reputation
+                | Reason::FloorAbovePrice
+                | Reason::Region
+                | Reason::NoGpus
+                | Reason::Vendor
+                | Reason::Model
+                | Reason::Vram
+                | Reason::NotEnoughHealthyGpus
+                | Reason::JobRefused
+        )
+    }
+
+    /// Classifies a market rejection.
+    pub fn of_rejection(r: &Rejection) -> Reason {
+        match r.reason {
+            RejectReason::NotActive { phase } => match phase {
+                NodePhase::Slashed => Reason::Slashed,
+                NodePhase::Offline => Reason::Offline,
+                NodePhase::Draining => Reason::Draining,
+                _ => Reason::NotActive,
+            },
+            RejectReason::Draining => Reason::Draining,
+            RejectReason::TooNew { .. } => Reason::TooNew,
+            RejectReason::Understaked { .. } => Reason::Understaked,
+            RejectReason::Reputation { .. } => Reason::Reputation,
+            RejectReason::FloorAbovePrice { .. } => Reason::FloorAbovePrice,
+            RejectReason::Region => Reason::Region,
+            RejectReason::NoGpus => Reason::NoGpus,
+            RejectReason::Vendor { .. } => Reason::Vendor,
+            RejectReason::Model { .. } => Reason::Model,
+            RejectReason::Vram { .. } => Reason::Vram,
+            RejectReason::NotEnoughGpus { .. } if r.unresolvable => Reason::NotEnoughHealthyGpus,
+            RejectReason::NotEnoughGpus { .. } => Reason::NotEnoughFreeGpus,
+        }
+    }
+
+    /// The sentence shown in `kubectl describe pod` (job-level values only).
+    pub fn message(self, job: Option<&JobRequirements>, cfg: &MatchConfig) -> String {
+        let need = job.map_or(1, |j| j.gpus_per_worker.max(1));
+        let m = match self {
+            Reason::UnknownNode => {
+                "node is unknown to the solgrid scheduler's cache (no GpuNode for it)".to_string()
+            }
+            Reason::NotGpuNode => "node has no GpuNode (not a solgrid GPU node)".into(),
+            Reason::NotReady => "node is not Ready".into(),
+            Reason::Cordoned => "node is cordoned (unschedulable)".into(),
+            Reason::Slashed => "node is Slashed (caught cheating)".into(),
+            Reason::Offline => "node is Offline (heartbeats stopped)".into(),
+            Reason::Draining => "node is draining".into(),
+            Reason::NotActive => "node is not Active yet (pending or verifying)".into(),
+            Reason::TooNew => format!(
+                "node is too new: nodes are hired {} h after they are first seen",
+                cfg.min_node_age_ms / 3_600_000
+            ),
+            Reason::Understaked => "node stake is below its minimum".into(),
+            Reason::Reputation => format!(
+                "node reputation is below the job's minimum {}",
+                job.map_or(0, |j| j.min_reputation)
+            ),
+            Reason::FloorAbovePrice => format!(
+                "provider floor price is above the job's locked price ({} micro-USD/GPU-hour)",
+                job.map_or(0, |j| j.price_micro_usd)
+            ),
+            Reason::Region => format!(
+                "node region is not among the job's required regions ({})",
+                job.map_or(String::new(), |j| j.preferred_regions.join(", "))
+            ),
+            Reason::NoGpus => "node has no GPUs the market knows".into(),
+            Reason::Vendor => format!(
+                "node GPUs are not {}",
+                job.and_then(|j| j.vendor)
+                    .map_or("the job's vendor".to_string(), |v| v.to_string())
+            ),
+            Reason::Model => format!(
+                "node GPU model is not among the job's models ({})",
+                job.map_or("any".to_string(), |j| j.models.to_string())
+            ),
+            Reason::Vram => format!(
+                "node GPU memory is below the job's minimum {} MiB",
+                job.map_or(0, |j| j.min_vram_mib)
+            ),
+            Reason::NotEnoughFreeGpus => {
+                format!("not enough free GPUs (the job needs {need} per worker)")
+            }
+            Reason::NotEnoughHealthyGpus => {
+                format!("not enough healthy GPUs of the job's kind (the job needs {need} per worker)")
+            }
+            Reason::JobNotCached => "the pod's ComputeJob is not in the cache yet".into(),
+            Reason::JobRefused => "the pod's ComputeJob cannot be placed".into(),
+        };
+        format!("solgrid: {m}")
+    }
+}
+
+const N_REASONS: usize = Reason::ALL.len();
+
+/// What a request's pod is to the extender.
+#[derive(Debug)]
+pub enum JobCtx {
+    /// Not a solgrid pod: every node passes, all scores equal.
+    PassThrough,
+    /// Every node fails with one reason.
+    AllFail { reason: Reason, message: Arc<str> },
+    /// Match against these requirements.
+    Match(Arc<JobView>),
+}
+
+/// One node's verdict: it fits (on this GPU group of this snapshot), or why not.
+pub type Verdict<'i> = Result<(matching::Fit, &'i NodeSnapshot), Reason>;
+
+/// The decision engine (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Extender {
+    pub cfg: Arc<MatchConfig>,
+    pub metrics: Option<Metrics>,
+}
+
+/// Wall-clock now, ms since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Extender {
+    pub fn new(cfg: MatchConfig, metrics: Option<Metrics>) -> Extender {
+        Extender {
+            cfg: Arc::new(cfg),
+            metrics,
+        }
+    }
+
+    /// Finds the pod's job in the index.
+    pub fn job_ctx(&self, index: &Index, args: &ExtenderArgs<'_>) -> JobCtx {
+        let Some(jr) = args.pod.as_ref().and_then(convert::pod_job) else {
+            return JobCtx::PassThrough;
+        };
+        let key = job_key(&jr.namespace, &jr.name);
+        match index.jobs.get(&key) {
+            Some(e) if jr.uid.is_none() || e.uid.is_none() || jr.uid == e.uid => {
+                match e.view.as_ref() {
+                    JobView::Match(_) => JobCtx::Match(Arc::clone(&e.view)),
+                    JobView::Refuse(msg) => JobCtx::AllFail {
+                        reason: Reason::JobRefused,
+                        message: format!("solgrid: ComputeJob {key}: {msg}").into(),
+                    },
+                }
+            }
+            _ => JobCtx::AllFail {
+                reason: Reason::JobNotCached,
+                message: format!(
+                    "solgrid: ComputeJob {key} is not in the scheduler's cache yet (retrying)"
+                )
+                .into(),
+            },
+        }
+    }
+
+    /// One node's verdict for a job.
+    #[inline]
+    pub fn verdict<'i>(
+        &self,
+        index: &'i Index,
+        job: &JobRequirements,
+        name: &str,
+        now_ms: u64,
+    ) -> Verdict<'i> {
+        let Some(entry) = index.nodes.get(name) else {
+            return Err(Reason::UnknownNode);
+        };
+        if let Some(c) = entry.condition {
+            if !c.ready {
+                return Err(Reason::NotReady);
+            }
+            if c.cordoned {
+                return Err(Reason::Cordoned);
+            }
+        }
+        let Some(snap) = entry.snapshot.as_deref() else {
+            return Err(Reason::NotGpuNode);
+        };
+        match matching::filter(snap, job, &self.cfg, now_ms) {
+            Ok(fit) => Ok((fit, snap)),
+            Err(r) => Err(Reason::of_rejection(&r)),
+        }
+    }
+
+    /// `filter`. Answers with `NodeNames` when asked with names, with a filtered
+    /// `Nodes` list when asked with a node list.
+    pub fn filter<'a>(
+        &self,
+        index: &Index,
+        mut args: ExtenderArgs<'a>,
+        now_ms: u64,
+    ) -> FilterResult<'a> {
+        let ctx = self.job_ctx(index, &args);
+        let names: Vec<Cow<'a, str>> = match args.node_names.take() {
+            Some(n) => n,
+            None => args
+                .nodes
+                .as_ref()
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .map(|n| Cow::Owned(n.metadata.name.clone().unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let by_list = args.nodes.is_some();
+        let mut passed: Vec<bool> = Vec::with_capacity(names.len());
+        let mut failed = Vec::new();
+        let mut failed_unres = Vec::new();
+        let mut counts = [0u32; N_REASONS];
+        let mut n_passed = 0u64;
+        match &ctx {
+            JobCtx::PassThrough => {
+                if let Some(m) = &self.metrics {
+                    m.passthrough(Verb::Filter);
+                }
+                passed.resize(names.len(), true);
+            }
+            JobCtx::AllFail { reason, message } => {
+                counts[*reason as usize] += names.len() as u32;
+                passed.resize(names.len(), false);
+                let target = if reason.unresolvable() {
+                    &mut failed_unres
+                } else {
+                    &mut failed
+                };
+                for n in &names {
+                    target.push((n.clone(), Arc::clone(message)));
+                }
+            }
+            JobCtx::Match(view) => {
+                let JobView::Match(job) = view.as_ref() else {
+                    unreachable_refuse();
+                    return FilterResult::default();
+                };
+                let mut messages: [Option<Arc<str>>; N_REASONS] = Default::default();
+                for n in &names {
+                    match self.verdict(index, job, n, now_ms) {
+                        Ok(_) => {
+                            n_passed += 1;
+                            passed.push(true);
+                        }
+                        Err(r) => {
+                            passed.push(false);
+                            counts[r as usize] += 1;
+                            let msg = messages[r as usize]
+                                .get_or_insert_with(|| r.message(Some(job), &self.cfg).into());
+                            let target = if r.unresolvable() {
+                                &mut failed_unres
+                            } else {
+                                &mut failed
+                            };
+                            target.push((n.clone(), Arc::clone(msg)));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(m) = &self.metrics
+            && !matches!(ctx, JobCtx::PassThrough)
+        {
+            m.add_decisions(n_passed, &counts);
+        }
+        let mut out = FilterResult {
+            failed,
+            failed_unresolvable: failed_unres,
+            ..FilterResult::default()
+        };
+        if by_list {
+            let list = args.nodes.take().unwrap_or_default();
+            let items = list
+                .items
+                .into_iter()
+                .zip(passed.iter())
+                .filter_map(|(n, ok)| ok.then_some(n))
+                .collect();
+            out.nodes = Some(NodeList {
+                metadata: list.metadata,
+                items,
+            });
+        } else {
+            out.node_names = Some(
+                names
+                    .into_iter()
+                    .zip(passed.iter())
+                    .filter_map(|(n, ok)| ok.then_some(n))
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    /// `prioritize`: 0–10 per candidate, the market's score for the job's
+    /// preference; 0 for a node that would not pass `filter`; all 0 for a pod of no
+    /// ComputeJob (equal scores leave kube-scheduler's own ranking alone).
+    pub fn prioritize<'x>(
+        &self,
+        index: &Index,
+        args: &'x ExtenderArgs<'_>,
+        now_ms: u64,
+    ) -> Vec<HostPriority<&'x str>> {
+        let names = args.candidate_names();
+        let ctx = self.job_ctx(index, args);
+        let job = match &ctx {
+            JobCtx::Match(v) => match v.as_ref() {
+                JobView::Match(j) => Some(j.as_ref()),
+                JobView::Refuse(_) => None,
+            },
+            JobCtx::PassThrough => {
+                if let Some(m) = &self.metrics {
+                    m.passthrough(Verb::Prioritize);
+                }
+                None
+            }
+            JobCtx::AllFail { .. } => None,
+        };
+        names
+            .into_iter()
+            .map(|host| {
+                let score = match job {
+                    Some(j) => match self.verdict(index, j, host, now_ms) {
+                        Ok((fit, snap)) => {
+                            matching::extender_score(matching::score(snap, j, &self.cfg, fit))
+                        }
+                        Err(_) => 0,
+                    },
+                    None => 0,
+                };
+                HostPriority { host, score }
+            })
+            .collect()
+    }
+}
+
+#[cold]
+fn unreachable_refuse() {
+    tracing::error!("internal: JobCtx::Match holds a refused job");
+}
