@@ -88,9 +88,9 @@ impl Index {
             gpunodes
                 .into_iter()
                 .map(|g| Arc::new(convert::node_snapshot(g))),
-            nodes.into_iter().filter_map(|n| {
-                Some((n.metadata.name.clone()?, convert::node_condition(n)))
-            }),
+            nodes
+                .into_iter()
+                .filter_map(|n| Some((n.metadata.name.clone()?, convert::node_condition(n)))),
             jobs.into_iter().filter_map(|j| job_entry(j, cfg)),
         )
     }

@@ -195,7 +195,9 @@ impl Reason {
                 format!("not enough free GPUs (the job needs {need} per worker)")
             }
             Reason::NotEnoughHealthyGpus => {
-                format!("not enough healthy GPUs of the job's kind (the job needs {need} per worker)")
+                format!(
+                    "not enough healthy GPUs of the job's kind (the job needs {need} per worker)"
+                )
             }
             Reason::JobNotCached => "the pod's ComputeJob is not in the cache yet".into(),
             Reason::JobRefused => "the pod's ComputeJob cannot be placed".into(),

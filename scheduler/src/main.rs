@@ -41,7 +41,11 @@ struct Args {
     #[arg(long, env = "SOLGRID_SCHEDULER_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     max_body_bytes: usize,
     /// Per-request time limit (ms); slower requests get 503.
-    #[arg(long, env = "SOLGRID_SCHEDULER_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        env = "SOLGRID_SCHEDULER_REQUEST_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
     request_timeout_ms: u64,
     /// At most one cache rebuild per this many ms while watch events stream in.
     #[arg(long, default_value_t = 100)]
@@ -57,7 +61,9 @@ struct Args {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().flatten_event(true).init();
     } else {
@@ -83,7 +89,9 @@ fn main() -> anyhow::Result<()> {
             .is_some_and(|p| p.extension().is_some_and(|e| e == "json"));
         let text = if json { s.to_json()? } else { s.to_yaml()? };
         match &args.out {
-            Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+            Some(p) => {
+                std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?
+            }
             None => print!("{text}"),
         }
         return Ok(());
@@ -104,7 +112,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cache = Arc::new(Cache::new());
     let mut watch_task = None;
     if let Some(path) = &args.snapshot {
-        let s = Snapshot::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
+        let s =
+            Snapshot::load(path).with_context(|| format!("loading snapshot {}", path.display()))?;
         let index = s.index(&market);
         metrics.set_cache_sizes(index.gpunode_count, index.node_count, index.jobs.len());
         tracing::info!(

@@ -216,21 +216,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.cache.is_ready() {
         "ready\n".into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "caches not synced yet\n",
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n").into_response()
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let idx = state.cache.load();
-    state.metrics.set_cache_sizes(
-        idx.gpunode_count,
-        idx.node_count,
-        idx.jobs.len(),
-    );
+    state
+        .metrics
+        .set_cache_sizes(idx.gpunode_count, idx.node_count, idx.jobs.len());
     state
         .metrics
         .cache_ready

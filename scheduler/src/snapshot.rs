@@ -77,7 +77,11 @@ impl Snapshot {
         let mut stack: Vec<serde_json::Value> = docs.into_iter().rev().collect();
         while let Some(v) = stack.pop() {
             index += 1;
-            let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+            let kind = v
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
             let name = v
                 .pointer("/metadata/name")
                 .and_then(|k| k.as_str())
@@ -124,7 +128,9 @@ impl Snapshot {
             v["kind"] = "Node".into();
             items.push(v);
         }
-        serde_json::to_string(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))
+        serde_json::to_string(
+            &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
     }
 
     /// YAML text of the snapshot (one document per object).

@@ -118,7 +118,11 @@ pub async fn run(
         let snaps: Vec<Arc<NodeSnapshot>> = gns
             .iter()
             .map(|g| {
-                let key = g.metadata.uid.clone().unwrap_or_else(|| convert::gpunode_node_name(g));
+                let key = g
+                    .metadata
+                    .uid
+                    .clone()
+                    .unwrap_or_else(|| convert::gpunode_node_name(g));
                 let rv = g.metadata.resource_version.clone().unwrap_or_default();
                 let snap = match memo.get(&key) {
                     Some((old_rv, s)) if !rv.is_empty() && *old_rv == rv => Arc::clone(s),
@@ -133,9 +137,9 @@ pub async fn run(
         let jobs = job_store.state();
         let index = Index::from_parts(
             snaps,
-            nodes.iter().filter_map(|n| {
-                Some((n.metadata.name.clone()?, convert::node_condition(n)))
-            }),
+            nodes
+                .iter()
+                .filter_map(|n| Some((n.metadata.name.clone()?, convert::node_condition(n)))),
             jobs.iter().filter_map(|j| cache::job_entry(j, &cfg)),
         );
         metrics.set_cache_sizes(index.gpunode_count, index.node_count, index.jobs.len());
