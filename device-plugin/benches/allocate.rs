@@ -58,9 +58,14 @@ fn setup() -> Setup {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(api::device_plugin_server::DevicePluginServer::new(svc))
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), s.cancelled_owned()),
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(listener),
+                    s.cancelled_owned(),
+                ),
         );
-        let ch = connect_unix(&sock, Duration::from_secs(5)).await.expect("connect");
+        let ch = connect_unix(&sock, Duration::from_secs(5))
+            .await
+            .expect("connect");
         api::device_plugin_client::DevicePluginClient::new(ch)
     });
     Setup {
@@ -83,11 +88,14 @@ fn percentiles(s: &mut Setup, n: u32, calls: usize) {
     let req = request(n);
     let mut lat = Vec::with_capacity(calls);
     for _ in 0..1000 {
-        s.rt.block_on(s.client.allocate(req.clone())).expect("allocate");
+        s.rt.block_on(s.client.allocate(req.clone()))
+            .expect("allocate");
     }
     for _ in 0..calls {
         let t = Instant::now();
-        let r = s.rt.block_on(s.client.allocate(req.clone())).expect("allocate");
+        let r =
+            s.rt.block_on(s.client.allocate(req.clone()))
+                .expect("allocate");
         lat.push(t.elapsed());
         assert_eq!(r.into_inner().container_responses.len(), 1);
     }
