@@ -1,1 +1,92 @@
-fn main() {}
+//! `solgrid-operator`: runs the controllers while this replica holds the leader
+//! lease, and serves `/metrics`, `/healthz`, `/readyz`.
+
+use clap::Parser;
+use solgrid_operator::config::Cli;
+use solgrid_operator::context::{Caches, Context, LedgerHandle, SystemClock};
+use solgrid_operator::leader::{self, State};
+use solgrid_operator::metrics::Metrics;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let config = Arc::new(cli.resolve()?);
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(State::default());
+    let shutdown = CancellationToken::new();
+
+    let http = tokio::spawn(solgrid_operator::http::serve(
+        config.http_addr,
+        metrics.clone(),
+        state.clone(),
+        shutdown.clone(),
+    ));
+
+    let client = kube::Client::try_default().await?;
+    let ledger = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || LedgerHandle::from_config(&config)).await??
+    };
+    info!(ledger = ledger.kind(), "ledger opened");
+    let caches = Caches::spawn(client.clone(), &config, shutdown.clone());
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.clone(),
+            Arc::new(ledger),
+            metrics.clone(),
+            Arc::new(SystemClock),
+        )
+        .with_caches(caches),
+    );
+    state.ready.store(true, Ordering::Release);
+
+    {
+        let on_ctrl_c = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("shutting down");
+            on_ctrl_c.cancel();
+        });
+        #[cfg(unix)]
+        {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    term.recv().await;
+                    info!("SIGTERM: shutting down");
+                    shutdown.cancel();
+                }
+            });
+        }
+    }
+
+    let result = leader::run_as_leader(client, config, metrics, state, shutdown.clone(), |token| {
+        solgrid_operator::run_controllers(ctx.clone(), token)
+    })
+    .await;
+    shutdown.cancel();
+    if let Err(e) = &result {
+        error!(error = %e, "leader election failed");
+    }
+    let _ = http.await;
+    result
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

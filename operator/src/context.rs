@@ -1,0 +1,355 @@
+//! The state every controller shares: the API client, configuration, ledger,
+//! metrics, the Event recorder and an injectable clock.
+
+use crate::config::OperatorConfig;
+use crate::metrics::Metrics;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client};
+use solgrid_crds::{ComputeJob, GpuNode, StakePosition};
+use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger};
+use solgrid_market::ledger::{Account, Amount, Intent, Ledger, Prepared, Token, TxStatus};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Where "now" comes from; tests inject a [`FakeClock`].
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct FakeClock(Mutex<DateTime<Utc>>);
+
+impl FakeClock {
+    pub fn new(t: DateTime<Utc>) -> Self {
+        Self(Mutex::new(t))
+    }
+    pub fn set(&self, t: DateTime<Utc>) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = t;
+        }
+    }
+    pub fn advance(&self, d: chrono::Duration) {
+        if let Ok(mut g) = self.0.lock() {
+            *g += d;
+        }
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+            .lock()
+            .map(|g| *g)
+            .unwrap_or_else(|e| *e.into_inner())
+    }
+}
+
+/// Errors of the [`LedgerHandle`] (the message of the underlying ledger's error;
+/// never key material).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerHandleError {
+    #[error("embedded ledger: {0}")]
+    Embedded(#[from] solgrid_ledger::LedgerError),
+    #[cfg(feature = "solana")]
+    #[error("solana: {0}")]
+    Solana(#[from] solgrid_solana::SolanaError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The ledger the operator settles on: the embedded ledger (default) or Solana.
+pub enum LedgerHandle {
+    Embedded(EmbeddedLedger),
+    #[cfg(feature = "solana")]
+    Solana(solgrid_solana::SolanaLedger),
+}
+
+impl std::fmt::Debug for LedgerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LedgerHandle({})", self.kind())
+    }
+}
+
+impl LedgerHandle {
+    /// An in-memory embedded ledger (tests).
+    pub fn in_memory() -> Self {
+        LedgerHandle::Embedded(
+            EmbeddedLedger::in_memory(EmbeddedConfig::default())
+                .expect("an in-memory ledger has no I/O to fail"),
+        )
+    }
+
+    /// Opens the ledger the configuration names. Blocking (call at start-up).
+    pub fn from_config(cfg: &OperatorConfig) -> Result<Self, LedgerHandleError> {
+        match &cfg.solana {
+            #[cfg(feature = "solana")]
+            Some(s) => {
+                let authority = solgrid_solana::Authority::from_file(&s.authority_keypair)?;
+                let config = solgrid_solana::SolanaConfig::new(
+                    s.rpc_url.clone(),
+                    s.io_mint.clone(),
+                    s.usdc_mint.clone(),
+                );
+                let ledger = solgrid_solana::SolanaLedger::connect(config, authority)?;
+                ledger.ensure_custody_accounts()?;
+                Ok(LedgerHandle::Solana(ledger))
+            }
+            #[cfg(not(feature = "solana"))]
+            Some(_) => Err(LedgerHandleError::Other(
+                "built without the `solana` feature".into(),
+            )),
+            None => {
+                if let Some(dir) = cfg.ledger_path.parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        LedgerHandleError::Other(format!("creating {}: {e}", dir.display()))
+                    })?;
+                }
+                Ok(LedgerHandle::Embedded(EmbeddedLedger::open(
+                    &cfg.ledger_path,
+                    EmbeddedConfig::default(),
+                )?))
+            }
+        }
+    }
+
+    /// `embedded` or `solana` (the `ledger` label of metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LedgerHandle::Embedded(_) => "embedded",
+            #[cfg(feature = "solana")]
+            LedgerHandle::Solana(_) => "solana",
+        }
+    }
+
+    /// The embedded ledger, if that is what this is (tests, e2e funding).
+    pub fn embedded(&self) -> Option<&EmbeddedLedger> {
+        match self {
+            LedgerHandle::Embedded(l) => Some(l),
+            #[cfg(feature = "solana")]
+            LedgerHandle::Solana(_) => None,
+        }
+    }
+
+    /// Registers a payer's keypair (Solana CLI JSON bytes) so that moving tokens out
+    /// of its wallet can be signed. The embedded ledger needs no signature. Returns
+    /// the keypair's address, when there is one. Never logs the bytes.
+    pub fn register_signer(
+        &self,
+        keypair_json: Option<&[u8]>,
+    ) -> Result<Option<String>, LedgerHandleError> {
+        match self {
+            LedgerHandle::Embedded(_) => Ok(None),
+            #[cfg(feature = "solana")]
+            LedgerHandle::Solana(l) => match keypair_json {
+                Some(bytes) => Ok(Some(l.add_signer_bytes(bytes)?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Whether moving tokens out of a wallet needs its keypair on this ledger.
+    pub fn needs_payer_keypair(&self) -> bool {
+        !matches!(self, LedgerHandle::Embedded(_))
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            LedgerHandle::Embedded($l) => Ok($e?),
+            #[cfg(feature = "solana")]
+            LedgerHandle::Solana($l) => Ok($e?),
+        }
+    };
+}
+
+impl Ledger for LedgerHandle {
+    type Error = LedgerHandleError;
+
+    fn prepare(&self, intents: &[Intent]) -> Result<Prepared, Self::Error> {
+        each!(self, l => l.prepare(intents))
+    }
+    fn send(&self, tx: &Prepared) -> Result<(), Self::Error> {
+        each!(self, l => l.send(tx))
+    }
+    fn status(&self, signature: &str) -> Result<TxStatus, Self::Error> {
+        each!(self, l => l.status(signature))
+    }
+    fn block_height(&self) -> Result<u64, Self::Error> {
+        each!(self, l => l.block_height())
+    }
+    fn fits(&self, intents: &[Intent]) -> bool {
+        match self {
+            LedgerHandle::Embedded(l) => l.fits(intents),
+            #[cfg(feature = "solana")]
+            LedgerHandle::Solana(l) => l.fits(intents),
+        }
+    }
+    fn balance(&self, account: &Account, token: Token) -> Result<Amount, Self::Error> {
+        each!(self, l => l.balance(account, token))
+    }
+    fn supply(&self, token: Token) -> Result<Amount, Self::Error> {
+        each!(self, l => l.supply(token))
+    }
+    fn unit(&self, token: Token) -> Amount {
+        match self {
+            LedgerHandle::Embedded(l) => l.unit(token),
+            #[cfg(feature = "solana")]
+            LedgerHandle::Solana(l) => l.unit(token),
+        }
+    }
+}
+
+/// Caches of the watched objects, filled by the controllers' reflectors (used for
+/// pricing: utilization and floors of the GPU classes; and by the other controllers).
+#[derive(Clone, Default)]
+pub struct Caches {
+    pub gpunodes: Option<Store<GpuNode>>,
+    /// Worker pods (label `solgrid.dev/job`); without it the controller lists them.
+    pub pods: Option<Store<Pod>>,
+    pub computejobs: Option<Store<ComputeJob>>,
+    pub stakepositions: Option<Store<StakePosition>>,
+}
+
+impl Caches {
+    /// Starts process-wide reflectors for GpuNodes and solgrid worker pods (kept warm
+    /// on a standby replica too, so a new leader starts with a full cache).
+    pub fn spawn(client: Client, config: &OperatorConfig, shutdown: CancellationToken) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+        let nodes: Api<GpuNode> = Api::all(client.clone());
+        let pods: Api<Pod> = match &config.watch_namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
+        let (node_store, node_writer) = reflector::store();
+        let (pod_store, pod_writer) = reflector::store();
+        let node_stream = reflector(node_writer, watcher(nodes, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| futures::future::ready(()));
+        let pod_stream = reflector(
+            pod_writer,
+            watcher(
+                pods,
+                watcher::Config::default().labels(crate::computejob::LABEL_JOB),
+            ),
+        )
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| futures::future::ready(()));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = node_stream => {}
+                _ = pod_stream => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+        Caches {
+            gpunodes: Some(node_store),
+            pods: Some(pod_store),
+            computejobs: None,
+            stakepositions: None,
+        }
+    }
+}
+
+/// Everything a reconcile needs. Cheap to clone behind an `Arc`.
+pub struct Context {
+    pub client: Client,
+    pub config: Arc<OperatorConfig>,
+    pub ledger: Arc<LedgerHandle>,
+    pub metrics: Arc<Metrics>,
+    /// Who publishes Events (`solgrid-operator`, this replica).
+    pub reporter: Reporter,
+    /// Publishes Events (events.k8s.io/v1).
+    pub recorder: Recorder,
+    pub clock: Arc<dyn Clock>,
+    /// Reflector stores, set by `main` once the watches run.
+    pub caches: Caches,
+    /// Consecutive failures per object key, for `error_policy`'s backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        config: Arc<OperatorConfig>,
+        ledger: Arc<LedgerHandle>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "solgrid-operator".into(),
+            instance: Some(config.identity.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter.clone());
+        Self {
+            client,
+            config,
+            ledger,
+            metrics,
+            reporter,
+            recorder,
+            clock,
+            caches: Caches::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the reflector stores.
+    pub fn with_caches(mut self, caches: Caches) -> Self {
+        self.caches = caches;
+        self
+    }
+
+    /// Counts a failure of `key` and returns how long to wait: the error's base
+    /// delay, doubled for each consecutive failure, capped at 5 minutes.
+    pub fn failure_backoff(&self, key: &str, err: &crate::error::Error) -> Duration {
+        let n = match self.failures.lock() {
+            Ok(mut m) => {
+                let n = m.entry(key.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        crate::error::backoff(err.retry_after(), n)
+    }
+
+    /// Forgets the failures of `key` (after a successful reconcile).
+    pub fn reset_failures(&self, key: &str) {
+        if let Ok(mut m) = self.failures.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Runs a blocking ledger call off the async runtime.
+    pub async fn with_ledger<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LedgerHandle) -> T + Send + 'static,
+    ) -> Result<T, crate::error::Error> {
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || f(&ledger))
+            .await
+            .map_err(|e| crate::error::Error::Join(e.to_string()))
+    }
+}

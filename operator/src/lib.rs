@@ -1,0 +1,45 @@
+//! solgrid's Kubernetes operator.
+//!
+//! - [`computejob`]: the ComputeJob controller (quote, escrow, gang scheduling,
+//!   usage, settlement) and its pure state machine.
+//! - [`settlement`]: the exactly-once settlement store over a ComputeJob's status.
+//! - [`gpunode`], [`stake`], [`rewards`], [`verification`]: the GpuNode and
+//!   StakePosition controllers, idle rewards, proof-of-work verification.
+//! - [`context`]: what every reconcile shares ([`context::Context`]), the ledger
+//!   handle (embedded or Solana) and the injectable clock.
+//! - [`config`], [`metrics`], [`error`], [`leader`], [`http`]: operations.
+//!
+//! See `docs/operator.md`.
+
+pub mod computejob;
+pub mod conditions;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod gpunode;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod rewards;
+pub mod settlement;
+pub mod stake;
+pub mod verification;
+
+pub use context::{Clock, Context, FakeClock, LedgerHandle, SystemClock};
+pub use error::{Error, Result};
+
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Runs every controller until `token` is cancelled (the lease was lost, or the
+/// process shuts down): the controllers' futures are then dropped, which stops
+/// them. Each controller is `async fn run(Arc<Context>)`.
+pub async fn run_controllers(ctx: Arc<Context>, token: CancellationToken) {
+    let all = async {
+        tokio::join!(computejob::run(ctx.clone()), stake::run(ctx.clone()));
+    };
+    tokio::select! {
+        _ = all => {}
+        _ = token.cancelled() => {}
+    }
+}
