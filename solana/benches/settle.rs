@@ -4,6 +4,7 @@
 //! - one settlement per transaction, sent and confirmed one after another (latency);
 //! - settlements batched as many per transaction as fit (legacy, then v0 with an
 //!   address lookup table), all transactions sent, then all confirmed (throughput).
+//!
 //! `SOLGRID_BENCH_SETTLEMENTS` (default 240) sets the batched workload.
 
 #[path = "../tests/common/mod.rs"]

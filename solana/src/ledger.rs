@@ -769,6 +769,46 @@ impl SolanaLedger {
         Ok(None)
     }
 
+    /// How many successful transactions in the authority's recent history (up to
+    /// `history` of them) carried each memo: an on-chain audit that every idempotency
+    /// key landed exactly once.
+    pub fn key_counts(&self, history: usize) -> Result<HashMap<String, usize>, SolanaError> {
+        let authority = self.authority.pubkey();
+        let mut counts = HashMap::new();
+        let mut before = None;
+        let mut seen = 0;
+        while seen < history {
+            let limit = (history - seen).min(1000);
+            let page = self.rpc.call("getSignaturesForAddress", |c| {
+                c.get_signatures_for_address_with_config(
+                    &authority,
+                    GetConfirmedSignaturesForAddress2Config {
+                        before,
+                        until: None,
+                        limit: Some(limit),
+                        commitment: Some(self.commitment()),
+                    },
+                )
+            })?;
+            if page.is_empty() {
+                break;
+            }
+            seen += page.len();
+            for s in page.iter().filter(|s| s.err.is_none()) {
+                for key in s.memo.as_deref().map(memo_texts).unwrap_or_default() {
+                    *counts.entry(key.to_string()).or_insert(0) += 1;
+                }
+            }
+            before = page
+                .last()
+                .and_then(|s| Signature::from_str(&s.signature).ok());
+            if page.len() < limit {
+                break;
+            }
+        }
+        Ok(counts)
+    }
+
     fn send_signed(&self, tx: &VersionedTransaction) -> Result<(), SolanaError> {
         let cfg = RpcSendTransactionConfig {
             skip_preflight: false,
@@ -1011,15 +1051,19 @@ impl SolanaLedger {
     }
 }
 
-/// Whether an RPC `memo` field (`"[len] text; [len] text"`) holds a memo equal to `key`.
-fn memo_has_key(memo: &str, key: &str) -> bool {
-    memo.split("; ").any(|part| {
-        let text = match part.strip_prefix('[') {
+/// The memos in an RPC `memo` field (`"[len] text; [len] text"`).
+fn memo_texts(memo: &str) -> Vec<&str> {
+    memo.split("; ")
+        .map(|part| match part.strip_prefix('[') {
             Some(rest) => rest.split_once("] ").map(|(_, t)| t).unwrap_or(rest),
             None => part,
-        };
-        text == key
-    })
+        })
+        .collect()
+}
+
+/// Whether an RPC `memo` field holds a memo equal to `key`.
+fn memo_has_key(memo: &str, key: &str) -> bool {
+    memo_texts(memo).contains(&key)
 }
 
 /// Builds, signs, sends and waits for a set-up transaction paid by `payer`.

@@ -2,11 +2,14 @@
 //! process itself and killed when dropped.
 //!
 //! Convention (see docs/solana.md):
-//! - `SOLGRID_VALIDATOR` names the `solana-test-validator` binary (Agave 4.2.2).
-//!   Unset: tests that need it print a line saying they were skipped and pass —
-//!   so a plain `cargo test` works anywhere.
-//! - `SOLGRID_REQUIRE_VALIDATOR=1` (set by `scripts/test-solana.sh`, and so by CI):
-//!   a missing or broken validator makes those tests *fail*.
+//! - the binary (Agave 4.2.2) is `$SOLGRID_VALIDATOR`, else the workspace's
+//!   `.tools/bin/solana-test-validator`, else `solana-test-validator` on `PATH`;
+//! - none found, or found but this process is not in a loopback-only network
+//!   namespace: tests that need it print `SKIPPED <test>: <why>` and pass — so a plain
+//!   `cargo test` works anywhere;
+//! - `SOLGRID_REQUIRE_VALIDATOR=1` (set by `scripts/test-solana.sh`) or `CI=true`, or
+//!   an explicit `SOLGRID_VALIDATOR`: a missing or unusable validator makes those
+//!   tests *fail*.
 //! - The validator listens on every interface whatever `--bind-address` says, so it
 //!   is only started inside a network namespace that has nothing but loopback
 //!   (`unshare -n sh -c 'ip link set lo up; …'`); elsewhere [`TestValidator::start`]
@@ -21,36 +24,73 @@ use std::time::{Duration, Instant};
 pub const VALIDATOR_ENV: &str = "SOLGRID_VALIDATOR";
 pub const REQUIRE_ENV: &str = "SOLGRID_REQUIRE_VALIDATOR";
 
-/// Whether the tests must have a validator (`SOLGRID_REQUIRE_VALIDATOR` set, not `0`).
+/// Whether the tests must have a validator: `SOLGRID_REQUIRE_VALIDATOR` set (not
+/// `0`), or `CI=true` (CI runs the tests inside `unshare -n` with the validator
+/// installed by `scripts/install-validator.sh`).
 pub fn required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+        || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// The validator binary to use, or `None` when the test should be skipped.
-/// Panics (fails the test) when the validator is required but unusable.
-pub fn binary_or_skip(test: &str) -> Option<PathBuf> {
-    match std::env::var_os(VALIDATOR_ENV).filter(|v| !v.is_empty()) {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            assert!(
-                is_executable(&p),
-                "{VALIDATOR_ENV}={} is not an executable file (run scripts/install-validator.sh)",
-                p.display()
-            );
-            Some(p)
-        }
-        None if required() => panic!(
-            "{test}: {REQUIRE_ENV} is set but {VALIDATOR_ENV} is not: no solana-test-validator \
-             (run scripts/install-validator.sh, or use scripts/test-solana.sh)"
-        ),
-        None => {
-            eprintln!(
-                "SKIPPED {test}: needs a real solana-test-validator; set {VALIDATOR_ENV} \
-                 (scripts/test-solana.sh does, inside `unshare -n`)"
-            );
-            None
-        }
+/// Where the validator binary is: `$SOLGRID_VALIDATOR`, else the workspace's
+/// `.tools/bin/solana-test-validator` (where `scripts/install-validator.sh` puts it),
+/// else `solana-test-validator` on `PATH`.
+pub fn find_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(VALIDATOR_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
     }
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(".tools/bin/solana-test-validator");
+    if is_executable(&tools) {
+        return Some(tools);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("solana-test-validator"))
+            .find(|p| is_executable(p))
+    })
+}
+
+/// The validator binary to use, or `None` when the test should be skipped (it
+/// prints why). Panics (fails the test) when the validator is required, or named
+/// explicitly by `SOLGRID_VALIDATOR`, but cannot be used.
+pub fn binary_or_skip(test: &str) -> Option<PathBuf> {
+    let explicit = std::env::var_os(VALIDATOR_ENV).is_some_and(|v| !v.is_empty());
+    let must = required() || explicit;
+    let Some(p) = find_binary() else {
+        assert!(
+            !must,
+            "{test}: no solana-test-validator ({REQUIRE_ENV} or CI is set): run \
+             scripts/install-validator.sh, or use scripts/test-solana.sh"
+        );
+        eprintln!(
+            "SKIPPED {test}: needs a real solana-test-validator; set {VALIDATOR_ENV} \
+             or run scripts/test-solana.sh"
+        );
+        return None;
+    };
+    assert!(
+        is_executable(&p),
+        "{test}: {} is not an executable file (run scripts/install-validator.sh)",
+        p.display()
+    );
+    if !loopback_only() {
+        assert!(
+            !must,
+            "{test}: refusing to start solana-test-validator: this network namespace has \
+             {:?}; it listens on every interface, so run the tests inside `unshare -n` \
+             (scripts/test-solana.sh)",
+            interfaces()
+        );
+        eprintln!(
+            "SKIPPED {test}: found {} but this process is not in a network namespace with \
+             only loopback; run scripts/test-solana.sh",
+            p.display()
+        );
+        return None;
+    }
+    Some(p)
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -77,6 +117,7 @@ pub fn loopback_only() -> bool {
 }
 
 static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn ports_free(base: u16, n: u16) -> bool {
     (base..base + n).all(|p| {
@@ -103,6 +144,8 @@ fn pick_ports() -> Result<u16, String> {
 /// A running `solana-test-validator`, killed (and its ledger removed) on drop.
 pub struct TestValidator {
     child: Child,
+    /// One validator at a time per test process (they need ~0.5 GB and a core each).
+    _turn: std::sync::MutexGuard<'static, ()>,
     dir: PathBuf,
     rpc_url: String,
 }
@@ -112,6 +155,12 @@ impl TestValidator {
     /// operator's authority, so it can pay fees and rent), and waits until its RPC
     /// answers and has a confirmed blockhash (about 0.5–2 s).
     pub fn start(binary: &Path, funded: &str) -> Result<Self, String> {
+        Self::start_with_args(binary, funded, &[])
+    }
+
+    /// [`TestValidator::start`] with extra arguments, e.g. `["--ticks-per-slot", "8"]`
+    /// for shorter slots (blockhashes expire sooner: crash tests).
+    pub fn start_with_args(binary: &Path, funded: &str, extra: &[&str]) -> Result<Self, String> {
         if !loopback_only() {
             return Err(format!(
                 "refusing to start solana-test-validator: this network namespace has {:?}; \
@@ -120,6 +169,7 @@ impl TestValidator {
                 interfaces()
             ));
         }
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let base = pick_ports()?;
         let dir =
             std::env::temp_dir().join(format!("solgrid-validator-{}-{}", std::process::id(), base));
@@ -140,6 +190,7 @@ impl TestValidator {
                 &format!("{}-{}", base + 10, base + 79),
             ])
             .args(["--mint", funded])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
@@ -147,6 +198,7 @@ impl TestValidator {
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let mut v = TestValidator {
             child,
+            _turn: turn,
             dir,
             rpc_url: format!("http://127.0.0.1:{rpc_port}"),
         };
@@ -157,8 +209,13 @@ impl TestValidator {
     /// Starts one when the environment provides a validator; `None` means skip
     /// (only when not required). Panics when required and it cannot start.
     pub fn from_env(test: &str, funded: &str) -> Option<Self> {
+        Self::from_env_with_args(test, funded, &[])
+    }
+
+    /// [`TestValidator::from_env`] with extra validator arguments.
+    pub fn from_env_with_args(test: &str, funded: &str, extra: &[&str]) -> Option<Self> {
         let bin = binary_or_skip(test)?;
-        match Self::start(&bin, funded) {
+        match Self::start_with_args(&bin, funded, extra) {
             Ok(v) => Some(v),
             Err(e) => panic!("{test}: {e}"),
         }

@@ -115,7 +115,11 @@ fn restart(l: &SolanaLedger, runs: &mut [Run], idx: &[usize]) {
 
 #[test]
 fn crash_injected_settlements_pay_exactly_once() {
-    let Some(env) = setup("crash_injected_settlements_pay_exactly_once") else {
+    let Some(env) = setup_full(
+        "crash_injected_settlements_pay_exactly_once",
+        FAST_SLOTS,
+        |_| {},
+    ) else {
         return;
     };
     let l = &env.ledger;
@@ -257,18 +261,18 @@ fn crash_injected_settlements_pay_exactly_once() {
 
         // 2. fenced plans: once no transaction signed before the crash can land,
         //    look for the key on chain before building anew
-        for i in 0..n {
-            if let State::Planned { fence: Some(f) } = runs[i].state
+        for run in runs.iter_mut() {
+            if let State::Planned { fence: Some(f) } = run.state
                 && height > f
             {
-                match l.find_by_key(&runs[i].intent.key, 5_000).expect("history") {
+                match l.find_by_key(&run.intent.key, 5_000).expect("history") {
                     Some(_) => {
                         counts.found_by_memo += 1;
-                        runs[i].state = State::Confirmed;
+                        run.state = State::Confirmed;
                     }
                     None => {
                         counts.fenced_then_rebuilt += 1;
-                        runs[i].state = State::Planned { fence: None };
+                        run.state = State::Planned { fence: None };
                     }
                 }
             }

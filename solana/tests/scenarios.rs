@@ -16,7 +16,7 @@ const USDC: Token = Token::Usdc;
 
 /// Funds `payer` with `amount` by minting (test funding), checks supply and balance.
 fn fund(env: &Env, token: Token, payer: &Account, amount: u64, key: &str) {
-    let before = snapshot(&env.ledger, &[payer.clone()], token);
+    let before = snapshot(&env.ledger, std::slice::from_ref(payer), token);
     settle(
         &env.ledger,
         &[Intent {
@@ -229,9 +229,9 @@ fn batch_of_settlements_in_one_transaction() {
     assert_eq!(p.keys.len(), n);
     let mut deltas = vec![(Account::Escrow, -((escrowed * n as u64) as i128))];
     let mut burned = 0i128;
-    for i in 0..n {
+    for (i, provider) in providers.iter().enumerate().take(n) {
         let f = fees(3_600_000 + i as u64 * 1_000, price, false);
-        deltas.push((providers[i].clone(), (f.cost - f.fp) as i128));
+        deltas.push((provider.clone(), (f.cost - f.fp) as i128));
         deltas.push((payer.clone(), (escrowed - f.cost - f.fr) as i128));
         burned += (f.fr + f.fp) as i128;
     }

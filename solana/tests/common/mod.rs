@@ -26,8 +26,19 @@ pub fn setup(test: &str) -> Option<Env> {
 }
 
 pub fn setup_with(test: &str, tweak: impl FnOnce(&mut SolanaConfig)) -> Option<Env> {
+    setup_full(test, &[], tweak)
+}
+
+/// Short slots (8 ticks instead of 64): blockhashes expire several times sooner.
+pub const FAST_SLOTS: &[&str] = &["--ticks-per-slot", "8"];
+
+pub fn setup_full(
+    test: &str,
+    validator_args: &[&str],
+    tweak: impl FnOnce(&mut SolanaConfig),
+) -> Option<Env> {
     let authority = Authority::generate();
-    let validator = TestValidator::from_env(test, &authority.address())?;
+    let validator = TestValidator::from_env_with_args(test, &authority.address(), validator_args)?;
     let io = create_mint(
         validator.rpc_url(),
         &authority,
