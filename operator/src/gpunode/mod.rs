@@ -1,0 +1,5 @@
+//! The GpuNode controller (in progress).
+
+pub mod common;
+pub mod heartbeat;
+pub mod machine;

@@ -1,0 +1,491 @@
+//! The StakePosition controller: lock the stake through the ledger, track it, unbond
+//! with the cooldown, withdraw, and carry out slashes planned by the GpuNode
+//! controller. See [`machine`] for the state machine and [`store`] for the
+//! exactly-once records in the status.
+//!
+//! Entry point: [`run`]`(ctx)` — `main` spawns it next to the other controllers
+//! (under the leader lease). It watches StakePositions (all namespaces, or
+//! `--watch-namespace`) and the Secrets named by them are read on demand.
+//!
+//! A finalizer (`solgrid.dev/stake-protection`) keeps a position from disappearing
+//! while tokens are locked: deleting it means unbond (the period still runs), then
+//! withdraw to the owner, then release.
+//!
+//! The owner's wallet comes from the Secret `spec.ownerSecretRef.name` in the
+//! position's own namespace (`address`, and `keypair` when the ledger needs the
+//! owner's signature, i.e. Solana). Neither is ever logged; the address is copied
+//! to `status.ownerWallet`.
+
+pub mod machine;
+pub mod store;
+
+use crate::gpunode::common::{
+    add_finalizer_patch, event, ms_time, now_ms, publish, remove_finalizer_patch, set_condition,
+    time_ms,
+};
+use crate::{Context, Error, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use machine::{Step, View};
+use solgrid_crds::{GpuNodePhase, StakePhase, StakePosition, StakePositionStatus};
+use solgrid_ledger::{Executor, ExecutorConfig};
+use solgrid_market::ledger::Intent;
+use std::sync::Arc;
+use std::time::Duration;
+use store::StakeStore;
+
+/// The finalizer.
+pub const FINALIZER: &str = "solgrid.dev/stake-protection";
+/// The controller's name (metrics label).
+pub const CONTROLLER: &str = "stakeposition";
+
+/// Runs the StakePosition controller until the stream ends (shutdown).
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<StakePosition> = match &ctx.config.watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+        tracing::error!(error = %e, "StakePosition CRD is not queryable; is it installed?");
+    }
+    let concurrency = ctx.config.concurrency;
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "stakeposition reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// Backoff per object; a malformed object waits long (an edit re-triggers it).
+pub fn error_policy(obj: Arc<StakePosition>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    ctx.metrics
+        .reconcile_failure(CONTROLLER, err.metric_label());
+    tracing::warn!(stakeposition = %key, error = %err, "reconcile failed");
+    Action::requeue(ctx.failure_backoff(&format!("sp:{key}"), err))
+}
+
+fn valid_wallet(s: &str) -> bool {
+    (32..=44).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() && !matches!(c, '0' | 'O' | 'I' | 'l'))
+}
+
+/// The owner's address (and keypair bytes) from the Secret, or why not.
+async fn read_wallet(
+    ctx: &Context,
+    ns: &str,
+    sp: &StakePosition,
+) -> Result<std::result::Result<(String, Option<Vec<u8>>), String>> {
+    let name = &sp.spec.owner_secret_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = match secrets.get_opt(name).await? {
+        Some(s) => s,
+        None => return Ok(Err(format!("owner Secret {name:?} not found"))),
+    };
+    let field = |k: &str| -> Option<Vec<u8>> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|s| s.as_bytes().to_vec())
+            })
+    };
+    let Some(addr) = field(solgrid_crds::SECRET_ADDRESS_KEY) else {
+        return Ok(Err(format!("owner Secret {name:?} has no `address` key")));
+    };
+    let addr = String::from_utf8(addr)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if !valid_wallet(&addr) {
+        return Ok(Err(format!(
+            "owner Secret {name:?}: `address` is not a base58 Solana address"
+        )));
+    }
+    Ok(Ok((addr, field(solgrid_crds::SECRET_KEYPAIR_KEY))))
+}
+
+/// Applies a status (guarded by the object's resourceVersion) and returns the new object.
+async fn apply_status(
+    ctx: &Context,
+    api: &Api<StakePosition>,
+    sp: &StakePosition,
+    mut status: StakePositionStatus,
+) -> Result<StakePosition> {
+    status.observed_generation = sp.metadata.generation;
+    let body = store::status_apply(sp, &status, true);
+    let pp = PatchParams::apply(&ctx.config.field_manager).force();
+    Ok(api
+        .patch_status(&sp.name_any(), &pp, &Patch::Apply(body))
+        .await?)
+}
+
+/// Runs the executor on a blocking thread: plans `new` intents and makes one pass.
+async fn execute(
+    ctx: &Context,
+    api: Api<StakePosition>,
+    sp: StakePosition,
+    new: Vec<Intent>,
+) -> Result<StakePosition> {
+    let st = sp.status.clone().unwrap_or_default();
+    let uid = sp.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let slash_bps = ctx.config.market.staking.slash_bps;
+    let known = machine::intents_of(
+        &uid,
+        st.owner_wallet.as_deref(),
+        sp.spec.amount,
+        st.locked,
+        slash_bps,
+        &st.operations,
+    )
+    .map_err(|e| Error::Market(e.to_string()))?;
+    let handle = tokio::runtime::Handle::current();
+    let ledger = ctx.ledger.clone();
+    let fm = ctx.config.field_manager.clone();
+    let now = now_ms(ctx);
+    let metrics = ctx.metrics.clone();
+    tokio::task::spawn_blocking(move || -> Result<StakePosition> {
+        let mut store = StakeStore::new(api, handle, fm, now, sp, known);
+        let report = {
+            let mut exec = Executor::new(&*ledger, &mut store, ExecutorConfig::default());
+            exec.plan(&new).map_err(|e| Error::Ledger(e.to_string()))?;
+            exec.settle_pass().map_err(|e| {
+                metrics
+                    .ledger_errors
+                    .with_label_values(&[ledger.kind(), "stake"])
+                    .inc();
+                Error::Ledger(e.to_string())
+            })?
+        };
+        tracing::debug!(
+            confirmed = report.confirmed,
+            waiting = report.waiting,
+            "stake settle pass"
+        );
+        Ok(store.obj)
+    })
+    .await
+    .map_err(|e| Error::Join(e.to_string()))?
+}
+
+/// Events for what changed between two statuses.
+async fn transition_events(ctx: &Context, before: &StakePositionStatus, after: &StakePosition) {
+    let Some(st) = after.status.as_ref() else {
+        return;
+    };
+    if before.phase != st.phase {
+        let (warning, reason) = match st.phase {
+            StakePhase::Active => (false, "StakeLocked"),
+            StakePhase::Unbonding => (false, "UnbondingStarted"),
+            StakePhase::Withdrawn => (false, "StakeWithdrawn"),
+            StakePhase::Slashed => (true, "StakeSlashed"),
+            StakePhase::Pending => (false, "Pending"),
+        };
+        let note = format!(
+            "{:?} -> {:?}: {}",
+            before.phase,
+            st.phase,
+            st.message.clone().unwrap_or_default()
+        );
+        publish(ctx, after, event(warning, reason, "Reconcile", note)).await;
+    } else if st.slashed_amount > before.slashed_amount {
+        let note = format!(
+            "{} base units burned",
+            st.slashed_amount - before.slashed_amount
+        );
+        publish(ctx, after, event(true, "StakeSlashed", "Slash", note)).await;
+    }
+    for r in &st.operations {
+        let was = before
+            .operations
+            .iter()
+            .find(|b| b.key == r.key)
+            .map(|b| b.state);
+        if r.state == solgrid_crds::SettlementState::Failed
+            && was != Some(solgrid_crds::SettlementState::Failed)
+        {
+            let note = format!(
+                "{} failed: {}",
+                r.purpose,
+                r.error.clone().unwrap_or_default()
+            );
+            publish(
+                ctx,
+                after,
+                event(true, "LedgerOperationFailed", "Settle", note),
+            )
+            .await;
+        }
+    }
+}
+
+/// Reconciles one StakePosition (module docs).
+pub async fn reconcile(obj: Arc<StakePosition>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let key = format!("sp:{ns}/{}", obj.name_any());
+    let api: Api<StakePosition> = Api::namespaced(ctx.client.clone(), &ns);
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let mut sp: StakePosition = (*obj).clone();
+
+    // 1. the finalizer
+    if !deleting && !sp.finalizers().iter().any(|f| f == FINALIZER) {
+        let patch = add_finalizer_patch(
+            sp.metadata.finalizers.as_ref(),
+            sp.resource_version().as_deref(),
+            FINALIZER,
+        );
+        sp = api
+            .patch(
+                &sp.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+    }
+
+    let action = step(&ctx, &api, &ns, sp, deleting).await?;
+    ctx.reset_failures(&key);
+    Ok(action)
+}
+
+async fn step(
+    ctx: &Context,
+    api: &Api<StakePosition>,
+    ns: &str,
+    mut sp: StakePosition,
+    deleting: bool,
+) -> Result<Action> {
+    let now = now_ms(ctx);
+    let unbonding_ms = ctx.config.market.staking.unbonding_ms;
+    let uid = sp.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    // Up to a few steps per reconcile (each step writes, so a crash in between resumes).
+    for _ in 0..4 {
+        let before = sp.status.clone().unwrap_or_default();
+        let view = View {
+            phase: before.phase,
+            amount: sp.spec.amount,
+            locked: before.locked,
+            unbond: sp.spec.unbond,
+            deleting,
+            owner_wallet: before.owner_wallet.as_deref(),
+            unbonding_ends_ms: before.unbonding_ends_at.as_ref().map(time_ms),
+            operations: &before.operations,
+        };
+        let decided = machine::decide(&view, now);
+        tracing::debug!(stakeposition = %sp.name_any(), step = ?decided, "stake step");
+        match decided {
+            Step::Execute | Step::PlanLock | Step::PlanWithdraw => {
+                let mut new = Vec::new();
+                let lock_in_play = decided == Step::PlanLock
+                    || before
+                        .operations
+                        .iter()
+                        .any(|r| r.purpose == machine::LOCK && machine::unsettled(r));
+                if lock_in_play && ctx.ledger.needs_payer_keypair() {
+                    // the owner must sign the transfer into the vault
+                    match read_wallet(ctx, ns, &sp).await? {
+                        Ok((_, Some(kp))) => {
+                            ctx.ledger
+                                .register_signer(Some(&kp))
+                                .map_err(|e| Error::Ledger(e.to_string()))?;
+                        }
+                        Ok((_, None)) => {
+                            return wait_with(
+                                ctx,
+                                api,
+                                sp,
+                                "owner Secret has no `keypair` (needed to sign on Solana)",
+                                now,
+                            )
+                            .await;
+                        }
+                        Err(why) => return wait_with(ctx, api, sp, &why, now).await,
+                    }
+                }
+                if decided == Step::PlanLock {
+                    if let Some(why) = node_refuses(ctx, &sp.spec.node_name) {
+                        return wait_with(ctx, api, sp, &why, now).await;
+                    }
+                    let owner = before.owner_wallet.clone().unwrap_or_default();
+                    new.push(machine::lock_intent(&uid, &owner, sp.spec.amount));
+                }
+                if decided == Step::PlanWithdraw {
+                    let owner = before.owner_wallet.clone().unwrap_or_default();
+                    new.push(machine::withdraw_intent(&uid, &owner, before.locked));
+                }
+                let after = execute(ctx, api.clone(), sp, new).await?;
+                transition_events(ctx, &before, &after).await;
+                let still = after
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.operations.iter().any(machine::unsettled));
+                sp = after;
+                if still {
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
+            }
+            Step::ReadWallet => match read_wallet(ctx, ns, &sp).await? {
+                Ok((addr, _)) => {
+                    let mut st = before.clone();
+                    st.owner_wallet = Some(addr);
+                    st.message = Some("owner wallet found; locking the stake".into());
+                    set_condition(
+                        &mut st.conditions,
+                        "WalletReady",
+                        true,
+                        "SecretRead",
+                        "owner wallet read from its Secret",
+                        sp.metadata.generation,
+                        now,
+                    );
+                    sp = apply_status(ctx, api, &sp, st).await?;
+                }
+                Err(why) => return wait_with(ctx, api, sp, &why, now).await,
+            },
+            Step::LockFailed => return Ok(Action::await_change()),
+            Step::StartUnbonding => {
+                let mut st = before.clone();
+                let ends = st
+                    .unbonding_ends_at
+                    .as_ref()
+                    .map(time_ms)
+                    .unwrap_or_else(|| now.saturating_add(unbonding_ms));
+                st.phase = StakePhase::Unbonding;
+                st.unbonding_ends_at = Some(ms_time(ends));
+                st.message = Some(if deleting {
+                    "deleting: unbonding, then withdrawing to the owner".into()
+                } else {
+                    "unbonding: still backs the node and can be slashed until it ends".into()
+                });
+                set_condition(
+                    &mut st.conditions,
+                    "Unbonding",
+                    true,
+                    if deleting {
+                        "Deleting"
+                    } else {
+                        "UnbondRequested"
+                    },
+                    "unbonding period running",
+                    sp.metadata.generation,
+                    now,
+                );
+                let after = apply_status(ctx, api, &sp, st).await?;
+                transition_events(ctx, &before, &after).await;
+                sp = after;
+            }
+            Step::WaitUntil(t) => {
+                let d = Duration::from_millis(t.saturating_sub(now)).min(Duration::from_secs(3600));
+                return Ok(Action::requeue(d.max(Duration::from_secs(1))));
+            }
+            Step::MarkWithdrawn => {
+                let mut st = before.clone();
+                st.phase = StakePhase::Withdrawn;
+                st.message = Some("nothing left to withdraw".into());
+                let after = apply_status(ctx, api, &sp, st).await?;
+                transition_events(ctx, &before, &after).await;
+                sp = after;
+            }
+            Step::Release => {
+                if let Some(patch) = remove_finalizer_patch(
+                    sp.finalizers(),
+                    sp.resource_version().as_deref(),
+                    FINALIZER,
+                ) {
+                    api.patch(
+                        &sp.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await?;
+                    publish(
+                        ctx,
+                        &sp,
+                        event(
+                            false,
+                            "FinalizerRemoved",
+                            "Delete",
+                            "nothing locked any more: the StakePosition can go",
+                        ),
+                    )
+                    .await;
+                }
+                return Ok(Action::await_change());
+            }
+            Step::Idle => {
+                return Ok(match before.phase {
+                    StakePhase::Active | StakePhase::Slashed => {
+                        Action::requeue(Duration::from_secs(3600))
+                    }
+                    _ => Action::await_change(),
+                });
+            }
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Why the node does not take new stake (missing from the cache, or slashed).
+fn node_refuses(ctx: &Context, node: &str) -> Option<String> {
+    let store = ctx.caches.gpunodes.as_ref()?;
+    let key = kube::runtime::reflector::ObjectRef::new(node);
+    match store.get(&key) {
+        None if store.is_empty() => None,
+        None => Some(format!("GpuNode {node:?} not found")),
+        Some(n)
+            if n.status
+                .as_ref()
+                .is_some_and(|s| s.phase == GpuNodePhase::Slashed) =>
+        {
+            Some(format!(
+                "GpuNode {node:?} is slashed: it takes no new stake"
+            ))
+        }
+        Some(_) => None,
+    }
+}
+
+/// Records why the position waits (status message + condition) and requeues.
+async fn wait_with(
+    ctx: &Context,
+    api: &Api<StakePosition>,
+    sp: StakePosition,
+    why: &str,
+    now: u64,
+) -> Result<Action> {
+    let mut st = sp.status.clone().unwrap_or_default();
+    if st.message.as_deref() != Some(why) {
+        st.message = Some(why.to_string());
+        set_condition(
+            &mut st.conditions,
+            "WalletReady",
+            false,
+            "Waiting",
+            why,
+            sp.metadata.generation,
+            now,
+        );
+        let after = apply_status(ctx, api, &sp, st).await?;
+        publish(ctx, &after, event(true, "Waiting", "Reconcile", why)).await;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
