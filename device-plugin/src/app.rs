@@ -197,7 +197,9 @@ pub fn render_list(r: &ListReport) -> String {
     s
 }
 
-async fn inventory_loop(
+/// Publish the inventory (and labels) now, on every health change of any
+/// manager, and every `--inventory-interval-seconds`, until `stop`.
+pub async fn inventory_loop(
     publisher: Publisher,
     managers: Vec<Arc<ResourceManager>>,
     settings: Settings,
@@ -333,4 +335,61 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::HostPaths;
+    use crate::nvidia::NvidiaHealthConfig;
+    use crate::nvidia::api::NvmlApi;
+    use crate::nvidia::fake::FakeNvml;
+
+    #[test]
+    fn list_report_of_an_nvlink_box() {
+        let (fake, _h) = FakeNvml::new(FakeNvml::h100_box(2, 4));
+        let api: Arc<dyn NvmlApi> = Arc::new(fake);
+        let be = NvidiaBackend::new(
+            Some(api),
+            HostPaths::under("/nonexistent"),
+            NvidiaHealthConfig::default(),
+        );
+        let found = discover(vec![Box::new(be)], None);
+        let managers: Vec<_> = found.into_iter().map(|(_, m)| m).collect();
+        managers[0].set_health(
+            "GPU-fake-1",
+            crate::device::Health::Unhealthy,
+            Some("XID 79".into()),
+        );
+        let r = list_report(&managers);
+        assert_eq!(r.resources.len(), 1);
+        assert_eq!(r.resources[0].resource, "solgrid.dev/nvidia-gpu");
+        assert_eq!(r.resources[0].devices[0].nvlinks["GPU-fake-1"], 4);
+        assert_eq!(
+            r.resources[0].devices[0].device_nodes,
+            ["/dev/nvidia0", "/dev/nvidiactl"]
+        );
+        assert_eq!(r.labels["solgrid.dev/nvidia-gpu.count"], "2");
+        let text = render_list(&r);
+        assert!(
+            text.contains("resource solgrid.dev/nvidia-gpu (2 devices)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("GPU-fake-1  NVIDIA H100 80GB HBM3  81559 MiB  Unhealthy (XID 79)"),
+            "{text}"
+        );
+        assert!(text.contains("nvlink GPU-fake-1x4"), "{text}");
+        assert!(
+            text.contains("solgrid.dev/nvidia-gpu.model=NVIDIA-H100-80GB-HBM3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_report() {
+        let r = list_report(&[]);
+        assert!(r.labels.is_empty());
+        assert!(render_list(&r).starts_with("no GPUs found"));
+    }
 }

@@ -235,3 +235,72 @@ async fn labels_the_node() {
         })
     );
 }
+
+#[tokio::test]
+async fn health_change_is_published_at_once() {
+    use clap::Parser;
+    use solgrid_device_plugin::app::inventory_loop;
+    use solgrid_device_plugin::config::Settings;
+    use solgrid_device_plugin::metrics::Metrics;
+    use solgrid_device_plugin::resource::ResourceManager;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
+    let devices: Vec<Device> = states().into_iter().map(|s| s.device).collect();
+    let manager = Arc::new(ResourceManager::new(GpuVendor::Nvidia, devices, vec![]));
+    let settings = Settings::try_parse_from([
+        "x",
+        "--no-node-labels",
+        "--inventory-interval-seconds",
+        "3600",
+    ])
+    .unwrap();
+    let metrics = Metrics::new().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(inventory_loop(
+        publisher,
+        vec![manager.clone()],
+        settings,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let first = expect(
+        &mut handle,
+        Method::PATCH,
+        STATUS_URI,
+        StatusCode::OK,
+        gpunode_reply(),
+    )
+    .await;
+    assert_eq!(first["status"]["gpus"][1]["health"], "Healthy");
+    let t0 = Instant::now();
+    manager.set_health("GPU-1", Health::Unhealthy, Some("XID 79".into()));
+    let second = tokio::time::timeout(
+        Duration::from_secs(1),
+        expect(
+            &mut handle,
+            Method::PATCH,
+            STATUS_URI,
+            StatusCode::OK,
+            gpunode_reply(),
+        ),
+    )
+    .await
+    .expect("published within 1 s of the health change");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert_eq!(second["status"]["gpus"][1]["health"], "Unhealthy");
+    assert_eq!(second["status"]["gpus"][0]["health"], "Healthy");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        metrics
+            .render()
+            .contains("solgrid_device_plugin_inventory_publishes_total{result=\"ok\"} 2")
+    );
+}

@@ -50,14 +50,24 @@ impl NvmlApi for RealNvml {
             .map_err(|e| fail("device count", e))?;
         let mut out = Vec::with_capacity(count as usize);
         for index in 0..count {
-            let dev = self
-                .nvml
-                .device_by_index(index)
-                .map_err(|e| fail("device by index", e))?;
-            let uuid = dev.uuid().map_err(|e| fail("uuid", e))?;
+            // one GPU NVML cannot describe (fallen off the bus, no minor number)
+            // is skipped with a log line; the others are still advertised
+            let dev = match self.nvml.device_by_index(index) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(index, error = %e, "NVML cannot open this GPU: not advertised");
+                    continue;
+                }
+            };
+            let (uuid, minor) = match (dev.uuid(), dev.minor_number()) {
+                (Ok(u), Ok(m)) => (u, m),
+                (u, m) => {
+                    tracing::error!(index, uuid = ?u.ok(), minor = ?m.ok(), "NVML gives no UUID or minor number for this GPU: not advertised");
+                    continue;
+                }
+            };
             let name = dev.name().unwrap_or_else(|_| "NVIDIA GPU".to_string());
             let memory_bytes = dev.memory_info().map(|m| m.total).unwrap_or(0);
-            let minor = dev.minor_number().map_err(|e| fail("minor number", e))?;
             let pci_bus_id = dev.pci_info().map(|p| p.bus_id).unwrap_or_default();
             let numa_node = dev.numa_node_id().ok().and_then(|n| i32::try_from(n).ok());
             let mut nvlink_remote_bus_ids = Vec::new();
@@ -102,15 +112,25 @@ impl NvmlApi for RealNvml {
             | EventTypes::DOUBLE_BIT_ECC_ERROR
             | EventTypes::SINGLE_BIT_ECC_ERROR;
         for uuid in uuids {
-            let dev = self
-                .nvml
-                .device_by_uuid(uuid.as_str())
-                .map_err(|e| fail("device by uuid", e))?;
+            let dev = match self.nvml.device_by_uuid(uuid.as_str()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(%uuid, error = %e, "cannot open GPU for health events: no health checks for it");
+                    continue;
+                }
+            };
             // register what the device supports; a GPU without ECC still gets XIDs
-            let supported = dev
-                .supported_event_types()
-                .map(|s| s & wanted)
-                .unwrap_or(EventTypes::CRITICAL_XID_ERROR);
+            let supported = match dev.supported_event_types() {
+                Ok(s) => s & wanted,
+                Err(e) => {
+                    tracing::warn!(%uuid, error = %e, "GPU does not report its event types: no health checks for it");
+                    continue;
+                }
+            };
+            if supported.is_empty() {
+                tracing::warn!(%uuid, "GPU supports no health events: no health checks for it");
+                continue;
+            }
             set = dev
                 .register_events(supported, set)
                 .map_err(|e| NvmlFailure(format!("register events for {uuid}: {}", e.error)))?;
