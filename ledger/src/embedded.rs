@@ -54,6 +54,13 @@ pub struct EmbeddedConfig {
     pub usdc_decimals: u8,
     /// When the journal is flushed to disk.
     pub fsync: FsyncPolicy,
+    /// When set, the block height also advances by one per `block_time` of wall
+    /// clock (Solana: ~400 ms), as a chain's does, so that a recorded transaction
+    /// that was never sent expires even when no other transaction lands. `None`
+    /// (the default): only landed transactions and [`EmbeddedLedger::tick`] advance
+    /// it, which keeps tests and simulations deterministic. A long-running process
+    /// whose store keeps no payloads (the operator) should set it.
+    pub block_time: Option<std::time::Duration>,
 }
 
 impl Default for EmbeddedConfig {
@@ -64,6 +71,7 @@ impl Default for EmbeddedConfig {
             io_decimals: 9,
             usdc_decimals: 6,
             fsync: FsyncPolicy::Always,
+            block_time: None,
         }
     }
 }
@@ -186,6 +194,8 @@ struct State {
     log: Vec<AuditEntry>,
     by_sig: HashMap<String, usize>,
     nonce: u64,
+    /// When the wall-clock block height last advanced (with `block_time`).
+    clock: std::time::Instant,
     journal: Option<Journal>,
     poisoned: Option<String>,
 }
@@ -281,8 +291,16 @@ impl State {
             log: Vec::new(),
             by_sig: HashMap::new(),
             nonce: 0,
+            clock: std::time::Instant::now(),
             journal,
             poisoned: None,
+        }
+    }
+
+    fn check_poisoned(&self) -> Result<(), LedgerError> {
+        match &self.poisoned {
+            Some(p) => Err(LedgerError::Poisoned(p.clone())),
+            None => Ok(()),
         }
     }
 
@@ -567,6 +585,10 @@ impl EmbeddedLedger {
     /// prepared transactions that were never sent expire. Journaled.
     pub fn tick(&self, n: u64) -> Result<u64, LedgerError> {
         let mut st = self.lock();
+        self.tick_locked(&mut st, n)
+    }
+
+    fn tick_locked(&self, st: &mut State, n: u64) -> Result<u64, LedgerError> {
         if let Some(p) = &st.poisoned {
             return Err(LedgerError::Poisoned(p.clone()));
         }
@@ -581,13 +603,36 @@ impl EmbeddedLedger {
         if let Some(j) = st.journal.as_mut() {
             let mut line = serde_json::to_vec(&Record::Tick { n }).expect("a tick serializes");
             line.push(b'\n');
+            let len_before = j.len;
             if let Err(e) = j.append(&line, policy) {
                 let path = j.path.clone();
+                if j.len != len_before {
+                    st.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
+                }
                 return Err(LedgerError::Io { path, source: e });
             }
         }
         st.height = new_height;
         Ok(new_height)
+    }
+
+    /// With [`EmbeddedConfig::block_time`], advances the height by the blocks that
+    /// wall-clock time produced since the last advance (one journaled tick).
+    fn advance_clock(&self, st: &mut State) -> Result<(), LedgerError> {
+        let Some(bt) = self.config.block_time else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let elapsed = now.saturating_duration_since(st.clock);
+        let n = (elapsed.as_nanos() / bt.as_nanos().max(1)) as u64;
+        if n > 0 {
+            self.tick_locked(st, n)?;
+            st.clock += bt.saturating_mul(n.min(u32::MAX as u64) as u32);
+            if st.clock > now {
+                st.clock = now;
+            }
+        }
+        Ok(())
     }
 
     /// Flushes the journal to stable storage now.
@@ -703,6 +748,8 @@ impl Ledger for EmbeddedLedger {
         }
         let (recent, nonce) = {
             let mut st = self.lock();
+            st.check_poisoned()?;
+            self.advance_clock(&mut st)?;
             st.nonce += 1;
             (st.height, st.nonce)
         };
@@ -727,13 +774,12 @@ impl Ledger for EmbeddedLedger {
         let payload = Self::decode(tx)?;
         validate_intents(&payload.intents)?;
         let mut st = self.lock();
-        if let Some(p) = &st.poisoned {
-            return Err(LedgerError::Poisoned(p.clone()));
-        }
+        st.check_poisoned()?;
         if st.by_sig.contains_key(&tx.signature) {
             // already landed: sending again moves nothing
             return Ok(());
         }
+        self.advance_clock(&mut st)?;
         if st.height > payload.lvbh {
             return Err(LedgerError::Expired {
                 signature: tx.signature.clone(),
@@ -785,6 +831,8 @@ impl Ledger for EmbeddedLedger {
 
     fn status(&self, signature: &str) -> Result<TxStatus, LedgerError> {
         let st = self.lock();
+        // after a failed fsync a tx may be on disk and not in memory: say nothing
+        st.check_poisoned()?;
         Ok(match st.by_sig.get(signature) {
             Some(&i) => match &st.log[i].outcome {
                 Outcome::Confirmed => TxStatus::Confirmed,
@@ -795,7 +843,10 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn block_height(&self) -> Result<u64, LedgerError> {
-        Ok(self.lock().height)
+        let mut st = self.lock();
+        st.check_poisoned()?;
+        self.advance_clock(&mut st)?;
+        Ok(st.height)
     }
 
     fn fits(&self, intents: &[Intent]) -> bool {

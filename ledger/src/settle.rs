@@ -509,6 +509,28 @@ impl<'a, L: Ledger, S: SettlementStore> Executor<'a, L, S, ThreadSleeper> {
     }
 }
 
+/// A pass in which `prepare` built nothing stops after this many intents were
+/// refused one by one (the ledger is presumably down, not the intents bad).
+pub const MAX_REFUSED_BEFORE_ABORT: usize = 3;
+
+/// What happened to `prepare` calls during one pass.
+struct Build<E> {
+    prepared_any: bool,
+    last_error: Option<E>,
+    /// (key, error) of intents the ledger refused to build alone.
+    refused: Vec<(String, String)>,
+}
+
+impl<E> Default for Build<E> {
+    fn default() -> Self {
+        Self {
+            prepared_any: false,
+            last_error: None,
+            refused: Vec::new(),
+        }
+    }
+}
+
 /// A transaction in flight, grouped from the store's records.
 struct InFlight {
     signature: String,
@@ -762,6 +784,7 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
         let max = self.config.max_intents_per_tx.max(1);
         let mut batch: Vec<Intent> = Vec::new();
         let mut waiting_new = 0;
+        let mut build = Build::default();
         for intent in to_build {
             if !self.ledger.fits(std::slice::from_ref(&intent)) {
                 let reason = "does not fit in one transaction".to_string();
@@ -775,7 +798,7 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
                 batch.push(intent);
                 if batch.len() > max || !self.ledger.fits(&batch) {
                     let last = batch.pop().expect("just pushed");
-                    waiting_new += self.send_batch(&mut report, &batch)?;
+                    waiting_new += self.send_batch(&mut report, &batch, &mut build)?;
                     batch.clear();
                     batch.push(last);
                 }
@@ -784,7 +807,21 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
             }
         }
         if !batch.is_empty() {
-            waiting_new += self.send_batch(&mut report, &batch)?;
+            waiting_new += self.send_batch(&mut report, &batch, &mut build)?;
+        }
+        // Intents the ledger refused to build while it built others: the fault is
+        // theirs (invalid account, ...), not the transport's.
+        if let Some(e) = build.last_error {
+            if !build.prepared_any {
+                return Err(SettleError::Ledger(e));
+            }
+            for (key, reason) in std::mem::take(&mut build.refused) {
+                let reason = format!("the ledger cannot build it: {reason}");
+                self.store
+                    .record_failed(std::slice::from_ref(&key), None, &reason)
+                    .map_err(SettleError::Store)?;
+                report.failed.push((key, reason));
+            }
         }
         report.waiting += waiting_new;
         report.remaining = report.waiting;
@@ -792,8 +829,40 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
     }
 
     /// Step 2 and 3 for one new transaction: prepare, record, send, conclude.
-    fn send_batch(&mut self, report: &mut PassReport, batch: &[Intent]) -> Res<usize, L, S> {
-        let tx = self.retry(report, |l| l.prepare(batch))?;
+    ///
+    /// When `prepare` still fails after the retries, the batch is split and each
+    /// intent tried alone: those that fail are set aside in `build`, and
+    /// [`Executor::settle_pass`] marks them `Failed` if the ledger built anything
+    /// else in the pass (a bad intent must not block the others), or returns the
+    /// error if it built nothing (the ledger is down: nothing is marked). After
+    /// [`MAX_REFUSED_BEFORE_ABORT`] refusals with nothing built, the pass stops.
+    fn send_batch(
+        &mut self,
+        report: &mut PassReport,
+        batch: &[Intent],
+        build: &mut Build<L::Error>,
+    ) -> Res<usize, L, S> {
+        let tx = match self.retry(report, |l| l.prepare(batch)) {
+            Ok(tx) => tx,
+            Err(SettleError::Ledger(e)) => {
+                if batch.len() == 1 {
+                    if !build.prepared_any && build.refused.len() + 1 >= MAX_REFUSED_BEFORE_ABORT {
+                        return Err(SettleError::Ledger(e));
+                    }
+                    build.refused.push((batch[0].key.clone(), e.to_string()));
+                    build.last_error = Some(e);
+                    return Ok(0);
+                }
+                build.last_error = Some(e);
+                let mut waiting = 0;
+                for intent in batch {
+                    waiting += self.send_batch(report, std::slice::from_ref(intent), build)?;
+                }
+                return Ok(waiting);
+            }
+            Err(e) => return Err(e),
+        };
+        build.prepared_any = true;
         let keys: Vec<String> = batch.iter().map(|i| i.key.clone()).collect();
         self.store
             .record_sent(

@@ -392,3 +392,25 @@ fn batched_fsync_mode_persists_every_tx_for_a_process() {
     assert_eq!(l.balance(&wallet("x"), Token::Io).unwrap(), 100);
     assert_eq!(l.confirmed_key_counts().len(), 100);
 }
+
+#[test]
+fn block_time_advances_the_height_with_the_wall_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.jsonl");
+    let cfg = EmbeddedConfig {
+        validity_window: 3,
+        block_time: Some(std::time::Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let l = EmbeddedLedger::open(&path, cfg.clone()).unwrap();
+    let tx = l.prepare(&[mint("k", wallet("x"), Token::Io, 5)]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let h = l.block_height().unwrap();
+    assert!(h >= 5, "height {h} after ~7 block times");
+    // never sent, now expired without any other transaction landing
+    assert!(matches!(l.send(&tx), Err(LedgerError::Expired { .. })));
+    drop(l);
+    // the advance was journaled
+    let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+    assert!(l.block_height().unwrap() >= h);
+}

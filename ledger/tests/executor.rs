@@ -552,3 +552,92 @@ fn backoff_delays_double_up_to_the_cap() {
     let d: Vec<u64> = (1..=6).map(|a| b.delay(a).as_millis() as u64).collect();
     assert_eq!(d, vec![100, 200, 400, 500, 500, 500]);
 }
+
+#[test]
+fn an_intent_the_ledger_refuses_fails_alone_and_does_not_block_others() {
+    let l = funded(10_000);
+    let mut store = MemoryStore::new();
+    let mut bad = payout(2, 5);
+    bad.movements[0].op = Op::Transfer {
+        from: Account::Escrow,
+        to: wallet("has space"),
+        amount: 5,
+    };
+    let sleeper = RecordingSleeper::default();
+    let r = Executor::with_sleeper(&l, &mut store, cfg(), &sleeper)
+        .settle(&[bad.clone(), payout(1, 5), payout(3, 5)], 2)
+        .unwrap();
+    assert_eq!(r.confirmed, 2);
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].0, "job-2/0");
+    assert!(
+        r.failed[0].1.contains("invalid account"),
+        "{}",
+        r.failed[0].1
+    );
+    assert!(matches!(
+        state(&store, "job-2/0"),
+        SettlementState::Failed {
+            signature: None,
+            ..
+        }
+    ));
+    assert_eq!(l.balance(&wallet("provider-1"), Token::Io).unwrap(), 5);
+    assert_eq!(l.balance(&wallet("provider-3"), Token::Io).unwrap(), 5);
+}
+
+/// A ledger whose `prepare` always fails (an RPC endpoint that is down).
+struct Down<'a>(&'a EmbeddedLedger);
+
+impl Ledger for Down<'_> {
+    type Error = Transport;
+    fn prepare(&self, _: &[Intent]) -> Result<Prepared, Transport> {
+        Err(Transport)
+    }
+    fn send(&self, _: &Prepared) -> Result<(), Transport> {
+        Err(Transport)
+    }
+    fn status(&self, _: &str) -> Result<TxStatus, Transport> {
+        Err(Transport)
+    }
+    fn block_height(&self) -> Result<u64, Transport> {
+        Err(Transport)
+    }
+    fn fits(&self, i: &[Intent]) -> bool {
+        self.0.fits(i)
+    }
+    fn balance(&self, _: &Account, _: Token) -> Result<u64, Transport> {
+        Err(Transport)
+    }
+    fn supply(&self, _: Token) -> Result<u64, Transport> {
+        Err(Transport)
+    }
+    fn unit(&self, t: Token) -> u64 {
+        self.0.unit(t)
+    }
+}
+
+#[test]
+fn a_dead_ledger_marks_nothing_failed_and_stops_early() {
+    let l = funded(10_000);
+    let down = Down(&l);
+    let mut store = MemoryStore::new();
+    let intents: Vec<Intent> = (0..40).map(|i| payout(i, 1)).collect();
+    let sleeper = RecordingSleeper::default();
+    let e = Executor::with_sleeper(&down, &mut store, cfg(), &sleeper)
+        .settle(&intents, 1)
+        .unwrap_err();
+    assert!(matches!(e, SettleError::Ledger(_)));
+    assert_eq!(store.counts(), (40, 0, 0, 0), "all still planned");
+    // one batch with its retries, then a few single intents: not all 40
+    let waits = sleeper.slept.lock().unwrap().len();
+    assert!(
+        waits <= 3 * (1 + solgrid_ledger::settle::MAX_REFUSED_BEFORE_ABORT),
+        "{waits} waits"
+    );
+    // back up: everything settles
+    let r = Executor::with_sleeper(&l, &mut store, cfg(), NoSleep)
+        .settle(&intents, 2)
+        .unwrap();
+    assert_eq!(r.confirmed, 40);
+}
