@@ -295,6 +295,33 @@ mod tests {
         assert!(s.hourly(TOTAL_HOURS - 1) < s.hourly(0) / 10);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        /// Any pool, any decimals: the hourly amounts sum to the pool exactly; and for
+        /// pools where a month's fall (1.02 %) exceeds a base unit, months never rise.
+        #[test]
+        fn any_pool_sums_exactly(pool in 0u64..=u64::MAX, decimals in 0u8..=10) {
+            let unit = 10u64.pow(decimals as u32);
+            let s = EmissionSchedule::with_pool(pool, unit).unwrap();
+            let mut total: u128 = 0;
+            for h in 0..TOTAL_HOURS {
+                total += s.hourly(h) as u128;
+            }
+            proptest::prop_assert_eq!(total, pool as u128);
+            if pool >= 1_000_000 {
+                for m in 1..MONTHS {
+                    proptest::prop_assert!(s.month(m) <= s.month(m - 1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn emission_new_rejects_absurd_decimals() {
+        assert!(EmissionSchedule::new(11).is_err()); // 300M * 10^11 > u64::MAX
+        assert!(EmissionSchedule::new(10).is_ok());
+    }
+
     #[test]
     fn bignum_basics() {
         let a = Big::from_u128(u128::MAX);

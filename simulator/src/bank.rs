@@ -5,7 +5,7 @@
 //! The bank is generic over the ledger, so swapping in another implementation of
 //! the trait is one type parameter.
 
-use solgrid_ledger::{Executor, ExecutorConfig, MemoryStore, SettlementState, SettlementStore};
+use solgrid_ledger::{Executor, ExecutorConfig, MemoryStore};
 use solgrid_market::ledger::{Account, Amount, Intent, Ledger, Movement, Op, Token};
 use std::time::Duration;
 
@@ -77,15 +77,10 @@ impl<L: Ledger> Bank<L> {
         self.txs += report.txs() as u64;
         self.confirmed += report.confirmed as u64;
         self.failed.extend(report.failed.iter().cloned());
+        // Everything is final (confirmed or failed): the records have done their job
+        // (the operator keeps them in the objects' status; the simulator needs no history).
+        self.store = MemoryStore::new().keep_payloads(false);
         Ok(report.failed)
-    }
-
-    /// Whether a settlement is confirmed.
-    pub fn is_confirmed(&self, key: &str) -> bool {
-        matches!(
-            self.store.get(key).ok().flatten().map(|s| s.state),
-            Some(SettlementState::Confirmed { .. })
-        )
     }
 
     pub fn balance(&self, account: &Account, token: Token) -> Result<Amount, BankError> {

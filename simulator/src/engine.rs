@@ -576,8 +576,12 @@ impl<L: Ledger> Sim<L> {
             self.arrive(h, now);
             self.place(now)?;
         }
-        self.bank.flush()?;
-        self.confirm_escrows();
+        let failed = self.bank.flush()?;
+        // Only an escrow may fail (a buyer who cannot pay); anything else is a bug.
+        if let Some((k, why)) = failed.iter().find(|(k, _)| !k.ends_with("/escrow")) {
+            return Err(SimError::Invariant(format!("settlement {k} failed: {why}")));
+        }
+        self.confirm_escrows(&failed);
         if (h > 0 && h.is_multiple_of(24)) || last {
             self.daily(h)?;
         }
@@ -1085,10 +1089,10 @@ impl<L: Ledger> Sim<L> {
     }
 
     /// Jobs whose escrow failed (the buyer could not pay) give their GPUs back.
-    fn confirm_escrows(&mut self) {
+    fn confirm_escrows(&mut self, failed: &[(String, String)]) {
         for j in std::mem::take(&mut self.pending_escrow) {
             let key = format!("job{j:07}/escrow");
-            if !self.bank.is_confirmed(&key) {
+            if failed.iter().any(|(k, _)| *k == key) {
                 let job = &mut self.jobs[j as usize];
                 if let Some(run) = job.run.take() {
                     for (n, g) in run.placements {

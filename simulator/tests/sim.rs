@@ -124,7 +124,7 @@ fn exact_job_count_and_plots() {
     for f in &files {
         let svg = std::fs::read_to_string(f).unwrap();
         assert!(
-            svg.starts_with("<svg") && svg.contains("<path") || svg.contains("<polyline"),
+            svg.starts_with("<svg") && (svg.contains("<path") || svg.contains("<polyline")),
             "{}",
             f.display()
         );
