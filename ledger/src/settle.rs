@@ -82,7 +82,15 @@ pub trait SettlementStore {
     /// does not know.
     fn record_plan(&mut self, intent: &Intent) -> Result<(), Self::Error>;
     /// Step 2: records that the transaction `signature` carrying `keys` is about to
-    /// be sent (state `Sent`). Called *before* sending. `payload` may be kept.
+    /// be sent (state `Sent`). Called *before* sending; on `Err` nothing is sent.
+    ///
+    /// `payload` may be kept (and returned in [`Settlement::payload`]) so that the
+    /// executor can re-send the very same transaction after a restart. **A store
+    /// that keeps payloads must write all `keys` atomically**: a re-sent payload
+    /// carries every intent of the transaction, so a key left `Planned` by a
+    /// half-done write would be built again and paid twice. A store that writes
+    /// keys one by one (one object per key) must drop payloads (the executor then
+    /// waits for the transaction to expire and rebuilds it).
     fn record_sent(
         &mut self,
         keys: &[String],
