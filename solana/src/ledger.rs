@@ -1014,10 +1014,13 @@ impl SolanaLedger {
                 let key = parse_pubkey("lookup table", t)?;
                 let acc = self
                     .rpc
-                    .call("getAccountInfo", |c| {
-                        c.get_account_with_commitment(&key, self.commitment())
+                    .call("getMultipleAccounts", |c| {
+                        c.get_multiple_accounts_with_commitment(&[key], self.commitment())
                     })?
                     .value
+                    .into_iter()
+                    .next()
+                    .flatten()
                     .ok_or_else(|| {
                         SolanaError::Chain(format!("lookup table {t} does not exist"))
                     })?;
@@ -1255,10 +1258,13 @@ impl Ledger for SolanaLedger {
         let address = self.token_account(account, token)?;
         let acc = self
             .rpc
-            .call("getAccountInfo", |c| {
-                c.get_account_with_commitment(&address, self.commitment())
+            .call("getMultipleAccounts", |c| {
+                c.get_multiple_accounts_with_commitment(&[address], self.commitment())
             })?
-            .value;
+            .value
+            .into_iter()
+            .next()
+            .flatten();
         let Some(acc) = acc else { return Ok(0) };
         let ta = TokenAccount::unpack(&acc.data)
             .map_err(|e| SolanaError::Chain(format!("{address} is not a token account: {e}")))?;
@@ -1275,10 +1281,13 @@ impl Ledger for SolanaLedger {
         let address = self.mint(token).address;
         let acc = self
             .rpc
-            .call("getAccountInfo", |c| {
-                c.get_account_with_commitment(&address, self.commitment())
+            .call("getMultipleAccounts", |c| {
+                c.get_multiple_accounts_with_commitment(&[address], self.commitment())
             })?
             .value
+            .into_iter()
+            .next()
+            .flatten()
             .ok_or_else(|| SolanaError::Chain(format!("mint {address} does not exist")))?;
         Ok(Mint::unpack(&acc.data)
             .map_err(|e| SolanaError::Chain(format!("{address} is not a mint: {e}")))?
