@@ -150,8 +150,17 @@ impl AppleBackend {
                 .and_then(|c| c.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| render.clone());
-            let mut id = format!("apple-{dev_name}");
-            id.truncate(63);
+            let id: String = format!("apple-{dev_name}")
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(63)
+                .collect();
             let mut nodes = vec![DeviceNode::under_dev(
                 &self.paths.host_dev_root,
                 &format!("dri/{render}"),

@@ -217,3 +217,96 @@ fn list_flag_prints_what_would_be_advertised() {
         "{text}"
     );
 }
+
+/// The real binary, end to end: registers with a fake kubelet, serves
+/// Allocate, answers /healthz, and on SIGTERM exits cleanly and removes its socket.
+#[tokio::test]
+async fn binary_serves_until_sigterm() {
+    let root = apple_fixture();
+    let plugin_dir = root.path().join("device-plugins");
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    let mut kubelet = FakeKubelet::start(&plugin_dir).await;
+    // a free port for the metrics endpoint
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_solgrid-device-plugin"))
+        .args(["--vendors", "apple,nvidia", "--socket-poll-ms", "50"])
+        .arg("--device-plugin-dir")
+        .arg(&plugin_dir)
+        .arg("--sysfs-root")
+        .arg(root.path().join("sys"))
+        .arg("--dev-root")
+        .arg(root.path().join("dev"))
+        .arg("--device-tree-root")
+        .arg(root.path().join("proc/device-tree"))
+        .arg("--proc-root")
+        .arg(root.path().join("proc"))
+        .arg("--nvml-library")
+        .arg(root.path().join("no-such-libnvidia-ml.so.1"))
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("NODE_NAME")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    let reg = kubelet
+        .next_registration(10 * SEC)
+        .await
+        .expect("the binary registers");
+    assert_eq!(reg.resource_name, "solgrid.dev/apple-gpu");
+    let mut client = kubelet.connect("solgrid-apple.sock").await;
+    let err = client
+        .allocate(api::AllocateRequest {
+            container_requests: vec![api::ContainerAllocateRequest {
+                devices_ids: vec!["GPU-not-here".into()],
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // /metrics over plain HTTP/1.1 (the count lands once the kubelet's answer is back)
+    let want = "solgrid_device_plugin_registrations_total{resource=\"solgrid.dev/apple-gpu\",result=\"ok\"} 1";
+    let mut resp = String::new();
+    for _ in 0..40 {
+        resp = http_get(port, "/metrics").await;
+        if resp.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(want), "{resp}");
+    assert!(http_get(port, "/healthz").await.ends_with("ok"));
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(10 * SEC, child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!plugin_dir.join("solgrid-apple.sock").exists());
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).await.unwrap();
+    resp
+}
