@@ -108,15 +108,3 @@ imagePullSecrets:
 {{- end }}
 {{- end -}}
 
-{{/* A Go-style duration (90s, 15m, 1h, 1h30m) in seconds, for PromQL comparisons. */}}
-{{- define "solgrid.durationSeconds" -}}
-{{- $d := toString . -}}
-{{- $total := 0 -}}
-{{- range $part := regexFindAll "[0-9]+[smhd]" $d -1 -}}
-{{- $n := int (regexFind "[0-9]+" $part) -}}
-{{- $u := regexFind "[smhd]" $part -}}
-{{- $mult := index (dict "s" 1 "m" 60 "h" 3600 "d" 86400) $u -}}
-{{- $total = add $total (mul $n $mult) -}}
-{{- end -}}
-{{- $total -}}
-{{- end -}}
