@@ -74,6 +74,7 @@ pub enum LedgerHandleError {
 }
 
 /// The ledger the operator settles on: the embedded ledger (default) or Solana.
+#[allow(clippy::large_enum_variant)] // one per process
 pub enum LedgerHandle {
     Embedded(EmbeddedLedger),
     #[cfg(feature = "solana")]

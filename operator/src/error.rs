@@ -24,6 +24,9 @@ pub enum Error {
     MissingField(&'static str),
     #[error("background task: {0}")]
     Join(String),
+    /// Deleting a job waits for its settlement (retried, not an error of the object).
+    #[error("settlement pending: {0}")]
+    SettlementPending(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -41,6 +44,7 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::MissingField(_) => "missing_field",
             Error::Join(_) => "join",
+            Error::SettlementPending(_) => "settlement_pending",
         }
     }
 

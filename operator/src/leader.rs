@@ -110,7 +110,6 @@ where
             continue;
         }
         // Shut down: release the lease for the next replica.
-        drop(run);
         drop(leading);
         let _ = task.await;
         return Ok(());

@@ -1,0 +1,615 @@
+//! The ComputeJob state machine, as a pure function:
+//! `(spec, status, observed pods, now) → the next step`.
+//!
+//! ```text
+//! Pending ──quote──▶ Quoted ──escrow──▶ Funded ──pods──▶ Scheduling ──all N running──▶ Running
+//!    │ (cap below market: stays, Quoted=False)            │ gang timeout: release,        │
+//!    │                                                     │ retry (Funded) or Failed      ├─▶ Succeeded (all workers succeeded)
+//!    └─ cancel ─▶ Cancelled                                └─ cancel ─▶ Cancelled          ├─▶ Failed (a worker failed or vanished)
+//!                                                                                          ├─▶ Cancelled (spec.cancel or deletion)
+//!                                                                                          └─▶ Expired (max duration = budget)
+//! Succeeded | Failed | Cancelled | Expired ──final settlement (pay, burn, refund)──▶ Settled
+//! ```
+//!
+//! While Running, every completed settlement period is settled on its own.
+
+use crate::conditions::from_time;
+use chrono::{DateTime, Utc};
+use solgrid_crds::{ComputeJobPhase, ComputeJobSpec, ComputeJobStatus, SettlementState};
+use std::time::Duration;
+
+/// What the controller sees of one worker pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    pub index: u32,
+    pub attempt: u32,
+    pub phase: PodPhase,
+    pub node: Option<String>,
+    /// Has a deletion timestamp.
+    pub deleting: bool,
+}
+
+/// A pod's phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+impl PodPhase {
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("Pending") | None => PodPhase::Pending,
+            Some("Running") => PodPhase::Running,
+            Some("Succeeded") => PodPhase::Succeeded,
+            Some("Failed") => PodPhase::Failed,
+            Some(_) => PodPhase::Unknown,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodPhase::Pending => "Pending",
+            PodPhase::Running => "Running",
+            PodPhase::Succeeded => "Succeeded",
+            PodPhase::Failed => "Failed",
+            PodPhase::Unknown => "Unknown",
+        }
+    }
+    fn live(self) -> bool {
+        matches!(
+            self,
+            PodPhase::Pending | PodPhase::Running | PodPhase::Unknown
+        )
+    }
+}
+
+/// Everything a decision is made from.
+#[derive(Clone, Debug)]
+pub struct View<'a> {
+    pub spec: &'a ComputeJobSpec,
+    pub status: &'a ComputeJobStatus,
+    /// The job has a deletion timestamp (deleting = cancel, settle, then release).
+    pub deleting: bool,
+    pub pods: &'a [PodView],
+    pub now: DateTime<Utc>,
+    pub period_ms: u64,
+    pub gang_max_attempts: u32,
+    pub running_requeue: Duration,
+}
+
+/// How a job finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finish {
+    pub phase: ComputeJobPhase,
+    /// CamelCase reason (condition and Event).
+    pub reason: &'static str,
+    pub message: String,
+    /// When the job stopped using GPUs (`None`: it never ran).
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// The next step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Pending: compute and lock a quote (or say the cap is below market).
+    Quote,
+    /// Quoted (or an escrow in flight): move the maximum cost into escrow.
+    Fund,
+    /// Create the missing workers of `attempt`.
+    CreatePods { attempt: u32, missing: Vec<u32> },
+    /// All N workers run: the job runs from `at`.
+    Start { at: DateTime<Utc> },
+    /// The gang did not form in time (or a worker failed before it did): release
+    /// it, then retry or fail.
+    ReleaseGang {
+        attempt: u32,
+        retry: bool,
+        reason: &'static str,
+        message: String,
+    },
+    /// The job stopped: record it (and delete live workers).
+    Finish(Finish),
+    /// Delete workers still alive after the job finished.
+    DeletePods { names: Vec<String> },
+    /// Running: settle the completed periods `from..upto`.
+    SettlePeriods { from: u32, upto: u32 },
+    /// Finished: resume or plan the final settlement.
+    Settle,
+    /// Nothing to do until then (or until something changes).
+    Wait(Duration),
+    /// Settled: nothing more, ever.
+    Done,
+}
+
+/// Where the job's settlements stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SettlementSummary {
+    /// Settlement records (periods planned so far).
+    pub recorded: u32,
+    /// Records Planned or Sent.
+    pub in_flight: u32,
+    /// Records Failed.
+    pub failed: u32,
+    /// The final settlement (with the refund line) is recorded.
+    pub final_recorded: bool,
+    /// ... and confirmed.
+    pub final_confirmed: bool,
+}
+
+/// Summarises `status.settlements`.
+pub fn settlements(status: &ComputeJobStatus) -> SettlementSummary {
+    let mut s = SettlementSummary::default();
+    for js in &status.settlements {
+        s.recorded += 1;
+        let is_final = js.payouts.iter().any(|p| p.to == crate::settlement::REFUND);
+        match js.record.state {
+            SettlementState::Planned | SettlementState::Sent => s.in_flight += 1,
+            SettlementState::Failed => s.failed += 1,
+            SettlementState::Confirmed => {
+                if is_final {
+                    s.final_confirmed = true;
+                }
+            }
+        }
+        if is_final {
+            s.final_recorded = true;
+        }
+    }
+    s
+}
+
+/// The escrow is in flight (planned or sent, not confirmed nor failed).
+pub fn escrow_in_flight(status: &ComputeJobStatus) -> bool {
+    status
+        .escrow
+        .as_ref()
+        .is_some_and(|r| matches!(r.state, SettlementState::Planned | SettlementState::Sent))
+}
+
+/// The escrow is confirmed.
+pub fn escrow_confirmed(status: &ComputeJobStatus) -> bool {
+    status
+        .escrow
+        .as_ref()
+        .is_some_and(|r| r.state == SettlementState::Confirmed)
+}
+
+fn secs(d: chrono::Duration) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+/// The next step for a job.
+pub fn decide(v: &View<'_>) -> Step {
+    let st = v.status;
+    let phase = st.phase;
+    let stop = v.spec.cancel || v.deleting;
+    let attempt = st.attempts;
+    let current: Vec<&PodView> = v
+        .pods
+        .iter()
+        .filter(|p| p.attempt == attempt && !p.deleting)
+        .collect();
+
+    if phase == ComputeJobPhase::Settled {
+        return Step::Done;
+    }
+    if phase.is_finished() {
+        let live: Vec<String> = v
+            .pods
+            .iter()
+            .filter(|p| !p.deleting && p.phase.live())
+            .map(|p| p.name.clone())
+            .collect();
+        if !live.is_empty() {
+            return Step::DeletePods { names: live };
+        }
+        return Step::Settle;
+    }
+    let why = if v.deleting {
+        "the job was deleted"
+    } else {
+        "spec.cancel is set"
+    };
+    match phase {
+        ComputeJobPhase::Pending | ComputeJobPhase::Quoted if stop => {
+            if escrow_in_flight(st) {
+                // finish the escrow first: it may already have moved the tokens
+                Step::Fund
+            } else {
+                Step::Finish(Finish {
+                    phase: ComputeJobPhase::Cancelled,
+                    reason: "Cancelled",
+                    message: format!("cancelled before it ran: {why}"),
+                    end: None,
+                })
+            }
+        }
+        ComputeJobPhase::Pending => Step::Quote,
+        ComputeJobPhase::Quoted => Step::Fund,
+        ComputeJobPhase::Funded | ComputeJobPhase::Scheduling if stop => Step::Finish(Finish {
+            phase: ComputeJobPhase::Cancelled,
+            reason: "Cancelled",
+            message: format!("cancelled before it ran: {why}"),
+            end: None,
+        }),
+        ComputeJobPhase::Funded => Step::CreatePods {
+            attempt: attempt.saturating_add(1),
+            missing: (0..v.spec.workers).collect(),
+        },
+        ComputeJobPhase::Scheduling => scheduling(v, attempt, &current),
+        ComputeJobPhase::Running => running(v, &current, stop, why),
+        // finished phases handled above
+        _ => Step::Done,
+    }
+}
+
+fn scheduling(v: &View<'_>, attempt: u32, current: &[&PodView]) -> Step {
+    let n = v.spec.workers;
+    let since = v
+        .status
+        .scheduling_since
+        .as_ref()
+        .map(from_time)
+        .unwrap_or(v.now);
+    let deadline = since + chrono::Duration::seconds(v.spec.gang_timeout_seconds as i64);
+    let retry = attempt < v.gang_max_attempts;
+    if let Some(failed) = current.iter().find(|p| p.phase == PodPhase::Failed) {
+        return Step::ReleaseGang {
+            attempt,
+            retry,
+            reason: "WorkerFailed",
+            message: format!(
+                "worker {} failed before all {n} workers ran (attempt {attempt}/{})",
+                failed.index, v.gang_max_attempts
+            ),
+        };
+    }
+    let started = |p: &&&PodView| matches!(p.phase, PodPhase::Running | PodPhase::Succeeded);
+    let running = (0..n)
+        .filter(|i| current.iter().filter(started).any(|p| p.index == *i))
+        .count() as u32;
+    if running == n {
+        return Step::Start { at: v.now };
+    }
+    if v.now >= deadline {
+        return Step::ReleaseGang {
+            attempt,
+            retry,
+            reason: "GangTimeout",
+            message: format!(
+                "{running}/{n} workers running after {} s (attempt {attempt}/{})",
+                v.spec.gang_timeout_seconds, v.gang_max_attempts
+            ),
+        };
+    }
+    let missing: Vec<u32> = (0..n)
+        .filter(|i| !current.iter().any(|p| p.index == *i))
+        .collect();
+    if !missing.is_empty() {
+        return Step::CreatePods { attempt, missing };
+    }
+    Step::Wait(secs(deadline - v.now).max(Duration::from_secs(1)))
+}
+
+fn running(v: &View<'_>, current: &[&PodView], stop: bool, why: &str) -> Step {
+    let n = v.spec.workers;
+    let start = v.status.start_time.as_ref().map(from_time).unwrap_or(v.now);
+    let max_end = start + chrono::Duration::seconds(v.spec.max_duration_seconds as i64);
+    if stop {
+        return Step::Finish(Finish {
+            phase: ComputeJobPhase::Cancelled,
+            reason: "Cancelled",
+            message: format!("cancelled while running: {why}"),
+            end: Some(v.now.min(max_end)),
+        });
+    }
+    if v.now >= max_end {
+        return Step::Finish(Finish {
+            phase: ComputeJobPhase::Expired,
+            reason: "MaxDurationReached",
+            message: format!(
+                "ran for its maximum duration of {} s (its escrowed budget)",
+                v.spec.max_duration_seconds
+            ),
+            end: Some(max_end),
+        });
+    }
+    if let Some(p) = current.iter().find(|p| p.phase == PodPhase::Failed) {
+        return Step::Finish(Finish {
+            phase: ComputeJobPhase::Failed,
+            reason: "WorkerFailed",
+            message: format!("worker {} ({}) failed", p.index, p.name),
+            end: Some(v.now),
+        });
+    }
+    if let Some(i) = (0..n).find(|i| !current.iter().any(|p| p.index == *i)) {
+        return Step::Finish(Finish {
+            phase: ComputeJobPhase::Failed,
+            reason: "WorkerLost",
+            message: format!("worker {i} disappeared while running"),
+            end: Some(v.now),
+        });
+    }
+    if current.iter().all(|p| p.phase == PodPhase::Succeeded) {
+        return Step::Finish(Finish {
+            phase: ComputeJobPhase::Succeeded,
+            reason: "Succeeded",
+            message: format!("all {n} workers succeeded"),
+            end: Some(v.now),
+        });
+    }
+    // Settle each completed period on its own.
+    let period_ms = v.period_ms.max(1);
+    let elapsed_ms = (v.now - start).num_milliseconds().max(0) as u64;
+    let completed = u32::try_from(elapsed_ms / period_ms).unwrap_or(u32::MAX);
+    let s = settlements(v.status);
+    if completed > s.recorded && s.in_flight == 0 && s.failed == 0 {
+        return Step::SettlePeriods {
+            from: s.recorded,
+            upto: completed,
+        };
+    }
+    if s.in_flight > 0 {
+        return Step::SettlePeriods {
+            from: s.recorded,
+            upto: s.recorded,
+        };
+    }
+    let next_period = start
+        + chrono::Duration::milliseconds(
+            (completed as i64 + 1).saturating_mul(period_ms.min(i64::MAX as u64) as i64),
+        );
+    let wake = next_period.min(max_end);
+    Step::Wait(
+        secs(wake - v.now)
+            .min(v.running_requeue)
+            .max(Duration::from_millis(500)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::time;
+    use solgrid_crds::*;
+
+    fn spec(workers: u32) -> ComputeJobSpec {
+        ComputeJobSpec {
+            template: WorkerTemplate {
+                image: "img".into(),
+                ..Default::default()
+            },
+            gpus: GpuRequest {
+                count: 2,
+                ..Default::default()
+            },
+            workers,
+            max_duration_seconds: 7200,
+            max_price_per_gpu_hour: 1_000,
+            payer_secret_ref: WalletSecretRef { name: "w".into() },
+            gang_timeout_seconds: 300,
+            ..Default::default()
+        }
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn pod(i: u32, attempt: u32, phase: PodPhase) -> PodView {
+        PodView {
+            name: format!("j-a{attempt}-w{i}"),
+            index: i,
+            attempt,
+            phase,
+            node: Some(format!("n{i}")),
+            deleting: false,
+        }
+    }
+
+    fn view<'a>(
+        spec: &'a ComputeJobSpec,
+        status: &'a ComputeJobStatus,
+        pods: &'a [PodView],
+        now: DateTime<Utc>,
+    ) -> View<'a> {
+        View {
+            spec,
+            status,
+            deleting: false,
+            pods,
+            now,
+            period_ms: 3_600_000,
+            gang_max_attempts: 2,
+            running_requeue: Duration::from_secs(30),
+        }
+    }
+
+    fn status(phase: ComputeJobPhase) -> ComputeJobStatus {
+        ComputeJobStatus {
+            phase,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn early_phases() {
+        let sp = spec(2);
+        assert_eq!(
+            decide(&view(&sp, &status(ComputeJobPhase::Pending), &[], t(0))),
+            Step::Quote
+        );
+        assert_eq!(
+            decide(&view(&sp, &status(ComputeJobPhase::Quoted), &[], t(0))),
+            Step::Fund
+        );
+        let mut st = status(ComputeJobPhase::Funded);
+        st.attempts = 0;
+        assert_eq!(
+            decide(&view(&sp, &st, &[], t(0))),
+            Step::CreatePods {
+                attempt: 1,
+                missing: vec![0, 1]
+            }
+        );
+    }
+
+    #[test]
+    fn cancel_before_running_and_escrow_in_flight() {
+        let mut sp = spec(1);
+        sp.cancel = true;
+        let st = status(ComputeJobPhase::Quoted);
+        assert!(matches!(
+            decide(&view(&sp, &st, &[], t(0))),
+            Step::Finish(Finish {
+                phase: ComputeJobPhase::Cancelled,
+                end: None,
+                ..
+            })
+        ));
+        let mut st = status(ComputeJobPhase::Quoted);
+        st.escrow = Some(LedgerRecord {
+            key: "u/escrow".into(),
+            state: SettlementState::Sent,
+            ..Default::default()
+        });
+        assert_eq!(decide(&view(&sp, &st, &[], t(0))), Step::Fund);
+    }
+
+    #[test]
+    fn gang_forms_or_times_out() {
+        let sp = spec(2);
+        let mut st = status(ComputeJobPhase::Scheduling);
+        st.attempts = 1;
+        st.scheduling_since = Some(time(t(0)));
+        let one = [pod(0, 1, PodPhase::Running), pod(1, 1, PodPhase::Pending)];
+        assert!(matches!(
+            decide(&view(&sp, &st, &one, t(10))),
+            Step::Wait(_)
+        ));
+        let both = [pod(0, 1, PodPhase::Running), pod(1, 1, PodPhase::Running)];
+        assert_eq!(
+            decide(&view(&sp, &st, &both, t(10))),
+            Step::Start { at: t(10) }
+        );
+        // stale pods of an earlier attempt do not count
+        let old = [pod(0, 0, PodPhase::Running), pod(1, 1, PodPhase::Running)];
+        assert_eq!(
+            decide(&view(&sp, &st, &old, t(10))),
+            Step::CreatePods {
+                attempt: 1,
+                missing: vec![0]
+            }
+        );
+        match decide(&view(&sp, &st, &one, t(300))) {
+            Step::ReleaseGang {
+                attempt: 1,
+                retry: true,
+                reason: "GangTimeout",
+                ..
+            } => {}
+            s => panic!("{s:?}"),
+        }
+        st.attempts = 2;
+        let one2 = [pod(0, 2, PodPhase::Running), pod(1, 2, PodPhase::Pending)];
+        match decide(&view(&sp, &st, &one2, t(301))) {
+            Step::ReleaseGang { retry: false, .. } => {}
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn running_outcomes() {
+        let sp = spec(2);
+        let mut st = status(ComputeJobPhase::Running);
+        st.attempts = 1;
+        st.start_time = Some(time(t(0)));
+        let ok = [pod(0, 1, PodPhase::Running), pod(1, 1, PodPhase::Running)];
+        assert!(matches!(decide(&view(&sp, &st, &ok, t(60))), Step::Wait(_)));
+        let done = [
+            pod(0, 1, PodPhase::Succeeded),
+            pod(1, 1, PodPhase::Succeeded),
+        ];
+        assert!(matches!(
+            decide(&view(&sp, &st, &done, t(60))),
+            Step::Finish(Finish {
+                phase: ComputeJobPhase::Succeeded,
+                ..
+            })
+        ));
+        let failed = [pod(0, 1, PodPhase::Failed), pod(1, 1, PodPhase::Running)];
+        assert!(matches!(
+            decide(&view(&sp, &st, &failed, t(60))),
+            Step::Finish(Finish {
+                phase: ComputeJobPhase::Failed,
+                reason: "WorkerFailed",
+                ..
+            })
+        ));
+        let lost = [pod(0, 1, PodPhase::Running)];
+        assert!(matches!(
+            decide(&view(&sp, &st, &lost, t(60))),
+            Step::Finish(Finish {
+                reason: "WorkerLost",
+                ..
+            })
+        ));
+        // max duration 7200 s: expired, end capped at the maximum
+        assert_eq!(
+            decide(&view(&sp, &st, &ok, t(9000))),
+            Step::Finish(Finish {
+                phase: ComputeJobPhase::Expired,
+                reason: "MaxDurationReached",
+                message: "ran for its maximum duration of 7200 s (its escrowed budget)".into(),
+                end: Some(t(7200)),
+            })
+        );
+        // after one hour: settle period 0
+        assert_eq!(
+            decide(&view(&sp, &st, &ok, t(3601))),
+            Step::SettlePeriods { from: 0, upto: 1 }
+        );
+        let mut cancelled = sp.clone();
+        cancelled.cancel = true;
+        assert!(matches!(
+            decide(&view(&cancelled, &st, &ok, t(100))),
+            Step::Finish(Finish { phase: ComputeJobPhase::Cancelled, end: Some(e), .. }) if e == t(100)
+        ));
+    }
+
+    #[test]
+    fn finished_deletes_pods_then_settles_then_done() {
+        let sp = spec(2);
+        let mut st = status(ComputeJobPhase::Cancelled);
+        st.attempts = 1;
+        let live = [pod(0, 1, PodPhase::Running), pod(1, 1, PodPhase::Succeeded)];
+        assert_eq!(
+            decide(&view(&sp, &st, &live, t(0))),
+            Step::DeletePods {
+                names: vec!["j-a1-w0".into()]
+            }
+        );
+        assert_eq!(decide(&view(&sp, &st, &[], t(0))), Step::Settle);
+        st.phase = ComputeJobPhase::Settled;
+        assert_eq!(decide(&view(&sp, &st, &live, t(0))), Step::Done);
+    }
+
+    #[test]
+    fn deletion_cancels() {
+        let sp = spec(1);
+        let st = status(ComputeJobPhase::Scheduling);
+        let mut v = view(&sp, &st, &[], t(0));
+        v.deleting = true;
+        assert!(matches!(
+            decide(&v),
+            Step::Finish(Finish {
+                phase: ComputeJobPhase::Cancelled,
+                ..
+            })
+        ));
+    }
+}
