@@ -1,0 +1,595 @@
+//! The ComputeJob controller against a mocked API server (tower-test): the exact
+//! requests of each important transition, in order.
+
+mod fixtures;
+
+use fixtures::*;
+use serde_json::Value;
+use solgrid_crds::*;
+use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_operator::computejob::reconcile;
+use solgrid_operator::conditions::time;
+use solgrid_operator::config::OperatorConfig;
+use std::sync::Arc;
+
+fn cond<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no condition {type_} in {status}"))
+}
+
+fn mint(env: &Env, to: Account, amount: u64) {
+    let l = env.ctx.ledger.embedded().unwrap();
+    l.apply(&[Intent {
+        key: format!("mint-{to}"),
+        movements: vec![Movement {
+            token: Token::Io,
+            op: Op::Mint { to, amount },
+        }],
+    }])
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_job_gets_the_finalizer_first() {
+    let env = env(OperatorConfig::default());
+    let mut srv = env.server;
+    let j = job(2, None, false);
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        let s = srv
+            .expect(
+                "PATCH",
+                &format!("/apis/solgrid.dev/v1alpha1/namespaces/{NS}/computejobs/{NAME}?"),
+            )
+            .await;
+        let ops = s.body.as_array().expect("a JSON patch").clone();
+        assert!(
+            ops.iter()
+                .any(|o| o["op"] == "add"
+                    && o["value"] == serde_json::json!(["solgrid.dev/settlement"])),
+            "{ops:?}"
+        );
+        let mut with = jj.clone();
+        with.metadata.finalizers = Some(vec!["solgrid.dev/settlement".into()]);
+        s.reply(200, serde_json::to_value(&with).unwrap());
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_job_is_quoted_funded_exactly_once_and_gets_its_pods() {
+    let env = env(OperatorConfig::default());
+    mint(&env, Account::Wallet(PAYER.into()), 1_000_000_000_000_000);
+    let mut srv = env.server;
+    let j = job(2, None, true);
+    let jj = j.clone();
+    let ledger = env.ctx.ledger.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![]).await;
+        // quote locked
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Quoted");
+        let price = st["quote"]["pricePerGpuHour"].as_u64().unwrap();
+        let max_cost = st["quote"]["maxCost"].as_u64().unwrap();
+        assert!(price > 0 && max_cost > 0);
+        assert_eq!(cond(&st, "Quoted")["status"], "True");
+        assert_eq!(cond(&st, "Quoted")["reason"], "PriceLocked");
+        assert_eq!(srv.event().await.1, "Quoted");
+        // the payer's Secret, from the job's own namespace
+        let s = srv
+            .expect(
+                "GET",
+                &format!("/api/v1/namespaces/{NS}/secrets/alice-wallet"),
+            )
+            .await;
+        s.reply(
+            200,
+            serde_json::json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"alice-wallet","namespace":NS},
+                "data":{"address": base64(PAYER)}}),
+        );
+        // escrow: plan + key recorded before anything is sent...
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["escrow"]["key"], format!("{UID}/escrow"));
+        assert_eq!(st["escrow"]["state"], "Planned");
+        assert_eq!(st["payerWallet"], PAYER);
+        assert!(st.to_string().find("keypair").is_none());
+        assert_eq!(
+            ledger.balance(&Account::Escrow, Token::Io).unwrap(),
+            0,
+            "nothing sent yet"
+        );
+        // ...signature + last valid block height recorded before sending...
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["escrow"]["state"], "Sent");
+        assert!(
+            st["escrow"]["signature"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        );
+        assert!(st["escrow"]["lastValidBlockHeight"].as_u64().is_some());
+        assert_eq!(
+            ledger.balance(&Account::Escrow, Token::Io).unwrap(),
+            0,
+            "nothing sent yet"
+        );
+        // ...then confirmed
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["escrow"]["state"], "Confirmed");
+        assert_eq!(
+            ledger.balance(&Account::Escrow, Token::Io).unwrap(),
+            max_cost
+        );
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Funded");
+        assert_eq!(st["escrowed"].as_u64().unwrap(), max_cost);
+        assert_eq!(cond(&st, "Funded")["reason"], "EscrowConfirmed");
+        assert_eq!(srv.event().await.1, "Funded");
+        // scheduling: the attempt is recorded, then the pods
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Scheduling");
+        assert_eq!(st["attempts"], 1);
+        assert_eq!(cond(&st, "Scheduled")["status"], "False");
+        for i in 0..2 {
+            let s = srv
+                .expect("POST", &format!("/api/v1/namespaces/{NS}/pods?"))
+                .await;
+            let p = &s.body;
+            assert_eq!(p["metadata"]["name"], format!("{NAME}-a1-w{i}"));
+            assert_eq!(p["metadata"]["labels"]["solgrid.dev/job"], NAME);
+            assert_eq!(p["metadata"]["labels"]["solgrid.dev/worker"], i.to_string());
+            let owner = &p["metadata"]["ownerReferences"][0];
+            assert_eq!(owner["kind"], "ComputeJob");
+            assert_eq!(owner["uid"], UID);
+            assert_eq!(owner["controller"], true);
+            assert_eq!(p["spec"]["schedulerName"], "solgrid-scheduler");
+            assert_eq!(p["spec"]["restartPolicy"], "Never");
+            let c = &p["spec"]["containers"][0];
+            assert_eq!(c["resources"]["requests"]["solgrid.dev/nvidia-gpu"], "2");
+            assert_eq!(c["resources"]["limits"]["solgrid.dev/nvidia-gpu"], "2");
+            let env: Vec<(String, String)> = c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().into(),
+                        e["value"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            assert!(env.contains(&("SOLGRID_WORKER_INDEX".into(), i.to_string())));
+            assert!(env.contains(&("SOLGRID_WORKERS".into(), "2".into())));
+            assert!(env.contains(&("HF_HUB_OFFLINE".into(), "1".into())));
+            s.echo();
+        }
+        assert_eq!(srv.event().await.1, "WorkersCreated");
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    // exactly once: one escrow transaction on the ledger
+    let counts = env.ctx.ledger.embedded().unwrap().confirmed_key_counts();
+    assert_eq!(counts.get(&format!("{UID}/escrow")), Some(&1));
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = match chunk.len() {
+            3 => (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8 | chunk[2] as u32,
+            2 => (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8,
+            _ => (chunk[0] as u32) << 16,
+        };
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_below_market_waits_with_a_condition() {
+    let env = env(OperatorConfig::default());
+    let mut srv = env.server;
+    let mut j = job(1, None, true);
+    j.spec.max_price_per_gpu_hour = 1;
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![]).await;
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Pending");
+        assert_eq!(cond(&st, "Quoted")["status"], "False");
+        assert_eq!(cond(&st, "Quoted")["reason"], "BudgetBelowMarket");
+        let (t, reason, _) = srv.event().await;
+        assert_eq!(
+            (t.as_str(), reason.as_str()),
+            ("Warning", "BudgetBelowMarket")
+        );
+        srv.done().await;
+    });
+    let action = reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(60))
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_payer_secret_is_a_condition_not_a_hot_loop() {
+    let env = env(OperatorConfig::default());
+    let mut srv = env.server;
+    let st = ComputeJobStatus {
+        phase: ComputeJobPhase::Quoted,
+        quote: Some(Quote {
+            price_per_gpu_hour: 1000,
+            max_cost: 5000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let j = job(1, Some(st), true);
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![]).await;
+        srv.expect(
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/secrets/alice-wallet"),
+        )
+        .await
+        .not_found();
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Quoted");
+        assert_eq!(cond(&st, "Funded")["reason"], "PayerSecretMissing");
+        assert!(st.get("escrow").is_none());
+        assert_eq!(srv.event().await.1, "PayerSecretMissing");
+        srv.done().await;
+    });
+    let action = reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(60))
+    );
+    server.await.unwrap();
+}
+
+fn funded_status(max_cost: u64) -> ComputeJobStatus {
+    ComputeJobStatus {
+        quote: Some(Quote {
+            price_per_gpu_hour: 1_000_000_000,
+            max_cost,
+            token: PaymentToken::Io,
+            ..Default::default()
+        }),
+        payer_wallet: Some(PAYER.into()),
+        escrow: Some(LedgerRecord {
+            key: format!("{UID}/escrow"),
+            purpose: "escrow".into(),
+            state: SettlementState::Confirmed,
+            signature: Some("sig".into()),
+            ..Default::default()
+        }),
+        escrowed: max_cost,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gang_timeout_deletes_the_pods_and_retries() {
+    let env = env(OperatorConfig::default());
+    let mut srv = env.server;
+    let mut st = funded_status(10_000_000_000);
+    st.phase = ComputeJobPhase::Scheduling;
+    st.attempts = 1;
+    st.scheduling_since = Some(time(t0() - chrono::Duration::seconds(301)));
+    let j = job(2, Some(st), true);
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![
+            pod(1, 0, "Running", Some("n1")),
+            pod(1, 1, "Pending", None),
+        ])
+        .await;
+        for i in 0..2 {
+            let s = srv
+                .expect(
+                    "DELETE",
+                    &format!("/api/v1/namespaces/{NS}/pods/{NAME}-a1-w{i}?"),
+                )
+                .await;
+            s.reply(200, pod(1, i, "Running", None));
+        }
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Funded");
+        assert_eq!(cond(&st, "Scheduled")["reason"], "GangTimeout");
+        let (t, reason, note) = srv.event().await;
+        assert_eq!((t.as_str(), reason.as_str()), ("Warning", "GangTimeout"));
+        assert!(note.contains("1/2 workers running"), "{note}");
+        // retry: attempt 2
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Scheduling");
+        assert_eq!(st["attempts"], 2);
+        for i in 0..2 {
+            let s = srv
+                .expect("POST", &format!("/api/v1/namespaces/{NS}/pods?"))
+                .await;
+            assert_eq!(s.body["metadata"]["name"], format!("{NAME}-a2-w{i}"));
+            assert_eq!(s.body["metadata"]["labels"]["solgrid.dev/attempt"], "2");
+            s.echo();
+        }
+        assert_eq!(srv.event().await.1, "WorkersCreated");
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gang_timeout_on_the_last_attempt_fails_and_refunds_everything() {
+    let mut cfg = OperatorConfig::default();
+    cfg.gang_max_attempts = 1;
+    let env = env(cfg);
+    mint(&env, Account::Escrow, 10_000);
+    let mut srv = env.server;
+    let mut st = funded_status(10_000);
+    st.phase = ComputeJobPhase::Scheduling;
+    st.attempts = 1;
+    st.scheduling_since = Some(time(t0() - chrono::Duration::seconds(301)));
+    let j = job(1, Some(st), true);
+    let jj = j.clone();
+    let ledger = env.ctx.ledger.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![pod(1, 0, "Pending", None)]).await;
+        srv.expect(
+            "DELETE",
+            &format!("/api/v1/namespaces/{NS}/pods/{NAME}-a1-w0?"),
+        )
+        .await
+        .reply(200, pod(1, 0, "Pending", None));
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(cond(&st, "Complete")["reason"], "GangTimeout");
+        srv.event().await;
+        // final settlement: nothing used, all refunded
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["settlements"][0]["record"]["state"], "Planned");
+        assert_eq!(st["settlements"][0]["payouts"][0]["to"], "refund");
+        assert_eq!(st["settlements"][0]["payouts"][0]["amount"], 10_000);
+        srv.status_patch(&jj).await; // Sent
+        let st = srv.status_patch(&jj).await; // Confirmed
+        assert_eq!(st["settlements"][0]["record"]["state"], "Confirmed");
+        assert_eq!(srv.event().await.1, "PeriodSettled");
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Settled");
+        assert_eq!(st["cost"]["refunded"], 10_000);
+        assert_eq!(st["escrowed"], 0);
+        assert_eq!(srv.event().await.1, "Settled");
+        srv.done().await;
+        assert_eq!(
+            ledger
+                .balance(&Account::Wallet(PAYER.into()), Token::Io)
+                .unwrap(),
+            10_000
+        );
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_workers_running_makes_the_job_running() {
+    let env = env(OperatorConfig::default());
+    let mut srv = env.server;
+    let mut st = funded_status(10_000_000_000);
+    st.phase = ComputeJobPhase::Scheduling;
+    st.attempts = 1;
+    st.scheduling_since = Some(time(t0() - chrono::Duration::seconds(20)));
+    let j = job(2, Some(st), true);
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![
+            pod(1, 0, "Running", Some("n1")),
+            pod(1, 1, "Running", Some("n2")),
+        ])
+        .await;
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(st["nodes"], serde_json::json!(["n1", "n2"]));
+        assert_eq!(st["workers"][1]["node"], "n2");
+        assert_eq!(cond(&st, "Scheduled")["reason"], "GangRunning");
+        assert!(st["startTime"].is_string());
+        assert_eq!(srv.event().await.1, "Running");
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_job_records_usage_and_settles_exactly_once() {
+    let caches = gpunode_cache(vec![gpunode("n1", PROVIDER1), gpunode("n2", PROVIDER2)]);
+    let env = env_with(OperatorConfig::default(), caches);
+    // escrow for 2 workers x 2 GPUs x 1 h at 1 IO/GPU-hour + 0.25 %
+    let max = 4_010_000_000;
+    mint(&env, Account::Escrow, max);
+    let mut srv = env.server;
+    let mut st = funded_status(max);
+    st.phase = ComputeJobPhase::Running;
+    st.attempts = 1;
+    st.start_time = Some(time(t0() - chrono::Duration::seconds(1800)));
+    st.workers = vec![
+        WorkerStatus {
+            index: 0,
+            pod: format!("{NAME}-a1-w0"),
+            node: Some("n1".into()),
+            phase: "Running".into(),
+        },
+        WorkerStatus {
+            index: 1,
+            pod: format!("{NAME}-a1-w1"),
+            node: Some("n2".into()),
+            phase: "Running".into(),
+        },
+    ];
+    let j = job(2, Some(st), true);
+    let jj = j.clone();
+    let ledger = env.ctx.ledger.clone();
+    let l2 = ledger.clone();
+    let server = tokio::spawn(async move {
+        let ledger = l2;
+        srv.list_pods(vec![
+            pod(1, 0, "Succeeded", Some("n1")),
+            pod(1, 1, "Succeeded", Some("n2")),
+        ])
+        .await;
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Succeeded");
+        // 30 min x 2 GPUs per node
+        assert_eq!(st["usage"][0]["node"], "n1");
+        assert_eq!(st["usage"][0]["gpuMs"], 3_600_000);
+        assert_eq!(st["usage"][1]["wallet"], PROVIDER2);
+        assert_eq!(st["gpuSeconds"], 7200);
+        assert_eq!(srv.event().await.1, "Succeeded");
+        // settlement plan recorded before sending
+        let st = srv.status_patch(&jj).await;
+        let s0 = &st["settlements"][0];
+        assert_eq!(s0["record"]["key"], format!("{UID}/0"));
+        assert_eq!(s0["record"]["state"], "Planned");
+        assert_eq!(s0["cost"]["compute"], 2_000_000_000);
+        assert_eq!(s0["payouts"][0]["wallet"], PROVIDER1);
+        assert_eq!(s0["payouts"][0]["amount"], 997_500_000);
+        assert_eq!(s0["payouts"][2]["to"], "refund");
+        assert_eq!(
+            ledger
+                .balance(&Account::Wallet(PROVIDER1.into()), Token::Io)
+                .unwrap(),
+            0
+        );
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["settlements"][0]["record"]["state"], "Sent");
+        assert!(st["settlements"][0]["record"]["signature"].is_string());
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["settlements"][0]["record"]["state"], "Confirmed");
+        assert_eq!(srv.event().await.1, "PeriodSettled");
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Settled");
+        assert_eq!(st["cost"]["paid"], 2_005_000_000);
+        assert_eq!(st["cost"]["received"], 1_995_000_000);
+        assert_eq!(st["cost"]["burned"], 10_000_000);
+        assert_eq!(st["cost"]["refunded"], max - 2_005_000_000);
+        assert_eq!(cond(&st, "Settled")["status"], "True");
+        assert_eq!(srv.event().await.1, "Settled");
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        ledger
+            .balance(&Account::Wallet(PROVIDER1.into()), Token::Io)
+            .unwrap(),
+        997_500_000
+    );
+    assert_eq!(ledger.balance(&Account::Escrow, Token::Io).unwrap(), 0);
+    let counts = ledger.embedded().unwrap().confirmed_key_counts();
+    assert_eq!(counts.get(&format!("{UID}/0")), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_settled_job_loses_its_finalizer() {
+    let env = env(OperatorConfig::default());
+    let mut srv = env.server;
+    let mut st = funded_status(0);
+    st.phase = ComputeJobPhase::Settled;
+    let mut j = job(1, Some(st), true);
+    j.metadata.deletion_timestamp = Some(time(t0()));
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![]).await;
+        let s = srv
+            .expect(
+                "PATCH",
+                &format!("/apis/solgrid.dev/v1alpha1/namespaces/{NS}/computejobs/{NAME}?"),
+            )
+            .await;
+        let ops = s.body.as_array().expect("a JSON patch").clone();
+        assert!(
+            ops.iter()
+                .any(|o| o["op"] == "remove" && o["path"] == "/metadata/finalizers/0"),
+            "{ops:?}"
+        );
+        let mut without = jj.clone();
+        without.metadata.finalizers = None;
+        s.reply(200, serde_json::to_value(&without).unwrap());
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_job_cancels_settles_then_releases() {
+    let caches = gpunode_cache(vec![gpunode("n1", PROVIDER1)]);
+    let env = env_with(OperatorConfig::default(), caches);
+    let max = 2_005_000_000;
+    mint(&env, Account::Escrow, max);
+    let mut srv = env.server;
+    let mut st = funded_status(max);
+    st.phase = ComputeJobPhase::Running;
+    st.attempts = 1;
+    st.start_time = Some(time(t0() - chrono::Duration::seconds(360)));
+    st.workers = vec![WorkerStatus {
+        index: 0,
+        pod: format!("{NAME}-a1-w0"),
+        node: Some("n1".into()),
+        phase: "Running".into(),
+    }];
+    let mut j = job(1, Some(st), true);
+    j.metadata.deletion_timestamp = Some(time(t0()));
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![pod(1, 0, "Running", Some("n1"))]).await;
+        srv.expect(
+            "DELETE",
+            &format!("/api/v1/namespaces/{NS}/pods/{NAME}-a1-w0?"),
+        )
+        .await
+        .reply(200, pod(1, 0, "Running", None));
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Cancelled");
+        assert_eq!(st["usage"][0]["gpuMs"], 2 * 360_000);
+        assert_eq!(srv.event().await.1, "Cancelled");
+        srv.status_patch(&jj).await; // Planned
+        srv.status_patch(&jj).await; // Sent
+        srv.status_patch(&jj).await; // Confirmed
+        assert_eq!(srv.event().await.1, "PeriodSettled");
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Settled");
+        assert_eq!(srv.event().await.1, "Settled");
+        let s = srv
+            .expect(
+                "PATCH",
+                &format!("/apis/solgrid.dev/v1alpha1/namespaces/{NS}/computejobs/{NAME}?"),
+            )
+            .await;
+        assert!(s.body.to_string().contains("remove"));
+        s.reply(200, serde_json::to_value(&jj).unwrap());
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}
