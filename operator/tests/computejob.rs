@@ -593,3 +593,93 @@ async fn deleting_a_running_job_cancels_settles_then_releases() {
     reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
     server.await.unwrap();
 }
+
+/// A finished job whose final settlement was recorded `Sent` by a process that
+/// then died: `landed` says whether the transaction reached the ledger before.
+async fn restart_with_sent_settlement(landed: bool) {
+    use solgrid_operator::computejob::billing;
+    let caches = gpunode_cache(vec![gpunode("n1", PROVIDER1)]);
+    let env = env_with(OperatorConfig::default(), caches);
+    let max = 2_005_000_000;
+    mint(&env, Account::Escrow, max);
+    let mut st = funded_status(max);
+    st.phase = ComputeJobPhase::Succeeded;
+    st.attempts = 1;
+    st.start_time = Some(time(t0() - chrono::Duration::seconds(1800)));
+    st.end_time = Some(time(t0()));
+    st.workers = vec![WorkerStatus {
+        index: 0,
+        pod: format!("{NAME}-a1-w0"),
+        node: Some("n1".into()),
+        phase: "Succeeded".into(),
+    }];
+    let spec = job(1, None, true).spec;
+    let wallets = std::collections::HashMap::from([("n1".to_string(), PROVIDER1.to_string())]);
+    let start = (t0() - chrono::Duration::seconds(1800)).timestamp_millis() as u64;
+    let end = t0().timestamp_millis() as u64;
+    let (mut js, intent) = billing::plan(
+        UID,
+        &spec,
+        &st,
+        0,
+        start,
+        end,
+        true,
+        &wallets,
+        &Default::default(),
+    )
+    .unwrap();
+    let tx = env.ctx.ledger.prepare(std::slice::from_ref(&intent)).unwrap();
+    if landed {
+        env.ctx.ledger.send(&tx).unwrap();
+    }
+    js.record.state = SettlementState::Sent;
+    js.record.signature = Some(tx.signature.clone());
+    js.record.last_valid_block_height = Some(tx.last_valid_block_height);
+    st.settlements.push(js);
+    let j = job(1, Some(st), true);
+    let jj = j.clone();
+    let mut srv = env.server;
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![]).await;
+        if !landed {
+            // never seen and now expired: rebuilt under a new signature, recorded before sending
+            let st = srv.status_patch(&jj).await;
+            assert_eq!(st["settlements"][0]["record"]["state"], "Sent");
+            assert_ne!(st["settlements"][0]["record"]["signature"], tx.signature.as_str());
+        }
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["settlements"][0]["record"]["state"], "Confirmed");
+        if landed {
+            assert_eq!(st["settlements"][0]["record"]["signature"], tx.signature.as_str());
+        }
+        assert_eq!(srv.event().await.1, "PeriodSettled");
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Settled");
+        assert_eq!(srv.event().await.1, "Settled");
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    let ledger = &env.ctx.ledger;
+    assert_eq!(
+        ledger.embedded().unwrap().confirmed_key_counts().get(&format!("{UID}/0")),
+        Some(&1),
+        "paid exactly once"
+    );
+    assert_eq!(
+        ledger.balance(&Account::Wallet(PROVIDER1.into()), Token::Io).unwrap(),
+        997_500_000
+    );
+    assert_eq!(ledger.balance(&Account::Escrow, Token::Io).unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_landed_settlement_is_looked_up_not_resent() {
+    restart_with_sent_settlement(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_an_unsent_settlement_is_rebuilt_once_expired() {
+    restart_with_sent_settlement(false).await;
+}
