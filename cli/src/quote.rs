@@ -1,0 +1,377 @@
+//! What a ComputeJob would cost now: the same computation the operator makes when it
+//! quotes a job (ECONOMICS.md, "Dynamic pricing"), from `solgrid_market::pricing`
+//! and `solgrid_market::fees`, with the supply of the job's GPU class read from the
+//! cluster's GpuNodes.
+
+use solgrid_crds::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, PaymentToken, Urgency};
+use solgrid_market::fees::{EscrowAmount, FeeConfig, escrow_max_cost};
+use solgrid_market::pricing::{self, PricingConfig, QuoteRequest};
+use solgrid_market::{GpuModel, Token};
+
+/// The GPU class a job is priced as: the first of its allowed models the market
+/// knows for its vendor, or the vendor's default class (the operator's defaults:
+/// `rtx-4090` for NVIDIA, `apple-m2` for Apple).
+pub fn target_model(spec: &ComputeJobSpec) -> Result<GpuModel, String> {
+    let vendor = match spec.gpus.vendor {
+        GpuVendor::Nvidia => solgrid_market::GpuVendor::Nvidia,
+        GpuVendor::Apple => solgrid_market::GpuVendor::Apple,
+    };
+    if spec.gpus.models.is_empty() {
+        return Ok(match spec.gpus.vendor {
+            GpuVendor::Nvidia => GpuModel::Rtx4090,
+            GpuVendor::Apple => GpuModel::AppleM2,
+        });
+    }
+    spec.gpus
+        .models
+        .iter()
+        .filter_map(|m| GpuModel::parse(m))
+        .find(|m| m.vendor() == vendor)
+        .ok_or_else(|| {
+            format!(
+                "none of gpus.models {:?} is a known {} GPU model",
+                spec.gpus.models, spec.gpus.vendor
+            )
+        })
+}
+
+/// The supply of one GPU class over the Active GpuNodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Supply {
+    pub nodes: u32,
+    pub gpus: u64,
+    pub allocated: u64,
+    /// ppm of allocated over total GPUs.
+    pub utilization_ppm: u32,
+    /// Lowest provider floor among those nodes, micro-USD per GPU-hour (0 = none).
+    pub floor_micro_usd: u64,
+}
+
+/// Utilization and the lowest floor of `model` over Active GpuNodes.
+pub fn supply<'a>(model: GpuModel, nodes: impl IntoIterator<Item = &'a GpuNode>) -> Supply {
+    let mut s = Supply::default();
+    let mut floor = None::<u64>;
+    for n in nodes {
+        let Some(st) = &n.status else { continue };
+        if st.phase != GpuNodePhase::Active
+            || st.model.as_deref().and_then(GpuModel::parse) != Some(model)
+        {
+            continue;
+        }
+        s.nodes += 1;
+        s.gpus += st.gpu_count as u64;
+        s.allocated += st.allocated_gpus.min(st.gpu_count) as u64;
+        let f = n.spec.floor_micro_usd_per_gpu_hour;
+        floor = Some(floor.map_or(f, |x| x.min(f)));
+    }
+    s.utilization_ppm = (s.allocated * 1_000_000)
+        .checked_div(s.gpus)
+        .map_or(0, |x| x.min(1_000_000) as u32);
+    s.floor_micro_usd = floor.unwrap_or(0);
+    s
+}
+
+fn token(t: PaymentToken) -> Token {
+    match t {
+        PaymentToken::Io => Token::Io,
+        PaymentToken::Usdc => Token::Usdc,
+    }
+}
+
+fn urgency(u: Urgency) -> pricing::Urgency {
+    match u {
+        Urgency::Low => pricing::Urgency::Low,
+        Urgency::Normal => pricing::Urgency::Normal,
+        Urgency::High => pricing::Urgency::High,
+        Urgency::Critical => pricing::Urgency::Critical,
+    }
+}
+
+/// A quote with the numbers behind it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobQuote {
+    pub model: GpuModel,
+    pub supply: Supply,
+    pub quote: pricing::Quote,
+    /// What goes into escrow before the job is scheduled (`None` when below market).
+    pub escrow: Option<EscrowAmount>,
+}
+
+/// Quotes `spec` against the GpuNodes, as the operator would now.
+pub fn quote_job(
+    spec: &ComputeJobSpec,
+    nodes: &[GpuNode],
+    pricing_cfg: &PricingConfig,
+    fees: &FeeConfig,
+) -> Result<JobQuote, String> {
+    let model = target_model(spec)?;
+    let supply = supply(model, nodes);
+    let t = token(spec.payment_token);
+    let max_duration_ms = spec.max_duration_seconds.saturating_mul(1000);
+    let q = pricing_cfg
+        .quote(&QuoteRequest {
+            model,
+            token: t,
+            urgency: urgency(spec.urgency),
+            gpus_per_worker: spec.gpus.count,
+            workers: spec.workers,
+            min_vram_mib: spec.gpus.min_vram_mib,
+            max_duration_ms,
+            utilization_ppm: supply.utilization_ppm,
+            floor_micro_usd: supply.floor_micro_usd,
+            budget_cap_per_gpu_hour: Some(spec.max_price_per_gpu_hour),
+        })
+        .map_err(|e| e.to_string())?;
+    let escrow = if q.below_market {
+        None
+    } else {
+        Some(
+            escrow_max_cost(
+                spec.workers,
+                spec.gpus.count,
+                max_duration_ms,
+                q.price_per_gpu_hour,
+                t,
+                fees,
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    };
+    Ok(JobQuote {
+        model,
+        supply,
+        quote: q,
+        escrow,
+    })
+}
+
+/// The human-readable report of a quote.
+pub fn render(
+    name: &str,
+    spec: &ComputeJobSpec,
+    q: &JobQuote,
+    pricing_cfg: &PricingConfig,
+) -> String {
+    use crate::format::{amount, factor, usd};
+    let tok = spec.payment_token.to_string();
+    let unit = crate::format::unit(spec.payment_token, pricing_cfg);
+    let a = |x: u64| amount(x, unit, &tok);
+    let p = &q.quote;
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16}{v}\n"));
+    line("Job:", name.to_string());
+    line(
+        "GPUs:",
+        format!(
+            "{} worker(s) x {} {} GPU(s), priced as {} (max {} h)",
+            spec.workers,
+            spec.gpus.count,
+            spec.gpus.vendor,
+            q.model.name(),
+            spec.max_duration_seconds.div_ceil(3600)
+        ),
+    );
+    line(
+        "Supply:",
+        format!(
+            "{} Active node(s), {} GPU(s), {} allocated: utilization {:.1} %{}",
+            q.supply.nodes,
+            q.supply.gpus,
+            q.supply.allocated,
+            q.supply.utilization_ppm as f64 / 10_000.0,
+            if q.supply.floor_micro_usd > 0 {
+                format!(", lowest floor {}", usd(q.supply.floor_micro_usd))
+            } else {
+                String::new()
+            }
+        ),
+    );
+    line(
+        "Factors:",
+        format!(
+            "reference {} x urgency {} x complexity {} x supply {}",
+            usd(p.reference_micro_usd),
+            factor(p.urgency_bps),
+            factor(p.complexity_bps),
+            factor(p.supply_bps)
+        ),
+    );
+    line(
+        "Price:",
+        format!(
+            "{} per GPU-hour = {} ({} base units){}",
+            usd(p.price_micro_usd),
+            a(p.price_per_gpu_hour),
+            p.price_per_gpu_hour,
+            if p.floor_applied {
+                " (provider floor)"
+            } else {
+                ""
+            }
+        ),
+    );
+    line(
+        "Budget cap:",
+        format!(
+            "{} per GPU-hour: {}",
+            a(spec.max_price_per_gpu_hour),
+            if p.below_market {
+                "BELOW THE MARKET, the job would wait (condition Quoted=False)"
+            } else {
+                "ok"
+            }
+        ),
+    );
+    if let Some(e) = &q.escrow {
+        line(
+            "Escrow (max):",
+            format!(
+                "{} = compute {} + requester fee {}{}",
+                a(e.total),
+                a(e.max_compute),
+                a(e.requester_fee),
+                if e.surcharge > 0 {
+                    format!(" + stablecoin surcharge {}", a(e.surcharge))
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        line(
+            "",
+            "billed by the GPU-second at the locked price; the unused escrow is refunded".into(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use solgrid_crds::*;
+
+    pub(crate) fn node(
+        name: &str,
+        model: &str,
+        gpus: u32,
+        allocated: u32,
+        floor: u64,
+        phase: GpuNodePhase,
+    ) -> GpuNode {
+        let mut n = GpuNode::new(
+            name,
+            GpuNodeSpec {
+                node_name: name.into(),
+                payout_wallet: "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU".into(),
+                location: Location {
+                    region: "eu-west".into(),
+                    country: "DE".into(),
+                    coordinates: None,
+                },
+                floor_micro_usd_per_gpu_hour: floor,
+                ..Default::default()
+            },
+        );
+        n.status = Some(GpuNodeStatus {
+            phase,
+            gpu_count: gpus,
+            allocated_gpus: allocated,
+            model: Some(model.into()),
+            ..Default::default()
+        });
+        n
+    }
+
+    fn spec() -> ComputeJobSpec {
+        ComputeJobSpec {
+            gpus: GpuRequest {
+                count: 1,
+                vendor: GpuVendor::Nvidia,
+                models: vec!["H100".into()],
+                min_vram_mib: 0,
+            },
+            workers: 1,
+            max_duration_seconds: 3600,
+            max_price_per_gpu_hour: 10_000_000,
+            payment_token: PaymentToken::Usdc,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn idle_h100_in_usdc_matches_the_market_library() {
+        let nodes = vec![node(
+            "a",
+            "NVIDIA H100 80GB HBM3",
+            8,
+            0,
+            0,
+            GpuNodePhase::Active,
+        )];
+        let q = quote_job(
+            &spec(),
+            &nodes,
+            &PricingConfig::default(),
+            &FeeConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(q.model, GpuModel::H100);
+        // $2.20 reference x 1.0 urgency x 1.0025 complexity (1 h) x 0.70 idle supply.
+        assert_eq!(q.quote.complexity_bps, 10_025);
+        assert_eq!(q.quote.supply_bps, 7_000);
+        assert_eq!(q.quote.price_micro_usd, 1_543_850);
+        assert_eq!(q.quote.price_per_gpu_hour, 1_543_850);
+        let e = q.escrow.unwrap();
+        // One GPU-hour: C = P, Fr = ceil(0.25 %), S = ceil(2 %).
+        assert_eq!(e.max_compute, 1_543_850);
+        assert_eq!(e.requester_fee, 3_860);
+        assert_eq!(e.surcharge, 30_877);
+        assert_eq!(e.total, 1_543_850 + 3_860 + 30_877);
+    }
+
+    #[test]
+    fn supply_counts_active_nodes_of_the_class_only() {
+        let nodes = vec![
+            node("a", "h100", 8, 6, 2_000_000, GpuNodePhase::Active),
+            node("b", "h100", 8, 2, 1_500_000, GpuNodePhase::Active),
+            node("c", "h100", 8, 8, 100, GpuNodePhase::Offline),
+            node("d", "rtx-4090", 4, 4, 100, GpuNodePhase::Active),
+        ];
+        let s = supply(GpuModel::H100, &nodes);
+        assert_eq!((s.nodes, s.gpus, s.allocated), (2, 16, 8));
+        assert_eq!(s.utilization_ppm, 500_000);
+        assert_eq!(s.floor_micro_usd, 1_500_000);
+        let busy = quote_job(
+            &spec(),
+            &nodes,
+            &PricingConfig::default(),
+            &FeeConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(busy.quote.supply_bps, 7_000 + 2_500 + 2_250);
+    }
+
+    #[test]
+    fn below_market_has_no_escrow_and_says_so() {
+        let mut s = spec();
+        s.max_price_per_gpu_hour = 1;
+        let q = quote_job(&s, &[], &PricingConfig::default(), &FeeConfig::default()).unwrap();
+        assert!(q.quote.below_market);
+        assert!(q.escrow.is_none());
+        let text = render("j", &s, &q, &PricingConfig::default());
+        assert!(text.contains("BELOW THE MARKET"), "{text}");
+    }
+
+    #[test]
+    fn unknown_models_and_defaults() {
+        let mut s = spec();
+        s.gpus.models = vec!["Voodoo 5".into()];
+        assert!(target_model(&s).unwrap_err().contains("Voodoo 5"));
+        s.gpus.models.clear();
+        assert_eq!(target_model(&s).unwrap(), GpuModel::Rtx4090);
+        s.gpus.vendor = GpuVendor::Apple;
+        assert_eq!(target_model(&s).unwrap(), GpuModel::AppleM2);
+        s.gpus.models = vec!["Apple M3 Max".into()];
+        assert_eq!(target_model(&s).unwrap(), GpuModel::AppleM3);
+    }
+}
