@@ -232,7 +232,7 @@ pub async fn run(ctx: Arc<Context>) {
                     .map(|n| ObjectRef::<GpuNode>::new(n))
             },
         )
-        .shutdown_on_signal()
+        // shutdown: main drops this future when the leader lease is lost or on SIGTERM
         .run(reconcile, error_policy, gctx)
         .for_each(|res| async move {
             if let Err(e) = res {

@@ -55,7 +55,7 @@ pub async fn run(ctx: Arc<Context>) {
     let concurrency = ctx.config.concurrency;
     Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .shutdown_on_signal()
+        // shutdown: main drops this future when the leader lease is lost or on SIGTERM
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

@@ -1,0 +1,392 @@
+//! The StakePosition controller against an in-memory API server (tower-test) and the
+//! embedded ledger: the exact requests of lock, unbond, withdraw, slash and
+//! deletion, and the money on the ledger.
+
+mod gpunode_harness;
+
+use gpunode_harness::*;
+use serde_json::{Value, json};
+use solgrid_crds::StakePosition;
+use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_operator::config::OperatorConfig;
+use solgrid_operator::stake::{FINALIZER, reconcile};
+use std::sync::Arc;
+
+const NS: &str = "stakers";
+const SP: &str = "/apis/solgrid.dev/v1alpha1/namespaces/stakers/stakepositions/sp1";
+const SECRET: &str = "/api/v1/namespaces/stakers/secrets/owner";
+const IO: u64 = 1_000_000_000;
+
+fn setup(server: &Server, with_secret: bool) {
+    server.put(
+        SP,
+        json!({
+            "apiVersion": "solgrid.dev/v1alpha1",
+            "kind": "StakePosition",
+            "metadata": {"name": "sp1", "namespace": NS, "generation": 1},
+            "spec": {"nodeName": "gpu-1", "amount": 300 * IO, "ownerSecretRef": {"name": "owner"}},
+        }),
+    );
+    if with_secret {
+        use base64_enc as b64;
+        server.put(
+            SECRET,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": NS},
+                   "data": {"address": b64(WALLET_A.as_bytes())}}),
+        );
+    }
+}
+
+fn base64_enc(b: &[u8]) -> String {
+    solgrid_operator::verification::base64_encode(b)
+}
+
+fn fund(ctx: &solgrid_operator::Context, wallet: &str, amount: u64) {
+    ctx.ledger
+        .embedded()
+        .unwrap()
+        .apply(&[Intent {
+            key: format!("fund-{wallet}"),
+            movements: vec![Movement {
+                token: Token::Io,
+                op: Op::Mint {
+                    to: Account::Wallet(wallet.into()),
+                    amount,
+                },
+            }],
+        }])
+        .unwrap();
+}
+
+fn obj(server: &Server) -> Arc<StakePosition> {
+    Arc::new(serde_json::from_value(server.get(SP).unwrap()).unwrap())
+}
+
+fn status_writes(server: &Server) -> Vec<Value> {
+    server
+        .writes()
+        .into_iter()
+        .filter(|c| c.is("PATCH", &format!("{SP}/status")))
+        .map(|c| c.body["status"].clone())
+        .collect()
+}
+
+fn vault(ctx: &solgrid_operator::Context) -> u64 {
+    ctx.ledger.balance(&Account::StakeVault, Token::Io).unwrap()
+}
+
+fn wallet(ctx: &solgrid_operator::Context, w: &str) -> u64 {
+    ctx.ledger
+        .balance(&Account::Wallet(w.into()), Token::Io)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_adds_finalizer_records_before_sending_and_activates() {
+    let (ctx, server, _clock) = env(OperatorConfig::default());
+    setup(&server, true);
+    fund(&ctx, WALLET_A, 1_000 * IO);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+
+    let writes = server.writes();
+    // 1. the finalizer first, guarded by the resourceVersion
+    assert!(writes[0].is("PATCH", SP), "{:?}", writes[0]);
+    assert_eq!(writes[0].body["metadata"]["finalizers"], json!([FINALIZER]));
+    assert!(writes[0].body["metadata"]["resourceVersion"].is_string());
+    // 2..: status applies
+    let st = status_writes(&server);
+    assert_eq!(st[0]["ownerWallet"], WALLET_A);
+    // the plan is recorded before anything is sent
+    let uid = server.get(SP).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(st[1]["operations"][0]["key"], format!("{uid}/lock"));
+    assert_eq!(st[1]["operations"][0]["state"], "Planned");
+    assert_eq!(st[2]["operations"][0]["state"], "Sent");
+    assert!(st[2]["operations"][0]["signature"].is_string());
+    assert!(st[2]["operations"][0]["lastValidBlockHeight"].is_u64());
+    assert_eq!(st[3]["operations"][0]["state"], "Confirmed");
+    assert_eq!(st[3]["phase"], "Active");
+    assert_eq!(st[3]["locked"], 300 * IO);
+    assert!(st[3]["activeSince"].is_string());
+    assert_eq!(st[3]["observedGeneration"], 1);
+    // every status write is server-side apply, guarded by resourceVersion
+    for c in server
+        .writes()
+        .iter()
+        .filter(|c| c.path.ends_with("/status"))
+    {
+        assert!(
+            c.query.contains("fieldManager=solgrid-operator"),
+            "{}",
+            c.query
+        );
+        assert!(c.body["metadata"]["resourceVersion"].is_string());
+        assert!(c.body["status"].get("rewardsAccrued").is_none());
+    }
+    // the money
+    assert_eq!(vault(&ctx), 300 * IO);
+    assert_eq!(wallet(&ctx, WALLET_A), 700 * IO);
+    assert_eq!(
+        ctx.ledger.embedded().unwrap().confirmed_key_counts()[&format!("{uid}/lock")],
+        1
+    );
+    assert!(
+        server.events().contains(&"StakeLocked".to_string()),
+        "{:?}",
+        server.events()
+    );
+
+    // reconciling again moves nothing
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(server.writes().is_empty(), "{:?}", server.writes());
+    assert_eq!(vault(&ctx), 300 * IO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbond_waits_the_period_then_withdraws_exactly_once() {
+    let (ctx, server, clock) = env(OperatorConfig::default());
+    setup(&server, true);
+    fund(&ctx, WALLET_A, 300 * IO);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert_eq!(vault(&ctx), 300 * IO);
+
+    // spec.unbond
+    let mut o = server.get(SP).unwrap();
+    o["spec"]["unbond"] = json!(true);
+    server.put(SP, o);
+    server.clear_calls();
+    let action = reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = status_writes(&server);
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0]["phase"], "Unbonding");
+    let ends = st[0]["unbondingEndsAt"].as_str().unwrap().to_string();
+    let ends_ms = chrono::DateTime::parse_from_rfc3339(&ends)
+        .unwrap()
+        .timestamp_millis();
+    assert_eq!(ends_ms, T0_MS + 14 * 24 * 3_600_000);
+    assert_eq!(server.events(), vec!["UnbondingStarted"]);
+    assert!(format!("{action:?}").contains("3600"), "{action:?}");
+    assert_eq!(vault(&ctx), 300 * IO, "still locked while unbonding");
+
+    // one millisecond early: nothing
+    clock.advance(chrono::Duration::milliseconds(14 * 24 * 3_600_000 - 1));
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(server.writes().is_empty());
+
+    clock.advance(chrono::Duration::milliseconds(1));
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = status_writes(&server);
+    let uid = server.get(SP).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let last = st.last().unwrap();
+    assert_eq!(last["phase"], "Withdrawn");
+    assert_eq!(last["locked"], 0);
+    let w = last["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["purpose"] == "withdraw")
+        .unwrap();
+    assert_eq!(w["key"], format!("{uid}/withdraw"));
+    assert_eq!(w["state"], "Confirmed");
+    assert_eq!(st[0]["operations"][1]["state"], "Planned");
+    assert_eq!(vault(&ctx), 0);
+    assert_eq!(wallet(&ctx, WALLET_A), 300 * IO);
+    assert!(server.events().contains(&"StakeWithdrawn".to_string()));
+
+    // and never again
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(server.writes().is_empty());
+    assert_eq!(
+        ctx.ledger.embedded().unwrap().confirmed_key_counts()[&format!("{uid}/withdraw")],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_unbonds_withdraws_then_releases_the_finalizer() {
+    let (ctx, server, clock) = env(OperatorConfig::default());
+    setup(&server, true);
+    fund(&ctx, WALLET_A, 300 * IO);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let mut o = server.get(SP).unwrap();
+    o["metadata"]["deletionTimestamp"] = json!(rfc(T0_MS));
+    server.put(SP, o);
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    // unbonding, finalizer kept
+    let w = server.writes();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].body["status"]["phase"], "Unbonding");
+    assert_eq!(vault(&ctx), 300 * IO);
+
+    clock.advance(chrono::Duration::days(14));
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let w = server.writes();
+    // withdraw (planned, sent, confirmed), then the finalizer goes
+    let last = w.last().unwrap();
+    assert!(last.is("PATCH", SP), "{last:?}");
+    assert_eq!(last.body["metadata"]["finalizers"], json!([]));
+    assert!(last.body["metadata"]["resourceVersion"].is_string());
+    assert_eq!(vault(&ctx), 0);
+    assert_eq!(wallet(&ctx, WALLET_A), 300 * IO);
+    assert!(server.events().contains(&"FinalizerRemoved".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_without_lock_is_released_at_once_on_deletion() {
+    let (ctx, server, _clock) = env(OperatorConfig::default());
+    setup(&server, false);
+    let mut o = server.get(SP).unwrap();
+    o["metadata"]["finalizers"] = json!([FINALIZER]);
+    o["metadata"]["deletionTimestamp"] = json!(rfc(T0_MS));
+    server.put(SP, o);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let w = server.writes();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].body["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_waits_with_a_condition_and_moves_nothing() {
+    let (ctx, server, _clock) = env(OperatorConfig::default());
+    setup(&server, false);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = status_writes(&server);
+    assert_eq!(st.len(), 1);
+    assert!(st[0]["message"].as_str().unwrap().contains("not found"));
+    assert_eq!(st[0]["conditions"][0]["status"], "False");
+    assert_eq!(server.events(), vec!["Waiting"]);
+    assert_eq!(ctx.ledger.embedded().unwrap().tx_count(), 0);
+    // the same again: no new write, no new Event
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(server.writes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_the_owner_cannot_pay_fails_once_and_stays_pending() {
+    let (ctx, server, _clock) = env(OperatorConfig::default());
+    setup(&server, true);
+    fund(&ctx, WALLET_A, 10 * IO);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = status_writes(&server);
+    let last = st.last().unwrap();
+    assert_eq!(last["operations"][0]["state"], "Failed");
+    assert!(
+        last["operations"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient")
+    );
+    assert!(last["message"].as_str().unwrap().contains("recreate"));
+    assert_eq!(server.get(SP).unwrap()["status"]["phase"], "Pending");
+    assert!(
+        server
+            .events()
+            .contains(&"LedgerOperationFailed".to_string())
+    );
+    assert_eq!(wallet(&ctx, WALLET_A), 10 * IO);
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(
+        server.writes().is_empty(),
+        "a failed lock is not retried blindly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_slash_burns_exactly_once() {
+    let (ctx, server, _clock) = env(OperatorConfig::default());
+    setup(&server, true);
+    fund(&ctx, WALLET_A, 300 * IO);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let supply0 = ctx.ledger.supply(Token::Io).unwrap();
+
+    // the GpuNode controller records the slash (Planned) before anything is sent
+    let sp = obj(&server);
+    let txs_before = ctx.ledger.embedded().unwrap().tx_count();
+    server.clear_calls();
+    let n = solgrid_operator::gpunode::plan_slashes(
+        &ctx,
+        &[sp],
+        "p7",
+        T0_MS as u64 + 1,
+        T0_MS as u64 + 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    let w = server.writes();
+    assert_eq!(w.len(), 1);
+    let uid = server.get(SP).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ops = w[0].body["status"]["operations"].as_array().unwrap();
+    assert_eq!(ops.last().unwrap()["key"], format!("{uid}/slash/p7"));
+    assert_eq!(ops.last().unwrap()["state"], "Planned");
+    assert_eq!(
+        ctx.ledger.embedded().unwrap().tx_count(),
+        txs_before,
+        "recorded, not sent"
+    );
+    // planning again is a no-op
+    server.clear_calls();
+    let n = solgrid_operator::gpunode::plan_slashes(
+        &ctx,
+        &[obj(&server)],
+        "p7",
+        T0_MS as u64 + 1,
+        T0_MS as u64 + 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+    assert!(server.writes().is_empty());
+
+    // the StakePosition controller burns it
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = server.get(SP).unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Slashed");
+    assert_eq!(st["locked"], 150 * IO);
+    assert_eq!(st["slashedAmount"], 150 * IO);
+    assert_eq!(vault(&ctx), 150 * IO);
+    assert_eq!(ctx.ledger.supply(Token::Io).unwrap(), supply0 - 150 * IO);
+    assert!(server.events().contains(&"StakeSlashed".to_string()));
+    // again: nothing more burned
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let _ = plan_again(&ctx, &server).await;
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert_eq!(ctx.ledger.supply(Token::Io).unwrap(), supply0 - 150 * IO);
+    assert_eq!(
+        ctx.ledger.embedded().unwrap().confirmed_key_counts()[&format!("{uid}/slash/p7")],
+        1
+    );
+    // a slashed stake can still be unbonded and withdrawn
+    let mut o = server.get(SP).unwrap();
+    o["spec"]["unbond"] = json!(true);
+    server.put(SP, o);
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert_eq!(server.get(SP).unwrap()["status"]["phase"], "Unbonding");
+}
+
+async fn plan_again(ctx: &Arc<solgrid_operator::Context>, server: &Server) -> usize {
+    solgrid_operator::gpunode::plan_slashes(
+        ctx,
+        &[obj(server)],
+        "p7",
+        T0_MS as u64 + 1,
+        T0_MS as u64 + 1,
+    )
+    .await
+    .unwrap()
+}
