@@ -341,8 +341,10 @@ async fn gang_timeout_deletes_the_pods_and_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gang_timeout_on_the_last_attempt_fails_and_refunds_everything() {
-    let mut cfg = OperatorConfig::default();
-    cfg.gang_max_attempts = 1;
+    let cfg = OperatorConfig {
+        gang_max_attempts: 1,
+        ..OperatorConfig::default()
+    };
     let env = env(cfg);
     mint(&env, Account::Escrow, 10_000);
     let mut srv = env.server;
@@ -629,7 +631,11 @@ async fn restart_with_sent_settlement(landed: bool) {
         &Default::default(),
     )
     .unwrap();
-    let tx = env.ctx.ledger.prepare(std::slice::from_ref(&intent)).unwrap();
+    let tx = env
+        .ctx
+        .ledger
+        .prepare(std::slice::from_ref(&intent))
+        .unwrap();
     if landed {
         env.ctx.ledger.send(&tx).unwrap();
     }
@@ -646,12 +652,18 @@ async fn restart_with_sent_settlement(landed: bool) {
             // never seen and now expired: rebuilt under a new signature, recorded before sending
             let st = srv.status_patch(&jj).await;
             assert_eq!(st["settlements"][0]["record"]["state"], "Sent");
-            assert_ne!(st["settlements"][0]["record"]["signature"], tx.signature.as_str());
+            assert_ne!(
+                st["settlements"][0]["record"]["signature"],
+                tx.signature.as_str()
+            );
         }
         let st = srv.status_patch(&jj).await;
         assert_eq!(st["settlements"][0]["record"]["state"], "Confirmed");
         if landed {
-            assert_eq!(st["settlements"][0]["record"]["signature"], tx.signature.as_str());
+            assert_eq!(
+                st["settlements"][0]["record"]["signature"],
+                tx.signature.as_str()
+            );
         }
         assert_eq!(srv.event().await.1, "PeriodSettled");
         let st = srv.status_patch(&jj).await;
@@ -663,12 +675,18 @@ async fn restart_with_sent_settlement(landed: bool) {
     server.await.unwrap();
     let ledger = &env.ctx.ledger;
     assert_eq!(
-        ledger.embedded().unwrap().confirmed_key_counts().get(&format!("{UID}/0")),
+        ledger
+            .embedded()
+            .unwrap()
+            .confirmed_key_counts()
+            .get(&format!("{UID}/0")),
         Some(&1),
         "paid exactly once"
     );
     assert_eq!(
-        ledger.balance(&Account::Wallet(PROVIDER1.into()), Token::Io).unwrap(),
+        ledger
+            .balance(&Account::Wallet(PROVIDER1.into()), Token::Io)
+            .unwrap(),
         997_500_000
     );
     assert_eq!(ledger.balance(&Account::Escrow, Token::Io).unwrap(), 0);
