@@ -194,6 +194,20 @@ impl PluginRunner {
             let mut next_attempt = Instant::now();
             let mut backoff = self.config.poll;
             loop {
+                // our socket first: after a kubelet restart that wiped the
+                // directory, register only once the new server listens
+                if file_id(&sock) != own_id {
+                    tracing::warn!(%resource, socket = %sock.display(), "plugin socket removed or replaced: restarting the plugin server");
+                    stop.cancel();
+                    let _ = server.await;
+                    continue 'serve;
+                }
+                if server.is_finished() {
+                    tracing::error!(%resource, "plugin server stopped unexpectedly: restarting it");
+                    stop.cancel();
+                    let _ = server.await;
+                    continue 'serve;
+                }
                 match file_id(&kubelet_sock) {
                     Some(k) if registered_with != Some(k) && Instant::now() >= next_attempt => {
                         if registered_with.is_some() {
@@ -228,18 +242,6 @@ impl PluginRunner {
                             tracing::warn!(%resource, "kubelet socket gone; will register when it is back");
                         }
                     }
-                }
-                if file_id(&sock) != own_id {
-                    tracing::warn!(%resource, socket = %sock.display(), "plugin socket removed or replaced: restarting the plugin server");
-                    stop.cancel();
-                    let _ = server.await;
-                    continue 'serve;
-                }
-                if server.is_finished() {
-                    tracing::error!(%resource, "plugin server stopped unexpectedly: restarting it");
-                    stop.cancel();
-                    let _ = server.await;
-                    continue 'serve;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => {

@@ -284,7 +284,7 @@ async fn kubelet_socket_recreated_leads_to_reregistration() {
             .is_none(),
         "registers once"
     );
-    h.kubelet.restart(false).await;
+    h.kubelet.restart(false, Duration::from_millis(120)).await;
     let reg = h
         .kubelet
         .next_registration(5 * SEC)
@@ -315,13 +315,21 @@ async fn kubelet_restart_wiping_sockets_restarts_the_server() {
         .into_inner();
     next_list(&mut old_stream, SEC).await.expect("first list");
 
-    h.kubelet.restart(true).await;
+    // no gap: the plugin sees the new kubelet.sock and its own socket gone at once
+    h.kubelet.restart(true, Duration::ZERO).await;
     let reg = h
         .kubelet
         .next_registration(5 * SEC)
         .await
         .expect("re-registration");
     assert_eq!(reg.endpoint, ENDPOINT);
+    assert!(
+        h.kubelet
+            .next_registration(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "registers once, after its new server listens"
+    );
     // the old stream ended with the old server
     let ended = tokio::time::timeout(2 * SEC, old_stream.message())
         .await

@@ -137,8 +137,8 @@ impl FakeKubelet {
     }
 
     /// Stop, delete kubelet.sock (and, like a real kubelet, every plugin
-    /// socket when `wipe_plugins`), then serve a new kubelet.sock.
-    pub async fn restart(&mut self, wipe_plugins: bool) {
+    /// socket when `wipe_plugins`), wait `gap`, then serve a new kubelet.sock.
+    pub async fn restart(&mut self, wipe_plugins: bool, gap: Duration) {
         self.stop.cancel();
         if let Some(s) = self.server.take() {
             let _ = s.await;
@@ -152,7 +152,7 @@ impl FakeKubelet {
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        tokio::time::sleep(gap).await;
         self.serve();
     }
 
