@@ -17,6 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 
 /// Solana's window: a blockhash is valid for about 150 blocks.
 pub const DEFAULT_VALIDITY_WINDOW: u64 = 150;
+/// How many prepared-but-unsent transactions the ledger remembers (a cache only).
+const PREPARED_CACHE: usize = 4096;
 /// The payload format version written by [`EmbeddedLedger::prepare`].
 pub const PAYLOAD_VERSION: u32 = 1;
 /// The longest wallet id accepted (a base58 Solana address is 32 to 44 characters).
@@ -194,6 +196,8 @@ struct State {
     log: Vec<AuditEntry>,
     by_sig: HashMap<String, usize>,
     nonce: u64,
+    /// Recently prepared transactions (signature → bytes, payload), not yet sent.
+    prepared: HashMap<String, (Vec<u8>, Payload)>,
     /// When the wall-clock block height last advanced (with `block_time`).
     clock: std::time::Instant,
     journal: Option<Journal>,
@@ -291,6 +295,7 @@ impl State {
             log: Vec::new(),
             by_sig: HashMap::new(),
             nonce: 0,
+            prepared: HashMap::new(),
             clock: std::time::Instant::now(),
             journal,
             poisoned: None,
@@ -530,10 +535,13 @@ impl EmbeddedLedger {
                             format!("sequence {seq}, expected {expected_seq}"),
                         ));
                     }
-                    if height != state.height + 1 {
+                    if Some(height) != state.height.checked_add(1) {
                         return Err(corrupt(
                             line,
-                            format!("block height {height}, expected {}", state.height + 1),
+                            format!(
+                                "block height {height}, expected {}",
+                                state.height as u128 + 1
+                            ),
                         ));
                     }
                     if state.by_sig.contains_key(&sig) {
@@ -762,23 +770,42 @@ impl Ledger for EmbeddedLedger {
         };
         let bytes =
             serde_json::to_vec(&payload).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
+        let signature = sign(&bytes);
+        let lvbh = payload.lvbh;
+        {
+            // remember it, so that `send` of these very bytes skips hashing and parsing
+            let mut st = self.lock();
+            if st.prepared.len() >= PREPARED_CACHE {
+                st.prepared.clear();
+            }
+            st.prepared
+                .insert(signature.clone(), (bytes.clone(), payload));
+        }
         Ok(Prepared {
-            signature: sign(&bytes),
-            last_valid_block_height: payload.lvbh,
+            signature,
+            last_valid_block_height: lvbh,
             keys: intents.iter().map(|i| i.key.clone()).collect(),
             payload: bytes,
         })
     }
 
     fn send(&self, tx: &Prepared) -> Result<(), LedgerError> {
-        let payload = Self::decode(tx)?;
-        validate_intents(&payload.intents)?;
         let mut st = self.lock();
         st.check_poisoned()?;
+        let cached = st.prepared.remove(&tx.signature);
         if st.by_sig.contains_key(&tx.signature) {
             // already landed: sending again moves nothing
             return Ok(());
         }
+        let payload = match cached {
+            // the very bytes this ledger prepared and signed: already checked
+            Some((bytes, payload)) if bytes == tx.payload => payload,
+            _ => {
+                let payload = Self::decode(tx)?;
+                validate_intents(&payload.intents)?;
+                payload
+            }
+        };
         self.advance_clock(&mut st)?;
         if st.height > payload.lvbh {
             return Err(LedgerError::Expired {
@@ -789,7 +816,10 @@ impl Ledger for EmbeddedLedger {
         }
         let effects = st.plan_effects(&payload.intents);
         let seq = st.log.len() as u64 + 1;
-        let height = st.height + 1;
+        let height = st
+            .height
+            .checked_add(1)
+            .ok_or(LedgerError::Config("block height overflow"))?;
         let err = effects.as_ref().err().cloned();
         let policy = self.config.fsync;
         if let Some(j) = st.journal.as_mut() {

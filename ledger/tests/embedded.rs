@@ -414,3 +414,14 @@ fn block_time_advances_the_height_with_the_wall_clock() {
     let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
     assert!(l.block_height().unwrap() >= h);
 }
+
+#[test]
+fn block_height_overflow_is_an_error() {
+    let l = mem();
+    l.tick(u64::MAX - 1).unwrap();
+    assert!(l.tick(2).is_err());
+    l.tick(1).unwrap();
+    let tx2 = l.prepare(&[mint("k", wallet("x"), Token::Io, 5)]).unwrap();
+    assert!(l.send(&tx2).is_err(), "no block after u64::MAX");
+    assert_eq!(l.status(&tx2.signature).unwrap(), TxStatus::NotFound);
+}
