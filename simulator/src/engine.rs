@@ -166,7 +166,7 @@ pub const PRICE_CLASSES: &[GpuModel] = &[
 ];
 
 /// The simulation state.
-pub struct Sim<L: Ledger> {
+pub struct Sim<L: Ledger + 'static> {
     pub cfg: SimConfig,
     rng: Rng,
     pub bank: Bank<L>,
@@ -189,7 +189,9 @@ pub struct Sim<L: Ledger> {
     pub series: Vec<HourStat>,
     pub hours: u64,
     arrivals: Vec<u64>,
-    pending_escrow: Vec<u32>,
+    /// What each buyer holds (IO, USDC), as the market sees it: genesis - escrows + refunds.
+    buyer_funds: Vec<[Amount; 2]>,
+
     usdc_fees_pending: Amount,
     pub slashed_nodes: u32,
     pub joined_nodes: u32,
@@ -206,7 +208,7 @@ fn tidx(t: Token) -> usize {
     }
 }
 
-impl<L: Ledger> Sim<L> {
+impl<L: Ledger + 'static> Sim<L> {
     /// Builds the fleet, the buyers and the genesis state on `ledger`.
     pub fn new(cfg: SimConfig, ledger: L) -> Result<Self, SimError> {
         let mut rng = Rng::new(cfg.seed);
@@ -316,22 +318,23 @@ impl<L: Ledger> Sim<L> {
             if others == 0 && rest > 0 {
                 n.stakes[0].1 += rest;
             }
-            for (j, (w, amount)) in n.stakes.iter().enumerate() {
+            // One stake lock per node, all its positions (each StakePosition would be
+            // its own in the operator; one intent keeps the genesis quick).
+            let mut locks = Vec::new();
+            for (w, amount) in &n.stakes {
                 io_genesis.push((*w, *amount));
                 if *amount > 0 {
-                    stake_intents.push(Intent {
-                        key: format!("stake/node{i:06}/{j}"),
-                        movements: vec![Movement {
-                            token: Token::Io,
-                            op: Op::Transfer {
-                                from: Account::Wallet(wallets[*w as usize].clone()),
-                                to: Account::StakeVault,
-                                amount: *amount,
-                            },
-                        }],
+                    locks.push(Movement {
+                        token: Token::Io,
+                        op: Op::Transfer {
+                            from: Account::Wallet(wallets[*w as usize].clone()),
+                            to: Account::StakeVault,
+                            amount: *amount,
+                        },
                     });
                 }
             }
+            stake_intents.push((format!("stake/node{i:06}"), locks));
         }
 
         // Buyers, funded in IO and USDC.
@@ -389,19 +392,13 @@ impl<L: Ledger> Sim<L> {
         for i in bank.chunked_mints("genesis/usdc", Token::Usdc, &usdc_mints) {
             bank.submit(i);
         }
-        let failed = bank.flush()?;
-        if !failed.is_empty() {
-            return Err(SimError::Invariant(format!("genesis failed: {failed:?}")));
+        bank.sync()?;
+        for (key, locks) in stake_intents {
+            for i in bank.chunked(&key, locks) {
+                bank.submit(i);
+            }
         }
-        for i in stake_intents {
-            bank.submit(i);
-        }
-        let failed = bank.flush()?;
-        if !failed.is_empty() {
-            return Err(SimError::Invariant(format!(
-                "stake locks failed: {failed:?}"
-            )));
-        }
+        bank.sync()?;
         let supply_before = bank.supply(Token::Io)?;
         let usdc_supply_before = bank.supply(Token::Usdc)?;
 
@@ -520,7 +517,8 @@ impl<L: Ledger> Sim<L> {
             series: Vec::with_capacity(hours as usize),
             hours,
             arrivals,
-            pending_escrow: Vec::new(),
+            buyer_funds: vec![[buyer_io, buyer_usdc]; n_buyers as usize],
+
             usdc_fees_pending: 0,
             slashed_nodes: 0,
             joined_nodes: 0,
@@ -576,15 +574,11 @@ impl<L: Ledger> Sim<L> {
             self.arrive(h, now);
             self.place(now)?;
         }
-        let failed = self.bank.flush()?;
-        // Only an escrow may fail (a buyer who cannot pay); anything else is a bug.
-        if let Some((k, why)) = failed.iter().find(|(k, _)| !k.ends_with("/escrow")) {
-            return Err(SimError::Invariant(format!("settlement {k} failed: {why}")));
-        }
-        self.confirm_escrows(&failed);
         if (h > 0 && h.is_multiple_of(24)) || last {
             self.daily(h)?;
         }
+        // Settles this hour's intents on the worker while the next hour is computed.
+        self.bank.flush()?;
         Ok(())
     }
 
@@ -731,6 +725,8 @@ impl<L: Ledger> Sim<L> {
                         self.nodes[n as usize].earned_compute_io += line.received as u128;
                     }
                 }
+                let funds = &mut self.buyer_funds[job.spec.buyer as usize][t];
+                *funds = money::add(*funds, plan.refund, "buyer refund")?;
                 run.escrow_remaining = plan.escrow_after;
                 run.prior_compute = plan.cumulative_compute;
                 run.next_period = p + 1;
@@ -1024,6 +1020,17 @@ impl<L: Ledger> Sim<L> {
                 &self.cfg.fees,
             )
             .map_err(market)?;
+            let t = tidx(spec.token);
+            let funds = &mut self.buyer_funds[spec.buyer as usize][t];
+            if *funds < escrow.total {
+                // The buyer cannot pay the maximum cost: the job is refused, GPUs released.
+                for &(n, g) in &chosen {
+                    self.snaps[n as usize].gpus[0].healthy_free += g;
+                }
+                self.jobs[j as usize].outcome = Outcome::Unfunded;
+                continue;
+            }
+            *funds -= escrow.total;
             for &(n, g) in &chosen {
                 busy[self.nodes[n as usize].model.index()] += g as u64;
             }
@@ -1042,12 +1049,11 @@ impl<L: Ledger> Sim<L> {
                 prior_compute: 0,
                 next_period: 0,
             };
-            let t = tidx(spec.token);
             self.totals.escrowed[t] += escrow.total as u128;
             let job = &mut self.jobs[j as usize];
             job.run = Some(run);
             job.outcome = Outcome::Running;
-            self.pending_escrow.push(j);
+            self.running.push(j);
         }
         self.queue = keep;
         Ok(())
@@ -1086,26 +1092,6 @@ impl<L: Ledger> Sim<L> {
             }
         }
         best.map(|(_, i)| i)
-    }
-
-    /// Jobs whose escrow failed (the buyer could not pay) give their GPUs back.
-    fn confirm_escrows(&mut self, failed: &[(String, String)]) {
-        for j in std::mem::take(&mut self.pending_escrow) {
-            let key = format!("job{j:07}/escrow");
-            if failed.iter().any(|(k, _)| *k == key) {
-                let job = &mut self.jobs[j as usize];
-                if let Some(run) = job.run.take() {
-                    for (n, g) in run.placements {
-                        self.snaps[n as usize].gpus[0].healthy_free += g;
-                    }
-                    self.totals.escrowed[tidx(job.spec.token)] -= run.escrow_remaining as u128;
-                }
-                job.outcome = Outcome::Unfunded;
-                self.running.retain(|x| *x != j);
-            } else {
-                self.running.push(j);
-            }
-        }
     }
 
     /// Daily: pay accrued rewards out of the emission pool; buy back and burn IO with
@@ -1167,12 +1153,6 @@ impl<L: Ledger> Sim<L> {
             self.totals.buyback_burned_io += io as u128;
             self.usdc_fees_pending = 0;
         }
-        let failed = self.bank.flush()?;
-        if !failed.is_empty() {
-            return Err(SimError::Invariant(format!(
-                "daily settlements failed: {failed:?}"
-            )));
-        }
         Ok(())
     }
 
@@ -1207,7 +1187,9 @@ impl<L: Ledger> Sim<L> {
             hour,
             prices_micro_usd: prices,
             utilization_ppm,
-            supply_io: self.bank.supply(Token::Io)? as u128,
+            // The supply as the books say; checked against the ledger at the end.
+            supply_io: self.supply_before as u128 + self.totals.emitted_io
+                - self.totals.burned_io(),
             burned_io: self.totals.burned_io(),
             provider_earnings_io: earnings,
             running_jobs: self.running.len() as u32,
@@ -1217,7 +1199,20 @@ impl<L: Ledger> Sim<L> {
     }
 
     /// Checks the books against the ledger: conservation and supply.
-    pub fn check_books(&self) -> Result<(), SimError> {
+    pub fn check_books(&mut self) -> Result<(), SimError> {
+        self.bank.sync()?;
+        for (b, funds) in self.buyer_funds.iter().enumerate() {
+            let wallet = Account::Wallet(self.wallets[self.buyers_start as usize + b].clone());
+            for token in Token::ALL {
+                let on_ledger = self.bank.balance(&wallet, token)?;
+                if on_ledger != funds[tidx(token)] {
+                    return Err(SimError::Invariant(format!(
+                        "{wallet} holds {on_ledger} {token}, books say {}",
+                        funds[tidx(token)]
+                    )));
+                }
+            }
+        }
         let t = &self.totals;
         for k in 0..2 {
             if t.paid[k] != t.received[k] + t.protocol[k] {

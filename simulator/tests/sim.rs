@@ -26,7 +26,7 @@ fn same_seed_same_report_json() {
 
 #[test]
 fn books_balance_to_the_unit() {
-    let (sim, r) = solgrid_sim::run(
+    let (mut sim, r) = solgrid_sim::run(
         SimConfig {
             seed: 3,
             providers: 60,
