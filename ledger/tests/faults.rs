@@ -99,3 +99,111 @@ fn several_scenarios_share_one_ledger() {
     }
     assert!(target.restarts > 0);
 }
+
+/// A Solana-like finality lag: a landed transaction reads `Pending` for its first
+/// few status queries, and the height moves on by itself between queries — to run
+/// the generic harness over a ledger other than the bare embedded one.
+struct Lagging {
+    inner: solgrid_ledger::EmbeddedLedger,
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl solgrid_market::ledger::Ledger for Lagging {
+    type Error = solgrid_ledger::LedgerError;
+    fn prepare(
+        &self,
+        i: &[solgrid_market::ledger::Intent],
+    ) -> Result<solgrid_market::ledger::Prepared, Self::Error> {
+        self.inner.prepare(i)
+    }
+    fn send(&self, tx: &solgrid_market::ledger::Prepared) -> Result<(), Self::Error> {
+        self.inner.send(tx)
+    }
+    fn status(&self, sig: &str) -> Result<solgrid_market::ledger::TxStatus, Self::Error> {
+        use solgrid_market::ledger::TxStatus;
+        self.inner.tick(1)?;
+        let st = self.inner.status(sig)?;
+        if st == TxStatus::NotFound {
+            return Ok(st);
+        }
+        let mut seen = self.seen.lock().unwrap();
+        let n = seen.entry(sig.to_string()).or_insert(0);
+        *n += 1;
+        Ok(if *n <= 2 { TxStatus::Pending } else { st })
+    }
+    fn block_height(&self) -> Result<u64, Self::Error> {
+        self.inner.block_height()
+    }
+    fn fits(&self, i: &[solgrid_market::ledger::Intent]) -> bool {
+        self.inner.fits(i)
+    }
+    fn balance(
+        &self,
+        a: &solgrid_market::ledger::Account,
+        t: solgrid_market::ledger::Token,
+    ) -> Result<u64, Self::Error> {
+        self.inner.balance(a, t)
+    }
+    fn supply(&self, t: solgrid_market::ledger::Token) -> Result<u64, Self::Error> {
+        self.inner.supply(t)
+    }
+    fn unit(&self, t: solgrid_market::ledger::Token) -> u64 {
+        self.inner.unit(t)
+    }
+}
+
+impl solgrid_ledger::testing::FaultTarget for Lagging {
+    type L = Lagging;
+    fn ledger(&self) -> &Lagging {
+        self
+    }
+    fn restart(&mut self, _rng: &mut solgrid_ledger::testing::TestRng) -> Result<(), String> {
+        // close, then reopen from the journal
+        let cfg = self.inner.config().clone();
+        let placeholder = solgrid_ledger::EmbeddedLedger::in_memory(cfg.clone()).unwrap();
+        drop(std::mem::replace(&mut self.inner, placeholder));
+        self.inner =
+            solgrid_ledger::EmbeddedLedger::open(&self.path, cfg).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    fn advance(&mut self, blocks: u64) {
+        let _ = self.inner.tick(blocks);
+    }
+    fn validity_window(&self) -> u64 {
+        self.inner.config().validity_window
+    }
+    fn confirmed_key_counts(&self) -> Option<std::collections::HashMap<String, usize>> {
+        Some(self.inner.confirmed_key_counts())
+    }
+}
+
+#[test]
+fn the_harness_runs_over_a_ledger_with_finality_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 2000..2020u64 {
+        let path = dir.path().join(format!("lag-{seed}.jsonl"));
+        let config = EmbeddedConfig {
+            validity_window: 30,
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        };
+        let mut target = Lagging {
+            inner: solgrid_ledger::EmbeddedLedger::open(&path, config).unwrap(),
+            path,
+            seen: Default::default(),
+        };
+        let r = run_fault_scenario(&mut target, &FaultConfig::random(seed))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(r.crashes > 0);
+        // the executor did meet `Pending` answers, and waited them out
+        let pending_answers: u32 = target
+            .seen
+            .lock()
+            .unwrap()
+            .values()
+            .map(|&n| n.min(2))
+            .sum();
+        assert!(pending_answers > 0, "seed {seed}");
+    }
+}
