@@ -148,6 +148,8 @@ fn main() {
         w.push(p.clone());
     }
     l.create_lookup_table(&w).expect("lookup table");
+    // let the table's last extension reach the confirmed bank (untimed)
+    std::thread::sleep(Duration::from_secs(2));
     let v0 = intents(&payer, &in_table, escrowed, 3);
     let (txs, secs, largest) = batched(l, &v0);
     println!(
