@@ -1,0 +1,626 @@
+//! The GpuNode controller against an in-memory API server (tower-test): the exact
+//! requests of each important transition (verification pod, status applies,
+//! annotations, Events), and slashing through to the embedded ledger.
+
+mod gpunode_harness;
+
+use gpunode_harness::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use solgrid_crds::{GpuNode, StakePosition};
+use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_operator::config::OperatorConfig;
+use solgrid_operator::gpunode::{GpuNodeCtx, Settings, gpunode_for_node, reconcile};
+use solgrid_operator::verification::{Challenge, run_worker};
+use std::sync::Arc;
+
+const GN: &str = "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-1";
+const PODS: &str = "/api/v1/namespaces/solgrid-system/pods";
+const SP: &str = "/apis/solgrid.dev/v1alpha1/namespaces/stakers/stakepositions/sp1";
+const IO: u64 = 1_000_000_000;
+const H: i64 = 3_600_000;
+
+struct T {
+    ctx: Arc<solgrid_operator::Context>,
+    server: Server,
+    clock: Arc<solgrid_operator::FakeClock>,
+    g: Arc<GpuNodeCtx>,
+    nodes: Writer<Node>,
+    leases: Writer<Lease>,
+    stakes: Writer<StakePosition>,
+}
+
+fn node(name: &str, ready_since: i64, cordoned: bool) -> Node {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"unschedulable": cordoned},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": rfc(ready_since)}]},
+    }))
+    .unwrap()
+}
+
+fn lease(name: &str, renew: i64) -> Lease {
+    serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+                  "renewTime": rfc(renew).replace('Z', "000Z")},
+    }))
+    .unwrap()
+}
+
+fn gpunode_json(phase: &str, extra_status: Value) -> Value {
+    let mut v = json!({
+        "apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
+        "metadata": {"name": "gpu-1", "creationTimestamp": rfc(T0_MS - 13 * H), "generation": 3},
+        "spec": {"nodeName": "gpu-1", "payoutWallet": WALLET_PROV,
+                 "location": {"region": "eu-west", "country": "DE"}, "stakerCommissionBps": 1000},
+        "status": {
+            "phase": phase,
+            "gpus": [
+                {"id": "g0", "vendor": "nvidia", "model": "NVIDIA H100 80GB HBM3", "vramMib": 81559, "health": "Healthy"},
+                {"id": "g1", "vendor": "nvidia", "model": "NVIDIA H100 80GB HBM3", "vramMib": 81559, "health": "Healthy"}
+            ],
+            "gpuCount": 2,
+            "firstSeen": rfc(T0_MS - 13 * H),
+        },
+    });
+    merge(&mut v["status"], &extra_status);
+    v
+}
+
+fn setup(phase: &str, extra: Value) -> T {
+    let (ctx, server, clock) = env(OperatorConfig::default());
+    server.put(GN, gpunode_json(phase, extra));
+    let (ns, mut nw) = reflector::store();
+    let (ls, mut lw) = reflector::store();
+    let (ss, sw) = reflector::store();
+    nw.apply_watcher_event(&watcher::Event::Apply(node("gpu-1", T0_MS - 7 * H, false)));
+    lw.apply_watcher_event(&watcher::Event::Apply(lease("gpu-1", T0_MS - 5_000)));
+    let mut settings = Settings::from_config(&ctx.config);
+    settings.verify.size = 32;
+    let g = Arc::new(GpuNodeCtx {
+        ctx: ctx.clone(),
+        nodes: ns,
+        leases: ls,
+        stakes: ss,
+        settings,
+        verifier_seed: Some(11),
+        challenge_seed: Some(4242),
+    });
+    T {
+        ctx,
+        server,
+        clock,
+        g,
+        nodes: nw,
+        leases: lw,
+        stakes: sw,
+    }
+}
+
+/// Moves the clock; the kubelet keeps renewing its lease.
+fn advance(t: &mut T, d: chrono::Duration) {
+    t.clock.advance(d);
+    let now = t.clock_ms();
+    t.leases
+        .apply_watcher_event(&watcher::Event::Apply(lease("gpu-1", now - 5_000)));
+}
+
+impl T {
+    fn clock_ms(&self) -> i64 {
+        use solgrid_operator::Clock;
+        self.clock.now().timestamp_millis()
+    }
+}
+
+fn gn(t: &T) -> Arc<GpuNode> {
+    Arc::new(serde_json::from_value(t.server.get(GN).unwrap()).unwrap())
+}
+
+fn status_applies(t: &T) -> Vec<Value> {
+    t.server
+        .writes()
+        .into_iter()
+        .filter(|c| c.is("PATCH", &format!("{GN}/status")))
+        .map(|c| {
+            assert!(
+                c.query.contains("fieldManager=solgrid-operator") && c.query.contains("force=true")
+            );
+            c.body["status"].clone()
+        })
+        .collect()
+}
+
+fn cond<'a>(st: &'a Value, t: &str) -> &'a Value {
+    st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .unwrap_or_else(|| panic!("no condition {t}"))
+}
+
+fn pod_path(t: &T) -> String {
+    let p = t
+        .server
+        .calls()
+        .into_iter()
+        .find(|c| c.is("POST", PODS))
+        .expect("a verification pod was created");
+    format!("{PODS}/{}", p.body["metadata"]["name"].as_str().unwrap())
+}
+
+fn finish_pod(t: &T, path: &str, log: &str) {
+    let mut p = t.server.get(path).unwrap();
+    p["status"] = json!({
+        "phase": "Succeeded",
+        "containerStatuses": [{"name": "verify", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"terminated": {"exitCode": 0, "startedAt": rfc(T0_MS + 1_000), "finishedAt": rfc(T0_MS + 3_000)}}}],
+    });
+    t.server.put(path, p);
+    t.server.set_log(path, log);
+}
+
+fn good_log(t: &T, path: &str) -> String {
+    let p: Pod = serde_json::from_value(t.server.get(path).unwrap()).unwrap();
+    let ann = p.metadata.annotations.unwrap();
+    let c = Challenge {
+        seed: ann["solgrid.dev/verify-seed"].parse().unwrap(),
+        n: ann["solgrid.dev/verify-size"].parse().unwrap(),
+    };
+    format!("starting\n{}\n", run_worker(&c, || 0).unwrap().0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_with_inventory_verifies_then_activates() {
+    let mut t = setup("Pending", json!({}));
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let w = t.server.writes();
+    // 1. the verification pod
+    assert!(w[0].is("POST", PODS), "{:?}", w[0]);
+    let pod = &w[0].body;
+    assert_eq!(
+        pod["spec"]["nodeSelector"]["kubernetes.io/hostname"],
+        "gpu-1"
+    );
+    assert_eq!(pod["spec"]["activeDeadlineSeconds"], 900);
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["resources"]["limits"]["solgrid.dev/nvidia-gpu"], "1");
+    assert_eq!(
+        c["args"],
+        json!(["verify-worker", "--seed", "4242", "--size", "32"])
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["solgrid.dev/gpunode"],
+        "gpu-1"
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/component"],
+        "verification"
+    );
+    // 2. the status: Verifying, a verification running
+    assert!(w[1].is("PATCH", &format!("{GN}/status")));
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Verifying");
+    assert_eq!(st["verification"]["lastResult"], "Running");
+    assert_eq!(st["observedGeneration"], 3);
+    assert_eq!(cond(st, "Ready")["status"], "False");
+    assert_eq!(cond(st, "Ready")["reason"], "AwaitingVerification");
+    assert_eq!(cond(st, "Online")["status"], "True");
+    assert_eq!(st["minimumStake"], 200 * 10 * 2 * IO);
+    assert_eq!(st["rewardEligible"], false);
+    // only our fields: never the device plugin's
+    assert!(st.get("gpus").is_none() && st.get("lastHeartbeat").is_none());
+    // 3. the uptime track annotation
+    assert!(w[2].is("PATCH", GN));
+    assert!(w[2].body["metadata"]["annotations"]["solgrid.dev/uptime"].is_string());
+    assert_eq!(w.len(), 3);
+    assert_eq!(
+        t.server.events(),
+        vec!["VerificationStarted", "PhaseChanged"]
+    );
+
+    // the pod passes: Active
+    let path = pod_path(&t);
+    let log = good_log(&t, &path);
+    finish_pod(&t, &path, &log);
+    advance(&mut t, chrono::Duration::seconds(20));
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let calls = t.server.calls();
+    assert!(calls.iter().any(|c| c.is("GET", &path)));
+    let logc = calls
+        .iter()
+        .find(|c| c.is("GET", &format!("{path}/log")))
+        .unwrap();
+    assert!(logc.query.contains("container=verify"), "{}", logc.query);
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Active");
+    assert_eq!(st["verification"]["lastResult"], "Passed");
+    assert_eq!(st["verification"]["passed"], 1);
+    assert_eq!(st["verification"]["verified"], true);
+    assert_eq!(cond(st, "Ready")["status"], "True");
+    assert_eq!(cond(st, "Verified")["reason"], "Passed");
+    assert!(t.server.writes().iter().any(|c| c.is("DELETE", &path)));
+    assert_eq!(
+        t.server.events(),
+        vec!["VerificationPassed", "PhaseChanged"]
+    );
+
+    // same period: no new pod, nothing to write
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    assert!(t.server.writes().is_empty(), "{:?}", t.server.writes());
+    // next period: a new verification pod
+    advance(&mut t, chrono::Duration::hours(1));
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    assert!(t.server.writes().iter().any(|c| c.is("POST", PODS)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_lease_or_missing_node_is_offline() {
+    let mut t = setup(
+        "Active",
+        json!({"verification": {"passed": 1, "failed": 0, "verified": true, "lastRun": rfc(T0_MS), "lastResult": "Passed"},
+               "onlineSince": rfc(T0_MS - 6 * H)}),
+    );
+    t.leases
+        .apply_watcher_event(&watcher::Event::Apply(lease("gpu-1", T0_MS - 10 * 60_000)));
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Offline");
+    assert!(st.get("onlineSince").is_none(), "the stretch is over");
+    assert_eq!(cond(st, "Online")["reason"], "HeartbeatExpired");
+    assert_eq!(cond(st, "Ready")["reason"], "HeartbeatExpired");
+    assert_eq!(st["rewardEligible"], false);
+    assert!(
+        !t.server.writes().iter().any(|c| c.is("POST", PODS)),
+        "no verification while offline"
+    );
+    assert_eq!(t.server.events(), vec!["PhaseChanged"]);
+
+    // the Node is gone
+    t.nodes
+        .apply_watcher_event(&watcher::Event::Delete(node("gpu-1", 0, false)));
+    t.leases
+        .apply_watcher_event(&watcher::Event::Apply(lease("gpu-1", T0_MS)));
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Offline");
+    assert_eq!(cond(st, "Ready")["reason"], "NodeGone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_online_after_a_restart_resets_online_since() {
+    let mut t = setup(
+        "Active",
+        json!({"verification": {"passed": 1, "failed": 0, "verified": true, "lastRun": rfc(T0_MS), "lastResult": "Passed"},
+               "onlineSince": rfc(T0_MS - 6 * H)}),
+    );
+    // the Node rebooted 10 minutes ago
+    t.nodes.apply_watcher_event(&watcher::Event::Apply(node(
+        "gpu-1",
+        T0_MS - 600_000,
+        false,
+    )));
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["onlineSince"], rfc(T0_MS - 600_000).replace(".000", ""));
+    assert_eq!(st["phase"], "Active");
+    assert_eq!(st["rewardEligible"], false);
+    assert!(
+        st["eligibilityReason"]
+            .as_str()
+            .unwrap()
+            .contains("without a break")
+    );
+    assert!(t.server.events().contains(&"Restarted".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordoned_or_draining_is_draining_without_verification() {
+    let mut t = setup(
+        "Active",
+        json!({"verification": {"passed": 1, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
+    );
+    t.nodes
+        .apply_watcher_event(&watcher::Event::Apply(node("gpu-1", T0_MS - 7 * H, true)));
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Draining");
+    assert_eq!(cond(st, "Ready")["reason"], "NodeCordoned");
+    assert!(!t.server.writes().iter().any(|c| c.is("POST", PODS)));
+
+    // uncordoned but spec.draining
+    t.nodes
+        .apply_watcher_event(&watcher::Event::Apply(node("gpu-1", T0_MS - 7 * H, false)));
+    let mut o = t.server.get(GN).unwrap();
+    o["spec"]["draining"] = json!(true);
+    t.server.put(GN, o);
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = t.server.get(GN).unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Draining");
+    assert_eq!(cond(&st, "Ready")["reason"], "DrainRequested");
+}
+
+fn fund(ctx: &solgrid_operator::Context, wallet: &str, amount: u64) {
+    ctx.ledger
+        .embedded()
+        .unwrap()
+        .apply(&[Intent {
+            key: format!("fund-{wallet}"),
+            movements: vec![Movement {
+                token: Token::Io,
+                op: Op::Mint {
+                    to: Account::Wallet(wallet.into()),
+                    amount,
+                },
+            }],
+        }])
+        .unwrap();
+}
+
+async fn locked_stake(t: &mut T, amount: u64) -> Arc<StakePosition> {
+    t.server.put(
+        SP,
+        json!({
+            "apiVersion": "solgrid.dev/v1alpha1", "kind": "StakePosition",
+            "metadata": {"name": "sp1", "namespace": "stakers"},
+            "spec": {"nodeName": "gpu-1", "amount": amount, "ownerSecretRef": {"name": "owner"}},
+        }),
+    );
+    t.server.put(
+        "/api/v1/namespaces/stakers/secrets/owner",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": "stakers"},
+               "data": {"address": solgrid_operator::verification::base64_encode(WALLET_A.as_bytes())}}),
+    );
+    fund(&t.ctx, WALLET_A, amount);
+    let sp: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
+    solgrid_operator::stake::reconcile(Arc::new(sp), t.ctx.clone())
+        .await
+        .unwrap();
+    let sp: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
+    assert_eq!(sp.status.as_ref().unwrap().locked, amount);
+    t.stakes
+        .apply_watcher_event(&watcher::Event::Apply(sp.clone()));
+    Arc::new(sp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stake_total_and_eligibility() {
+    let mut t = setup(
+        "Active",
+        json!({"verification": {"passed": 3, "failed": 0, "verified": true, "lastRun": rfc(T0_MS), "lastResult": "Passed"},
+               "onlineSince": rfc(T0_MS - 6 * H)}),
+    );
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = t.server.get(GN).unwrap()["status"].clone();
+    assert_eq!(st["rewardEligible"], false);
+    assert!(
+        st["eligibilityReason"]
+            .as_str()
+            .unwrap()
+            .contains("below its minimum")
+    );
+    assert!(st["reputation"]["score"].as_u64().unwrap() > 500);
+
+    locked_stake(&mut t, 4_000 * IO).await;
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["stakeTotal"], 4_000 * IO);
+    assert_eq!(st["rewardEligible"], true);
+    assert_eq!(cond(st, "RewardEligible")["status"], "True");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
+    let mut t = setup(
+        "Active",
+        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
+    );
+    let sp = locked_stake(&mut t, 4_000 * IO).await;
+    // the period's verification pod
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let path = pod_path(&t);
+    // the worker reports the product of another challenge
+    let wrong = format!(
+        "{}\n",
+        run_worker(&Challenge { seed: 1, n: 32 }, || 0).unwrap().0
+    )
+    .replace("\"seed\":\"1\"", "\"seed\":\"4242\"");
+    finish_pod(&t, &path, &wrong);
+    let supply0 = t.ctx.ledger.supply(Token::Io).unwrap();
+    t.server.clear_calls();
+    advance(&mut t, chrono::Duration::seconds(30));
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Slashed");
+    assert_eq!(st["reputation"]["score"], 0);
+    assert_eq!(st["verification"]["verified"], false);
+    assert_eq!(st["verification"]["failed"], 1);
+    assert_eq!(st["verification"]["lastResult"], "Failed");
+    assert_eq!(st["rewardEligible"], false);
+    assert_eq!(cond(st, "Slashed")["status"], "True");
+    assert_eq!(cond(st, "Verified")["reason"], "WrongResult");
+    let ev = t.server.events();
+    assert!(
+        ev.contains(&"VerificationFailed".to_string()) && ev.contains(&"PhaseChanged".to_string())
+    );
+    // the stake's slash is recorded (Planned) in the StakePosition, nothing sent yet
+    let spw: Vec<_> = t
+        .server
+        .writes()
+        .into_iter()
+        .filter(|c| c.is("PATCH", &format!("{SP}/status")))
+        .collect();
+    assert_eq!(spw.len(), 1);
+    let ops = spw[0].body["status"]["operations"].as_array().unwrap();
+    let uid = sp.metadata.uid.clone().unwrap();
+    let slash = ops.last().unwrap();
+    assert!(
+        slash["key"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{uid}/slash/p"))
+    );
+    assert_eq!(slash["state"], "Planned");
+    assert_eq!(t.ctx.ledger.supply(Token::Io).unwrap(), supply0);
+    assert!(t.server.writes().iter().any(|c| c.is("DELETE", &path)));
+
+    // the StakePosition controller burns half of it
+    let spo: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
+    solgrid_operator::stake::reconcile(Arc::new(spo), t.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.ctx.ledger.supply(Token::Io).unwrap(),
+        supply0 - 2_000 * IO
+    );
+    assert_eq!(
+        t.ctx
+            .ledger
+            .balance(&Account::StakeVault, Token::Io)
+            .unwrap(),
+        2_000 * IO
+    );
+
+    // reconciling the node again (stakes cache updated) plans nothing new
+    let spo: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
+    t.stakes
+        .apply_watcher_event(&watcher::Event::Apply(spo.clone()));
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    assert!(!t.server.writes().iter().any(|c| c.path.starts_with(SP)));
+    solgrid_operator::stake::reconcile(Arc::new(spo), t.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.ctx.ledger.supply(Token::Io).unwrap(),
+        supply0 - 2_000 * IO
+    );
+
+    // slashed: no verification, stays slashed
+    advance(&mut t, chrono::Duration::hours(2));
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    assert!(!t.server.writes().iter().any(|c| c.is("POST", PODS)));
+    assert_eq!(t.server.get(GN).unwrap()["status"]["phase"], "Slashed");
+
+    // an admin clears it: the node verifies again, the annotation is removed
+    let mut o = t.server.get(GN).unwrap();
+    o["metadata"]["annotations"]["solgrid.dev/clear-slash"] = json!("true");
+    t.server.put(GN, o);
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Verifying");
+    assert_eq!(cond(st, "Slashed")["status"], "False");
+    let meta = t
+        .server
+        .writes()
+        .into_iter()
+        .find(|c| c.is("PATCH", GN))
+        .unwrap();
+    assert!(meta.body["metadata"]["annotations"]["solgrid.dev/clear-slash"].is_null());
+    assert!(
+        meta.body["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .contains_key("solgrid.dev/clear-slash")
+    );
+    assert!(t.server.events().contains(&"SlashCleared".to_string()));
+    assert!(
+        t.server.writes().iter().any(|c| c.is("POST", PODS)),
+        "re-verification starts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_too_slow_is_cheating() {
+    let mut t = setup(
+        "Active",
+        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
+    );
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let path = pod_path(&t);
+    // killed at its deadline after running: far slower than an H100
+    let mut p = t.server.get(&path).unwrap();
+    p["status"] = json!({
+        "phase": "Failed", "reason": "DeadlineExceeded",
+        "containerStatuses": [{"name": "verify", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"terminated": {"exitCode": 137, "startedAt": rfc(T0_MS + 1_000), "finishedAt": rfc(T0_MS + 900_000)}}}],
+    });
+    t.server.put(&path, p);
+    advance(&mut t, chrono::Duration::seconds(901));
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Slashed");
+    assert_eq!(cond(st, "Verified")["reason"], "TooSlow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_never_ran_is_inconclusive() {
+    let mut t = setup(
+        "Active",
+        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
+    );
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let path = pod_path(&t);
+    let mut p = t.server.get(&path).unwrap();
+    p["status"] = json!({"phase": "Pending"});
+    t.server.put(&path, p);
+    advance(&mut t, chrono::Duration::seconds(900 + 121));
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = &status_applies(&t)[0];
+    assert_eq!(st["phase"], "Active");
+    assert_eq!(st["verification"]["lastResult"], "Inconclusive");
+    assert_eq!(st["verification"]["failed"], 0);
+    assert!(t.server.writes().iter().any(|c| c.is("DELETE", &path)));
+    assert!(
+        t.server
+            .events()
+            .contains(&"VerificationInconclusive".to_string())
+    );
+}
+
+#[test]
+fn gpunodes_are_created_for_nodes_with_gpu_capacity_and_a_wallet() {
+    let n: Node = serde_json::from_value(json!({
+        "metadata": {"name": "worker-7",
+                     "annotations": {"solgrid.dev/payout-wallet": WALLET_PROV, "solgrid.dev/country": "DE"},
+                     "labels": {"topology.kubernetes.io/region": "EU_West"}},
+        "status": {"capacity": {"solgrid.dev/nvidia-gpu": "2"}},
+    }))
+    .unwrap();
+    let g = gpunode_for_node(&n).unwrap();
+    assert_eq!(g.spec.node_name, "worker-7");
+    assert_eq!(g.spec.payout_wallet, WALLET_PROV);
+    assert_eq!(g.spec.location.region, "eu-west");
+    assert_eq!(g.spec.location.country, "DE");
+    // no wallet named: not created
+    let mut n2 = n.clone();
+    n2.metadata.annotations = None;
+    assert!(gpunode_for_node(&n2).is_none());
+    // no GPU
+    let mut n3 = n.clone();
+    n3.status = None;
+    assert!(gpunode_for_node(&n3).is_none());
+    // what is created passes the CRD's validation
+    let v = serde_json::to_value(&g).unwrap();
+    assert!(
+        solgrid_crds::validate::validate_object(&v, None).is_ok(),
+        "{v}"
+    );
+}
