@@ -178,7 +178,7 @@ pub fn filter_bytes(state: &AppState, body: &[u8]) -> Response {
     };
     let index = state.cache.load();
     let result = state.extender.filter(&index, args, now_ms());
-    match serde_json::to_vec(&result) {
+    match result.to_json() {
         Ok(b) => json_response(StatusCode::OK, b),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

@@ -51,9 +51,46 @@ pub struct ExtenderArgs<'a> {
         alias = "nodeNames",
         alias = "nodenames",
         default,
-        borrow
+        borrow,
+        deserialize_with = "borrowed_names"
     )]
     pub node_names: Option<Vec<Cow<'a, str>>>,
+}
+
+/// A string that borrows from the input when it has no escapes. (serde's own
+/// `Cow<str>` borrows only as a direct field, never inside a `Vec`.)
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a node name (string)")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(V).map(CowStr)
+    }
+}
+
+fn borrowed_names<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Cow<'a, str>>>, D::Error> {
+    let v: Option<Vec<CowStr<'a>>> = Option::deserialize(d)?;
+    Ok(v.map(|v| v.into_iter().map(|c| c.0).collect()))
 }
 
 impl ExtenderArgs<'_> {
@@ -111,6 +148,65 @@ impl Serialize for FilterResult<'_> {
         )?;
         st.serialize_field("Error", &self.error)?;
         st.end()
+    }
+}
+
+impl FilterResult<'_> {
+    /// The JSON of the result, the same as `serde_json::to_vec(self)` but faster:
+    /// each distinct reason (thousands of nodes share a handful) is escaped once.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let names = self.node_names.as_ref().map_or(0, |n| n.len());
+        let mut out = Vec::with_capacity(
+            128 + names * 24 + (self.failed.len() + self.failed_unresolvable.len()) * 32,
+        );
+        out.extend_from_slice(b"{\"Nodes\":");
+        serde_json::to_writer(&mut out, &self.nodes)?;
+        out.extend_from_slice(b",\"NodeNames\":");
+        match &self.node_names {
+            None => out.extend_from_slice(b"null"),
+            Some(ns) => {
+                out.push(b'[');
+                for (i, n) in ns.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut out, n.as_ref())?;
+                }
+                out.push(b']');
+            }
+        }
+        let mut escaped: Vec<(*const u8, Vec<u8>)> = Vec::new();
+        for (key, map) in [
+            (&b",\"FailedNodes\":"[..], &self.failed),
+            (
+                &b",\"FailedAndUnresolvableNodes\":"[..],
+                &self.failed_unresolvable,
+            ),
+        ] {
+            out.extend_from_slice(key);
+            out.push(b'{');
+            for (i, (n, msg)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, n.as_ref())?;
+                out.push(b':');
+                let p = msg.as_ptr();
+                match escaped.iter().find(|(q, _)| *q == p) {
+                    Some((_, e)) => out.extend_from_slice(e),
+                    None => {
+                        let e = serde_json::to_vec(msg.as_ref())?;
+                        out.extend_from_slice(&e);
+                        escaped.push((p, e));
+                    }
+                }
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b",\"Error\":");
+        serde_json::to_writer(&mut out, &self.error)?;
+        out.push(b'}');
+        Ok(out)
     }
 }
 
@@ -190,4 +286,58 @@ pub fn parse_args(body: &[u8]) -> Result<ExtenderArgs<'_>, ParseError> {
         return Err(ParseError::NoNodes);
     }
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_json_equals_serde() {
+        let a: Arc<str> = "solgrid: \"quoted\" \\ reason \u{e9}\n".into();
+        let b: Arc<str> = "other".into();
+        let r = FilterResult {
+            nodes: None,
+            node_names: Some(vec![Cow::Borrowed("n\"1"), Cow::Owned("n2".into())]),
+            failed: vec![
+                (Cow::Borrowed("x"), a.clone()),
+                (Cow::Borrowed("y"), b.clone()),
+            ],
+            failed_unresolvable: vec![(Cow::Borrowed("z"), a), (Cow::Borrowed("w\u{1}"), b)],
+            error: String::new(),
+        };
+        assert_eq!(r.to_json().unwrap(), serde_json::to_vec(&r).unwrap());
+        let empty = FilterResult {
+            nodes: Some(NodeList::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            empty.to_json().unwrap(),
+            serde_json::to_vec(&empty).unwrap()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&empty.to_json().unwrap()).unwrap();
+        assert_eq!(v["FailedNodes"], serde_json::json!({}));
+        assert_eq!(v["NodeNames"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn names_borrow_unless_escaped() {
+        let body = br#"{"Pod":{},"NodeNames":["plain","esc\u0061ped"]}"#;
+        let a = parse_args(body).unwrap();
+        let n = a.node_names.unwrap();
+        assert!(matches!(n[0], Cow::Borrowed("plain")));
+        assert!(matches!(&n[1], Cow::Owned(s) if s == "escaped"));
+    }
+
+    #[test]
+    fn binding_types_use_go_names() {
+        let a: ExtenderBindingArgs =
+            serde_json::from_str(r#"{"PodName":"p","PodNamespace":"ns","PodUID":"u","Node":"n"}"#)
+                .unwrap();
+        assert_eq!(a.node, "n");
+        assert_eq!(
+            serde_json::to_string(&ExtenderBindingResult::default()).unwrap(),
+            r#"{"Error":""}"#
+        );
+    }
 }

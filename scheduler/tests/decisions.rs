@@ -40,24 +40,42 @@ async fn filter(job: &str) -> ExtenderFilterResult {
 #[tokio::test]
 async fn llama_finetune_reasons() {
     let r = filter("llama-finetune").await;
-    assert_eq!(r.node_names.as_ref().unwrap(), &["gpu-a-4090", "gpu-j-a100-us"]);
+    assert_eq!(
+        r.node_names.as_ref().unwrap(),
+        &["gpu-a-4090", "gpu-j-a100-us"]
+    );
     let unres = &r.failed_and_unresolvable_nodes;
     let trans = &r.failed_nodes;
     assert_eq!(
         unres["gpu-b-h100"],
         "solgrid: provider floor price is above the job's locked price (1500000 micro-USD/GPU-hour)"
     );
-    assert_eq!(unres["gpu-c-slashed"], "solgrid: node is Slashed (caught cheating)");
+    assert_eq!(
+        unres["gpu-c-slashed"],
+        "solgrid: node is Slashed (caught cheating)"
+    );
     assert_eq!(unres["gpu-e-apple"], "solgrid: node GPUs are not nvidia");
-    assert_eq!(unres["gpu-g-lowrep"], "solgrid: node reputation is below the job's minimum 600");
+    assert_eq!(
+        unres["gpu-g-lowrep"],
+        "solgrid: node reputation is below the job's minimum 600"
+    );
     assert_eq!(
         unres["gpu-i-3060"],
         "solgrid: node GPU model is not among the job's models (rtx-4090,a100-80gb,h100)"
     );
     assert!(unres["no-such-node"].contains("unknown to the solgrid scheduler's cache"));
-    assert_eq!(trans["gpu-d-offline"], "solgrid: node is Offline (heartbeats stopped)");
-    assert_eq!(trans["gpu-f-busy"], "solgrid: not enough free GPUs (the job needs 1 per worker)");
-    assert_eq!(trans["gpu-h-cordoned"], "solgrid: node is cordoned (unschedulable)");
+    assert_eq!(
+        trans["gpu-d-offline"],
+        "solgrid: node is Offline (heartbeats stopped)"
+    );
+    assert_eq!(
+        trans["gpu-f-busy"],
+        "solgrid: not enough free GPUs (the job needs 1 per worker)"
+    );
+    assert_eq!(
+        trans["gpu-h-cordoned"],
+        "solgrid: node is cordoned (unschedulable)"
+    );
     assert_eq!(unres.len() + trans.len() + 2, ALL.len());
     assert!(r.error.is_empty());
 }
@@ -72,7 +90,12 @@ async fn llama_finetune_scores_prefer_close_cheap_nodes() {
     // gpu-a: in Europe near Berlin, floor $0.40 of $1.50; gpu-j: New York, $0.90
     assert!(s("gpu-a-4090") > s("gpu-j-a100-us"), "{hp:?}");
     assert!(hp.iter().all(|h| (0..=10).contains(&h.score)));
-    for failed in ["gpu-b-h100", "gpu-c-slashed", "gpu-h-cordoned", "no-such-node"] {
+    for failed in [
+        "gpu-b-h100",
+        "gpu-c-slashed",
+        "gpu-h-cordoned",
+        "no-such-node",
+    ] {
         assert_eq!(s(failed), 0, "{failed}");
     }
 }
@@ -89,7 +112,11 @@ async fn required_region_and_io_price() {
     // gpu-d-offline is in us-east but offline: transient
     assert!(r.failed_nodes.contains_key("gpu-d-offline"));
     let snap = testdata_snapshot();
-    let job = snap.jobs.iter().find(|j| j.metadata.name.as_deref() == Some("us-only")).unwrap();
+    let job = snap
+        .jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref() == Some("us-only"))
+        .unwrap();
     match convert::job_view(job, &MarketConfig::default()) {
         JobView::Match(req) => {
             assert_eq!(req.price_micro_usd, 2_000_000);
@@ -126,10 +153,26 @@ async fn decisions_are_counted_by_reason() {
 #[test]
 fn reason_classes() {
     use Reason::*;
-    for r in [Vendor, Model, Vram, Slashed, Region, FloorAbovePrice, Reputation, UnknownNode] {
+    for r in [
+        Vendor,
+        Model,
+        Vram,
+        Slashed,
+        Region,
+        FloorAbovePrice,
+        Reputation,
+        UnknownNode,
+    ] {
         assert!(r.unresolvable(), "{r:?}");
     }
-    for r in [NotEnoughFreeGpus, Offline, Draining, Cordoned, NotReady, JobNotCached] {
+    for r in [
+        NotEnoughFreeGpus,
+        Offline,
+        Draining,
+        Cordoned,
+        NotReady,
+        JobNotCached,
+    ] {
         assert!(!r.unresolvable(), "{r:?}");
     }
     let labels: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.label()).collect();
@@ -140,12 +183,26 @@ fn reason_classes() {
 fn node_snapshot_groups_gpus_and_counts_free_ones() {
     let snap = testdata_snapshot();
     let get = |n: &str| {
-        convert::node_snapshot(snap.gpunodes.iter().find(|g| g.metadata.name.as_deref() == Some(n)).unwrap())
+        convert::node_snapshot(
+            snap.gpunodes
+                .iter()
+                .find(|g| g.metadata.name.as_deref() == Some(n))
+                .unwrap(),
+        )
     };
     let a = get("gpu-a-4090");
     assert_eq!(a.gpus.len(), 1);
     let g = a.gpus[0];
-    assert_eq!((g.model.name(), g.total, g.healthy, g.healthy_free, g.vram_mib), ("rtx-4090", 4, 4, 3, 24564));
+    assert_eq!(
+        (
+            g.model.name(),
+            g.total,
+            g.healthy,
+            g.healthy_free,
+            g.vram_mib
+        ),
+        ("rtx-4090", 4, 4, 3, 24564)
+    );
     assert_eq!(a.floor_micro_usd, 400_000);
     assert_eq!(a.reputation, 850);
     assert!(a.coords.is_some() && a.first_seen_ms > 0);
@@ -161,7 +218,11 @@ fn node_snapshot_groups_gpus_and_counts_free_ones() {
     st.allocated_gpus = 1;
     let m = convert::node_snapshot(&mixed);
     assert_eq!(m.gpus.len(), 2);
-    let rtx = m.gpus.iter().find(|g| g.model.name() == "rtx-4090").unwrap();
+    let rtx = m
+        .gpus
+        .iter()
+        .find(|g| g.model.name() == "rtx-4090")
+        .unwrap();
     assert_eq!((rtx.total, rtx.healthy, rtx.healthy_free), (2, 1, 1));
     let h = m.gpus.iter().find(|g| g.model.name() == "h100").unwrap();
     assert_eq!((h.total, h.healthy_free), (1, 1));
@@ -171,15 +232,24 @@ fn node_snapshot_groups_gpus_and_counts_free_ones() {
 fn job_view_prices_and_models() {
     let snap = testdata_snapshot();
     let cfg = MarketConfig::default();
-    let mut job = snap.jobs.iter().find(|j| j.metadata.name.as_deref() == Some("llama-finetune")).unwrap().clone();
-    let JobView::Match(req) = convert::job_view(&job, &cfg) else { panic!() };
+    let mut job = snap
+        .jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref() == Some("llama-finetune"))
+        .unwrap()
+        .clone();
+    let JobView::Match(req) = convert::job_view(&job, &cfg) else {
+        panic!()
+    };
     assert_eq!(req.price_micro_usd, 1_500_000);
     assert_eq!(req.gpus_per_worker, 1);
     assert_eq!(req.min_reputation, 600);
     assert!(!req.strict_regions && req.location.is_some());
     // before a quote is locked, the cap stands in
     job.status.as_mut().unwrap().quote = None;
-    let JobView::Match(req) = convert::job_view(&job, &cfg) else { panic!() };
+    let JobView::Match(req) = convert::job_view(&job, &cfg) else {
+        panic!()
+    };
     assert_eq!(req.price_micro_usd, 2_000_000);
     // a model list the market does not know: refused, not "any model"
     job.spec.gpus.models = vec!["Voodoo 5".into()];
@@ -198,7 +268,10 @@ fn pod_job_lookup() {
     use k8s_openapi::api::core::v1::Pod;
     let pod: Pod = serde_json::from_value(gen_pod_json("j", 0)).unwrap();
     let r = convert::pod_job(&pod).unwrap();
-    assert_eq!((r.namespace.as_str(), r.name.as_str(), r.uid.as_deref()), ("bench", "j", Some("uid-j")));
+    assert_eq!(
+        (r.namespace.as_str(), r.name.as_str(), r.uid.as_deref()),
+        ("bench", "j", Some("uid-j"))
+    );
     // another group's ComputeJob is not ours; the label still is
     let mut v = gen_pod_json("j", 0);
     v["metadata"]["ownerReferences"][0]["apiVersion"] = "example.com/v1".into();

@@ -18,10 +18,17 @@ fn config() -> Value {
 #[test]
 fn config_wires_the_extender() {
     let c = config();
-    assert_eq!(c["apiVersion"].as_str(), Some("kubescheduler.config.k8s.io/v1"));
+    assert_eq!(
+        c["apiVersion"].as_str(),
+        Some("kubescheduler.config.k8s.io/v1")
+    );
     assert_eq!(c["kind"].as_str(), Some("KubeSchedulerConfiguration"));
     let profiles = c["profiles"].as_sequence().unwrap();
-    assert!(profiles.iter().any(|p| p["schedulerName"].as_str() == Some("solgrid-scheduler")));
+    assert!(
+        profiles
+            .iter()
+            .any(|p| p["schedulerName"].as_str() == Some("solgrid-scheduler"))
+    );
     let ext = &c["extenders"].as_sequence().unwrap()[0];
     let url = ext["urlPrefix"].as_str().unwrap();
     let port = DEFAULT_LISTEN.rsplit(':').next().unwrap();
@@ -40,9 +47,17 @@ fn config_wires_the_extender() {
         .as_sequence()
         .unwrap()
         .iter()
-        .map(|m| (m["name"].as_str().unwrap(), m["ignoredByScheduler"].as_bool().unwrap()))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["ignoredByScheduler"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    for v in [solgrid_crds::GpuVendor::Nvidia, solgrid_crds::GpuVendor::Apple] {
+    for v in [
+        solgrid_crds::GpuVendor::Nvidia,
+        solgrid_crds::GpuVendor::Apple,
+    ] {
         assert!(managed.contains(&(v.resource_name(), false)), "{managed:?}");
     }
 }
@@ -53,10 +68,15 @@ async fn the_router_serves_the_configured_verbs() {
     let app = solgrid_scheduler::server::router(state, &Default::default());
     let c = config();
     let ext = &c["extenders"][0];
-    for verb in [ext["filterVerb"].as_str().unwrap(), ext["prioritizeVerb"].as_str().unwrap()] {
+    for verb in [
+        ext["filterVerb"].as_str().unwrap(),
+        ext["prioritizeVerb"].as_str().unwrap(),
+    ] {
         let req = http::Request::post(format!("/{verb}"))
             .header("content-type", "application/json")
-            .body(axum::body::Body::from(common::fixture("filter-nodecache.json")))
+            .body(axum::body::Body::from(common::fixture(
+                "filter-nodecache.json",
+            )))
             .unwrap();
         let r = app.clone().oneshot(req).await.unwrap();
         assert_eq!(r.status(), 200, "{verb}");

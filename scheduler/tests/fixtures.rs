@@ -33,7 +33,13 @@ fn all_fixtures_parse_as_sent() {
             assert!(args.node_names.is_none(), "{name}");
             let list = args.nodes.as_ref().unwrap();
             assert_eq!(list.items.len(), 2);
-            let alloc = list.items[0].status.as_ref().unwrap().allocatable.as_ref().unwrap();
+            let alloc = list.items[0]
+                .status
+                .as_ref()
+                .unwrap()
+                .allocatable
+                .as_ref()
+                .unwrap();
             assert_eq!(alloc["example.com/gpu"].0, "4");
         }
     }
@@ -62,9 +68,15 @@ async fn fixture_pods_pass_through() {
     let r: ExtenderFilterResult = serde_json::from_slice(&body).unwrap();
     assert!(r.node_names.is_none());
     let items = r.nodes.unwrap().items;
-    let names: Vec<_> = items.iter().map(|n| n.metadata.name.clone().unwrap()).collect();
+    let names: Vec<_> = items
+        .iter()
+        .map(|n| n.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(names, ["fake-node-2", "fake-node-1"]);
-    assert!(items[0].status.as_ref().unwrap().capacity.is_some(), "node objects echoed whole");
+    assert!(
+        items[0].status.as_ref().unwrap().capacity.is_some(),
+        "node objects echoed whole"
+    );
     assert!(r.failed_nodes.is_empty() && r.error.is_empty());
     // prioritize: equal scores
     for f in ["prioritize-nodecache.json", "prioritize-nodelist.json"] {
@@ -77,14 +89,22 @@ async fn fixture_pods_pass_through() {
         assert!(raw[0].get("Host").is_some() && raw[0].get("Score").is_some());
     }
     let m = state.metrics.render();
-    assert!(m.contains("solgrid_scheduler_passthrough_pods_total{verb=\"filter\"} 2"), "{m}");
+    assert!(
+        m.contains("solgrid_scheduler_passthrough_pods_total{verb=\"filter\"} 2"),
+        "{m}"
+    );
 }
 
 /// fake-node-1 is a slashed GpuNode, fake-node-2 a fitting one.
 fn fake_nodes_state() -> solgrid_scheduler::server::AppState {
     let mut s = testdata_snapshot();
     let pick = |name: &str, as_name: &str| {
-        let mut g = s.gpunodes.iter().find(|g| g.metadata.name.as_deref() == Some(name)).unwrap().clone();
+        let mut g = s
+            .gpunodes
+            .iter()
+            .find(|g| g.metadata.name.as_deref() == Some(name))
+            .unwrap()
+            .clone();
         g.metadata.name = Some(as_name.into());
         g.spec.node_name = as_name.into();
         g
@@ -103,11 +123,21 @@ async fn owned_fixture_pods_are_decided() {
     let state = fake_nodes_state();
     for by_owner in [true, false] {
         let uid = by_owner.then_some(JOB_UID);
-        let body = owned_variant(&fixture("filter-nodecache.json"), "ml-team", "llama-finetune", uid, by_owner);
+        let body = owned_variant(
+            &fixture("filter-nodecache.json"),
+            "ml-team",
+            "llama-finetune",
+            uid,
+            by_owner,
+        );
         let (code, out) = body_of(filter_bytes(&state, &body)).await;
         assert_eq!(code, 200);
         let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
-        assert_eq!(r.node_names.as_deref(), Some(&["fake-node-2".to_string()][..]), "{r:?}");
+        assert_eq!(
+            r.node_names.as_deref(),
+            Some(&["fake-node-2".to_string()][..]),
+            "{r:?}"
+        );
         assert!(r.failed_nodes.is_empty(), "{r:?}");
         assert_eq!(
             r.failed_and_unresolvable_nodes["fake-node-1"],
@@ -116,7 +146,13 @@ async fn owned_fixture_pods_are_decided() {
         assert_eq!(r.error, "");
 
         // full node list: the filtered NodeList
-        let body = owned_variant(&fixture("filter-nodelist.json"), "ml-team", "llama-finetune", uid, by_owner);
+        let body = owned_variant(
+            &fixture("filter-nodelist.json"),
+            "ml-team",
+            "llama-finetune",
+            uid,
+            by_owner,
+        );
         let (_, out) = body_of(filter_bytes(&state, &body)).await;
         let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
         let items = r.nodes.unwrap().items;
@@ -141,25 +177,52 @@ async fn owned_fixture_pods_are_decided() {
 async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
     let state = fake_nodes_state();
     // a job the cache does not have
-    let body = owned_variant(&fixture("filter-nodecache.json"), "ml-team", "nope", Some("u"), true);
+    let body = owned_variant(
+        &fixture("filter-nodecache.json"),
+        "ml-team",
+        "nope",
+        Some("u"),
+        true,
+    );
     let (_, out) = body_of(filter_bytes(&state, &body)).await;
     let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
     assert_eq!(r.node_names.as_deref(), Some(&[][..]));
     assert_eq!(r.failed_nodes.len(), 2);
-    assert!(r.failed_nodes["fake-node-1"].contains("ComputeJob ml-team/nope is not in the scheduler's cache"));
+    assert!(
+        r.failed_nodes["fake-node-1"]
+            .contains("ComputeJob ml-team/nope is not in the scheduler's cache")
+    );
     // the owner uid names a deleted-and-recreated job: not this one
-    let body = owned_variant(&fixture("filter-nodecache.json"), "ml-team", "llama-finetune", Some("other-uid"), true);
+    let body = owned_variant(
+        &fixture("filter-nodecache.json"),
+        "ml-team",
+        "llama-finetune",
+        Some("other-uid"),
+        true,
+    );
     let (_, out) = body_of(filter_bytes(&state, &body)).await;
     let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
     assert_eq!(r.failed_nodes.len(), 2, "{r:?}");
     // a finished job: unresolvable everywhere
-    let body = owned_variant(&fixture("filter-nodecache.json"), "ml-team", "finished", None, false);
+    let body = owned_variant(
+        &fixture("filter-nodecache.json"),
+        "ml-team",
+        "finished",
+        None,
+        false,
+    );
     let (_, out) = body_of(filter_bytes(&state, &body)).await;
     let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
     assert_eq!(r.failed_and_unresolvable_nodes.len(), 2, "{r:?}");
     assert!(r.failed_and_unresolvable_nodes["fake-node-2"].contains("Succeeded"));
     // prioritize for them: all 0
-    let body = owned_variant(&fixture("prioritize-nodecache.json"), "ml-team", "nope", None, false);
+    let body = owned_variant(
+        &fixture("prioritize-nodecache.json"),
+        "ml-team",
+        "nope",
+        None,
+        false,
+    );
     let (_, out) = body_of(prioritize_bytes(&state, &body)).await;
     let hp: Vec<HostPriority> = serde_json::from_slice(&out).unwrap();
     assert!(hp.iter().all(|h| h.score == 0));
@@ -168,7 +231,13 @@ async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
 #[tokio::test]
 async fn unknown_nodes_fail_with_a_clear_reason() {
     let state = fake_nodes_state();
-    let body = owned_variant(&fixture("filter-nodecache.json"), "ml-team", "llama-finetune", Some(JOB_UID), true);
+    let body = owned_variant(
+        &fixture("filter-nodecache.json"),
+        "ml-team",
+        "llama-finetune",
+        Some(JOB_UID),
+        true,
+    );
     let body = with_names(&body, &["fake-node-2", "not-a-gpu-node"]);
     let (_, out) = body_of(filter_bytes(&state, &body)).await;
     let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();

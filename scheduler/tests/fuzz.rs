@@ -21,7 +21,13 @@ fn seeds() -> &'static Vec<Vec<u8>> {
     S.get_or_init(|| {
         let mut v: Vec<Vec<u8>> = FIXTURES.iter().map(|f| fixture(f)).collect();
         for f in FIXTURES {
-            v.push(owned_variant(&fixture(f), "ml-team", "llama-finetune", None, false));
+            v.push(owned_variant(
+                &fixture(f),
+                "ml-team",
+                "llama-finetune",
+                None,
+                false,
+            ));
         }
         v
     })
@@ -29,13 +35,19 @@ fn seeds() -> &'static Vec<Vec<u8>> {
 
 fn check(body: &[u8]) -> Result<(), TestCaseError> {
     let parsed = parse_args(body).is_ok();
-    for (verb, r) in [("filter", filter_bytes(state(), body)), ("prioritize", prioritize_bytes(state(), body))] {
+    for (verb, r) in [
+        ("filter", filter_bytes(state(), body)),
+        ("prioritize", prioritize_bytes(state(), body)),
+    ] {
         let code = r.status().as_u16();
         prop_assert!(code == 200 || code == 400, "{verb}: {code}");
         prop_assert_eq!(code == 200, parsed, "{} status vs parse", verb);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let (_, out) = rt.block_on(body_of(r));
-        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(format!("{verb}: body not JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| TestCaseError::fail(format!("{verb}: body not JSON: {e}")))?;
         if code == 400 {
             prop_assert!(v["Error"].as_str().is_some_and(|s| !s.is_empty()));
         }
@@ -53,13 +65,26 @@ enum Mutation {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    let tokens: Vec<&'static [u8]> = vec![b"null", b"{}", b"[]", b"\"", b"1e999", b"-1", b"\\u0000", b"\"Pod\":", b"{\"Pod\":{", b"]]]]", b"\"NodeNames\":null"];
+    let tokens: Vec<&'static [u8]> = vec![
+        b"null",
+        b"{}",
+        b"[]",
+        b"\"",
+        b"1e999",
+        b"-1",
+        b"\\u0000",
+        b"\"Pod\":",
+        b"{\"Pod\":{",
+        b"]]]]",
+        b"\"NodeNames\":null",
+    ];
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
         (any::<usize>(), 1usize..64).prop_map(|(i, n)| Mutation::Delete(i, n)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), proptest::sample::select(tokens)).prop_map(|(i, t)| Mutation::Splice(i, t.to_vec())),
+        (any::<usize>(), proptest::sample::select(tokens))
+            .prop_map(|(i, t)| Mutation::Splice(i, t.to_vec())),
     ]
 }
 
@@ -102,9 +127,14 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
             prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("metadata".to_string()), Just("name".to_string()), Just("namespace".to_string()),
-                    Just("ownerReferences".to_string()), Just("labels".to_string()), Just("items".to_string()),
-                    Just("spec".to_string()), "[a-z]{1,6}".prop_map(String::from)
+                    Just("metadata".to_string()),
+                    Just("name".to_string()),
+                    Just("namespace".to_string()),
+                    Just("ownerReferences".to_string()),
+                    Just("labels".to_string()),
+                    Just("items".to_string()),
+                    Just("spec".to_string()),
+                    "[a-z]{1,6}".prop_map(String::from)
                 ],
                 inner,
                 0..5

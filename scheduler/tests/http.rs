@@ -44,15 +44,29 @@ async fn malformed_requests_get_4xx_with_a_clear_error() {
         (b"{", "not valid ExtenderArgs JSON"),
         (b"[1,2,3]", "not valid ExtenderArgs JSON"),
         (b"{\"NodeNames\":[\"a\"]}", "has no Pod"),
-        (b"{\"Pod\":{},\"Nodes\":null,\"NodeNames\":null}", "neither NodeNames nor Nodes"),
-        (b"{\"Pod\":{\"metadata\":{}},\"NodeNames\":[1]}", "not valid ExtenderArgs JSON"),
-        (b"{\"Pod\":{\"kind\":\"Node\"},\"NodeNames\":[]}", "not valid ExtenderArgs JSON"),
+        (
+            b"{\"Pod\":{},\"Nodes\":null,\"NodeNames\":null}",
+            "neither NodeNames nor Nodes",
+        ),
+        (
+            b"{\"Pod\":{\"metadata\":{}},\"NodeNames\":[1]}",
+            "not valid ExtenderArgs JSON",
+        ),
+        (
+            b"{\"Pod\":{\"kind\":\"Node\"},\"NodeNames\":[]}",
+            "not valid ExtenderArgs JSON",
+        ),
         (b"\xff\xfe\x00garbage", "not valid ExtenderArgs JSON"),
     ];
     for verb in ["/filter", "/prioritize"] {
         for (body, want) in &cases {
             let (code, out) = call(&app, "POST", verb, body.to_vec()).await;
-            assert_eq!(code, 400, "{verb} {:?}: {out}", String::from_utf8_lossy(body));
+            assert_eq!(
+                code,
+                400,
+                "{verb} {:?}: {out}",
+                String::from_utf8_lossy(body)
+            );
             assert!(error_of(&out).contains(want), "{verb}: {out} !~ {want}");
         }
     }
@@ -75,7 +89,8 @@ async fn oversized_bodies_get_413() {
     assert_eq!(code, 413);
     assert!(error_of(&out).contains("larger than the limit of 1024 bytes"));
     // without a Content-Length (chunked): still 413
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(100).map(|c| Ok(c.to_vec())).collect();
     let req = http::Request::post("/filter")
         .body(Body::from_stream(futures::stream::iter(chunks)))
         .unwrap();
@@ -100,7 +115,9 @@ async fn a_stalled_body_times_out() {
     });
     let first: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(b"{\"Pod\":".to_vec())];
     let stalled = futures::stream::iter(first).chain(futures::stream::pending());
-    let req = http::Request::post("/filter").body(Body::from_stream(stalled)).unwrap();
+    let req = http::Request::post("/filter")
+        .body(Body::from_stream(stalled))
+        .unwrap();
     let t = std::time::Instant::now();
     let (code, out) = body_of(app.oneshot(req).await.unwrap()).await;
     assert_eq!(code, 503);
@@ -113,7 +130,10 @@ async fn health_readiness_and_metrics() {
     let metrics = Metrics::new();
     let cache = Arc::new(Cache::new());
     let ext = Extender::new(MarketConfig::default().matching, Some(metrics.clone()));
-    let app = server::router(AppState::new(cache.clone(), ext, metrics), &ServerConfig::default());
+    let app = server::router(
+        AppState::new(cache.clone(), ext, metrics),
+        &ServerConfig::default(),
+    );
     assert_eq!(call(&app, "GET", "/healthz", vec![]).await.0, 200);
     let (code, out) = call(&app, "GET", "/readyz", vec![]).await;
     assert_eq!(code, 503, "not ready before the caches sync");
@@ -122,7 +142,13 @@ async fn health_readiness_and_metrics() {
     cache.set_ready();
     assert_eq!(call(&app, "GET", "/readyz", vec![]).await.0, 200);
     call(&app, "POST", "/filter", fixture("filter-nodecache.json")).await;
-    call(&app, "POST", "/prioritize", fixture("prioritize-nodecache.json")).await;
+    call(
+        &app,
+        "POST",
+        "/prioritize",
+        fixture("prioritize-nodecache.json"),
+    )
+    .await;
     call(&app, "POST", "/filter", b"nope".to_vec()).await;
     let (code, m) = call(&app, "GET", "/metrics", vec![]).await;
     assert_eq!(code, 200);
@@ -144,11 +170,19 @@ async fn health_readiness_and_metrics() {
 #[tokio::test]
 async fn cache_swaps_are_seen_by_the_next_request() {
     let state = state_of(Index::default());
-    let body = owned_variant(&fixture("filter-nodecache.json"), "ml-team", "llama-finetune", None, false);
+    let body = owned_variant(
+        &fixture("filter-nodecache.json"),
+        "ml-team",
+        "llama-finetune",
+        None,
+        false,
+    );
     let body = with_names(&body, &["gpu-a-4090"]);
     let (_, out) = body_of(server::filter_bytes(&state, &body)).await;
     assert!(String::from_utf8_lossy(&out).contains("not in the scheduler's cache"));
-    state.cache.publish(testdata_snapshot().index(&MarketConfig::default()));
+    state
+        .cache
+        .publish(testdata_snapshot().index(&MarketConfig::default()));
     let (_, out) = body_of(server::filter_bytes(&state, &body)).await;
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["NodeNames"], serde_json::json!(["gpu-a-4090"]));
@@ -171,12 +205,16 @@ async fn tcp_server_serves_and_shuts_down_gracefully() {
     for _ in 0..3 {
         let req = http::Request::post(format!("http://{addr}/filter"))
             .header("content-type", "application/json")
-            .body(Full::new(bytes_::Bytes::from(fixture("filter-nodecache.json"))))
+            .body(Full::new(bytes_::Bytes::from(fixture(
+                "filter-nodecache.json",
+            ))))
             .unwrap();
         let resp = client.request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         let b = resp.into_body().collect().await.unwrap().to_bytes();
-        assert!(String::from_utf8_lossy(&b).contains("\"NodeNames\":[\"fake-node-1\",\"fake-node-2\"]"));
+        assert!(
+            String::from_utf8_lossy(&b).contains("\"NodeNames\":[\"fake-node-1\",\"fake-node-2\"]")
+        );
     }
     tx.send(()).unwrap();
     drop(client);

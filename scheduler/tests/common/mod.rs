@@ -50,7 +50,13 @@ pub fn testdata_state() -> AppState {
 /// The fixture with its pod turned into a worker of ComputeJob `ns/name`: by an
 /// owner reference (`by_owner`) or by the `solgrid.dev/job` label; the pod's
 /// namespace becomes `ns`.
-pub fn owned_variant(bytes: &[u8], ns: &str, job: &str, uid: Option<&str>, by_owner: bool) -> Vec<u8> {
+pub fn owned_variant(
+    bytes: &[u8],
+    ns: &str,
+    job: &str,
+    uid: Option<&str>,
+    by_owner: bool,
+) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
     let md = &mut v["Pod"]["metadata"];
     md["namespace"] = ns.into();
@@ -78,6 +84,8 @@ pub fn with_names(bytes: &[u8], names: &[&str]) -> Vec<u8> {
 
 pub async fn body_of(r: axum::response::Response) -> (u16, Vec<u8>) {
     let status = r.status().as_u16();
-    let b = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+    let b = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, b.to_vec())
 }
