@@ -225,3 +225,51 @@ fn alert_and_dashboard_metrics_are_defined_by_components() {
         missing.join("\n")
     );
 }
+
+/// GitHub's anchor of a Markdown heading: lowercase, spaces to `-`, punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_runbook_url_has_its_section_in_troubleshooting_md() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/troubleshooting.md"))
+        .expect("docs/troubleshooting.md");
+    let anchors: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(anchor)
+        .collect();
+    let docs = render(&[], &["metrics.prometheusRule.enabled=true"]);
+    let rule = find(&docs, "PrometheusRule", "-alerts");
+    let mut missing = Vec::new();
+    for g in rule["spec"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            let alert = r["alert"].as_str().unwrap_or("?");
+            let url = r["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+            let (_, frag) = url
+                .split_once("docs/troubleshooting.md#")
+                .unwrap_or_else(|| {
+                    panic!("{alert}: runbook {url} is not in docs/troubleshooting.md")
+                });
+            if !anchors.contains(frag) {
+                missing.push(format!("{alert}: #{frag}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "runbook anchors without a section in docs/troubleshooting.md: {missing:?} (sections: {anchors:?})"
+    );
+}
