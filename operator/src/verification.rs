@@ -517,6 +517,40 @@ pub fn fresh_seed(now_nanos: u128) -> u64 {
     h.finish()
 }
 
+/// The `solgrid-operator verify-worker --seed <u64> --size <n>` subcommand: runs the
+/// reference worker, prints the report line on stdout and writes the summary to
+/// `/dev/termination-log` (when writable). Returns the process exit code.
+pub fn worker_main(args: &[String]) -> i32 {
+    let mut seed = None;
+    let mut n = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seed" => seed = it.next().and_then(|v| v.parse::<u64>().ok()),
+            "--size" => n = it.next().and_then(|v| v.parse::<usize>().ok()),
+            _ => {}
+        }
+    }
+    let (Some(seed), Some(n)) = (seed, n) else {
+        eprintln!("usage: solgrid-operator verify-worker --seed <u64> --size <n>");
+        return 2;
+    };
+    let start = std::time::Instant::now();
+    match run_worker(&Challenge { seed, n }, || {
+        start.elapsed().as_millis() as u64
+    }) {
+        Ok((line, summary)) => {
+            println!("{line}");
+            let _ = std::fs::write("/dev/termination-log", summary);
+            0
+        }
+        Err(e) => {
+            eprintln!("verify-worker: {e}");
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,39 +726,5 @@ mod tests {
     #[test]
     fn fresh_seeds_differ() {
         assert_ne!(fresh_seed(1), fresh_seed(1));
-    }
-}
-
-/// The `solgrid-operator verify-worker --seed <u64> --size <n>` subcommand: runs the
-/// reference worker, prints the report line on stdout and writes the summary to
-/// `/dev/termination-log` (when writable). Returns the process exit code.
-pub fn worker_main(args: &[String]) -> i32 {
-    let mut seed = None;
-    let mut n = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seed" => seed = it.next().and_then(|v| v.parse::<u64>().ok()),
-            "--size" => n = it.next().and_then(|v| v.parse::<usize>().ok()),
-            _ => {}
-        }
-    }
-    let (Some(seed), Some(n)) = (seed, n) else {
-        eprintln!("usage: solgrid-operator verify-worker --seed <u64> --size <n>");
-        return 2;
-    };
-    let start = std::time::Instant::now();
-    match run_worker(&Challenge { seed, n }, || {
-        start.elapsed().as_millis() as u64
-    }) {
-        Ok((line, summary)) => {
-            println!("{line}");
-            let _ = std::fs::write("/dev/termination-log", summary);
-            0
-        }
-        Err(e) => {
-            eprintln!("verify-worker: {e}");
-            1
-        }
     }
 }
