@@ -99,12 +99,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if and (not .Values.solana.rpcUrl) .Values.ledger.persistence.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/* imagePullSecrets of a pod spec (at indentation 6), or nothing. */}}
 {{- define "solgrid.imagePullSecrets" -}}
 {{- with .Values.global.imagePullSecrets }}
-imagePullSecrets:
+      imagePullSecrets:
 {{- range . }}
-  - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+        - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
 {{- end }}
 {{- end }}
 {{- end -}}
-
