@@ -52,12 +52,17 @@ fn batched(l: &SolanaLedger, all: &[Intent]) -> (usize, f64, usize) {
         sigs.push(p.signature);
         i = j;
     }
+    let sent = start.elapsed().as_secs_f64();
     for s in &sigs {
         assert_eq!(
             l.wait(s, Duration::from_secs(60)).unwrap(),
             TxStatus::Confirmed
         );
     }
+    println!(
+        "  (built and sent in {sent:.2} s, all confirmed {:.2} s later)",
+        start.elapsed().as_secs_f64() - sent
+    );
     (sigs.len(), start.elapsed().as_secs_f64(), largest)
 }
 

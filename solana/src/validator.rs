@@ -190,6 +190,9 @@ impl TestValidator {
                 &format!("{}-{}", base + 10, base + 79),
             ])
             .args(["--mint", funded])
+            // keep the whole history (the default 10,000 shreds purges transactions,
+            // and their memos, within minutes at short slots)
+            .args(["--limit-ledger-size", "500000000"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
