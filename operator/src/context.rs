@@ -156,10 +156,10 @@ impl LedgerHandle {
         &self,
         keypair_json: Option<&[u8]>,
     ) -> Result<Option<String>, LedgerHandleError> {
-        match self {
-            LedgerHandle::Embedded(_) => Ok(None),
+        match (self, keypair_json) {
+            (LedgerHandle::Embedded(_), _) => Ok(None),
             #[cfg(feature = "solana")]
-            LedgerHandle::Solana(l) => match keypair_json {
+            (LedgerHandle::Solana(l), keypair_json) => match keypair_json {
                 Some(bytes) => Ok(Some(l.add_signer_bytes(bytes)?)),
                 None => Ok(None),
             },
@@ -219,6 +219,16 @@ impl Ledger for LedgerHandle {
     }
 }
 
+/// Drops what a controller never reads from a cached object: `managedFields` and
+/// kubectl's last-applied annotation (often the largest parts of small objects).
+pub fn slim<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// Caches of the watched objects, filled by the controllers' reflectors (used for
 /// pricing: utilization and floors of the GPU classes; and by the other controllers).
 #[derive(Clone, Default)]
@@ -243,10 +253,13 @@ impl Caches {
         };
         let (node_store, node_writer) = reflector::store();
         let (pod_store, pod_writer) = reflector::store();
-        let node_stream = reflector(node_writer, watcher(nodes, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .for_each(|_| futures::future::ready(()));
+        let node_stream = reflector(
+            node_writer,
+            watcher(nodes, watcher::Config::default()).modify(slim::<GpuNode>),
+        )
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| futures::future::ready(()));
         let pod_stream = reflector(
             pod_writer,
             watcher(
@@ -288,6 +301,13 @@ pub struct Context {
     pub caches: Caches,
     /// Consecutive failures per object key, for `error_policy`'s backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Supply per GPU class, rebuilt from the GpuNode cache at most every 5 s.
+    supply: Mutex<
+        Option<(
+            std::time::Instant,
+            Arc<crate::computejob::quote::SupplyIndex>,
+        )>,
+    >,
 }
 
 impl Context {
@@ -313,6 +333,7 @@ impl Context {
             clock,
             caches: Caches::default(),
             failures: Mutex::new(HashMap::new()),
+            supply: Mutex::new(None),
         }
     }
 
@@ -334,6 +355,28 @@ impl Context {
             Err(_) => 1,
         };
         crate::error::backoff(err.retry_after(), n)
+    }
+
+    /// Utilization and floors per GPU class from the GpuNode cache (empty without
+    /// one), rebuilt at most every 5 seconds.
+    pub fn supply(&self) -> Arc<crate::computejob::quote::SupplyIndex> {
+        use crate::computejob::quote::SupplyIndex;
+        let Some(store) = &self.caches.gpunodes else {
+            return Arc::new(SupplyIndex::default());
+        };
+        let mut guard = match self.supply.lock() {
+            Ok(g) => g,
+            Err(e) => e.into_inner(),
+        };
+        if let Some((at, idx)) = guard.as_ref()
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return idx.clone();
+        }
+        let all = store.state();
+        let idx = Arc::new(SupplyIndex::build(all.iter().map(|n| n.as_ref())));
+        *guard = Some((std::time::Instant::now(), idx.clone()));
+        idx
     }
 
     /// Forgets the failures of `key` (after a successful reconcile).

@@ -36,7 +36,12 @@ use tokio_util::sync::CancellationToken;
 /// them. Each controller is `async fn run(Arc<Context>)`.
 pub async fn run_controllers(ctx: Arc<Context>, token: CancellationToken) {
     let all = async {
-        tokio::join!(computejob::run(ctx.clone()), stake::run(ctx.clone()));
+        tokio::join!(
+            computejob::run(ctx.clone()),
+            gpunode::run(ctx.clone()),
+            stake::run(ctx.clone()),
+            rewards::run(ctx.clone()),
+        );
     };
     tokio::select! {
         _ = all => {}

@@ -529,16 +529,17 @@ fn mark_deleting(pods: &mut [PodView], names: &[String]) {
 
 /// The job's worker pods, from the cache when there is one, else listed.
 async fn observe_pods(ctx: &Context, ns: &str, job: &str) -> Result<Vec<PodView>> {
+    // The cache only once it has synced: an empty cache at start-up must not look
+    // like a job whose workers vanished.
+    let ready = |s: &kube::runtime::reflector::Store<Pod>| {
+        futures::FutureExt::now_or_never(s.wait_until_ready()).is_some_and(|r| r.is_ok())
+    };
     let pods: Vec<Arc<Pod>> = match &ctx.caches.pods {
-        Some(store) => store
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(ns)
-                    && p.labels().get(LABEL_JOB).map(String::as_str) == Some(job)
-            })
-            .collect(),
-        None => {
+        Some(store) if ready(store) => store.state_filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.labels().get(LABEL_JOB).map(String::as_str) == Some(job)
+        }),
+        _ => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
             api.list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
                 .await?
@@ -587,9 +588,7 @@ async fn provider_wallets(ctx: &Context, st: &ComputeJobStatus) -> Result<HashMa
             continue;
         }
         let cached = ctx.caches.gpunodes.as_ref().and_then(|s| {
-            s.state()
-                .into_iter()
-                .find(|g| g.name_any() == node || g.spec.node_name == node)
+            s.find(|g| g.metadata.name.as_deref() == Some(&node) || g.spec.node_name == node)
         });
         let gpunode = match cached {
             Some(g) => Some(g.as_ref().clone()),
@@ -610,13 +609,7 @@ async fn step_quote(r: &mut Run<'_>) -> Result<Option<Action>> {
     let spec = &r.job.spec;
     let model = quote::target_model(spec, cfg.default_nvidia_model, cfg.default_apple_model)
         .map_err(Error::Invalid)?;
-    let (util, floor) = match &r.ctx.caches.gpunodes {
-        Some(s) => {
-            let all = s.state();
-            quote::supply(model, all.iter().map(|a| a.as_ref()))
-        }
-        None => (0, 0),
-    };
+    let (util, floor) = r.ctx.supply().get(model);
     let outcome = quote::quote(
         spec,
         model,

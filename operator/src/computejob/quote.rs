@@ -62,6 +62,47 @@ pub fn supply<'a>(model: GpuModel, nodes: impl Iterator<Item = &'a GpuNode>) -> 
     (ppm, floor.unwrap_or(0))
 }
 
+/// Utilization and lowest floor of every GPU class, built in one pass over the
+/// GpuNode cache (each node's model parsed once), so that a quote costs O(1).
+#[derive(Clone, Debug, Default)]
+pub struct SupplyIndex {
+    by_model: std::collections::HashMap<GpuModel, (u64, u64, u64)>,
+}
+
+impl SupplyIndex {
+    pub fn build<'a>(nodes: impl Iterator<Item = &'a GpuNode>) -> Self {
+        let mut by_model: std::collections::HashMap<GpuModel, (u64, u64, u64)> =
+            std::collections::HashMap::new();
+        for n in nodes {
+            let Some(st) = &n.status else { continue };
+            if st.phase != GpuNodePhase::Active {
+                continue;
+            }
+            let Some(model) = st.model.as_deref().and_then(GpuModel::parse) else {
+                continue;
+            };
+            let e = by_model.entry(model).or_insert((0, 0, u64::MAX));
+            e.0 += st.gpu_count as u64;
+            e.1 += st.allocated_gpus.min(st.gpu_count) as u64;
+            e.2 = e.2.min(n.spec.floor_micro_usd_per_gpu_hour);
+        }
+        Self { by_model }
+    }
+
+    /// `(utilization ppm, lowest floor micro-USD)` of a class; `(0, 0)` when no node has it.
+    pub fn get(&self, model: GpuModel) -> (u32, u64) {
+        match self.by_model.get(&model) {
+            Some(&(total, busy, floor)) => (
+                (busy * 1_000_000)
+                    .checked_div(total)
+                    .map_or(0, |x| x.min(1_000_000) as u32),
+                if floor == u64::MAX { 0 } else { floor },
+            ),
+            None => (0, 0),
+        }
+    }
+}
+
 fn urgency(u: Urgency) -> pricing::Urgency {
     match u {
         Urgency::Low => pricing::Urgency::Low,
