@@ -547,8 +547,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
         let positions = stakes.list(&ListParams::default()).await?.items;
         let cfg = &ctx.config.market.staking;
         let rn = reward_nodes(cfg, &nodes, &positions);
-        let decimals = io_decimals(ctx.ledger.unit(Token::Io));
-        let schedule = EmissionSchedule::new(decimals).map_err(|e| Error::Market(e.to_string()))?;
+        let schedule = schedule(io_decimals(ctx.ledger.unit(Token::Io)))?;
         let ledger = ctx.ledger.clone();
         let round = plan_round(cfg, &schedule, &store.state, ended, &rn, |i| {
             ledger.fits(std::slice::from_ref(i))
@@ -611,6 +610,20 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
     store.save().await?;
     report.completed = Some(round.period);
     Ok(report)
+}
+
+/// The emission schedule of a mint (computed once per process: exact bignum work).
+fn schedule(decimals: u8) -> Result<Arc<EmissionSchedule>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<BTreeMap<u8, Arc<EmissionSchedule>>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = map.get(&decimals) {
+        return Ok(s.clone());
+    }
+    let s = Arc::new(EmissionSchedule::new(decimals).map_err(|e| Error::Market(e.to_string()))?);
+    map.insert(decimals, s.clone());
+    Ok(s)
 }
 
 fn io_decimals(unit: u64) -> u8 {

@@ -519,7 +519,8 @@ pub fn fresh_seed(now_nanos: u128) -> u64 {
 
 /// The `solgrid-operator verify-worker --seed <u64> --size <n>` subcommand: runs the
 /// reference worker, prints the report line on stdout and writes the summary to
-/// `/dev/termination-log` (when writable). Returns the process exit code.
+/// `/dev/termination-log` (when it exists, as in a container). Returns the process
+/// exit code.
 pub fn worker_main(args: &[String]) -> i32 {
     let mut seed = None;
     let mut n = None;
@@ -541,7 +542,11 @@ pub fn worker_main(args: &[String]) -> i32 {
     }) {
         Ok((line, summary)) => {
             println!("{line}");
-            let _ = std::fs::write("/dev/termination-log", summary);
+            // the kubelet mounts it in a container; elsewhere, write nothing
+            let path = std::path::Path::new("/dev/termination-log");
+            if path.is_file() {
+                let _ = std::fs::write(path, summary);
+            }
             0
         }
         Err(e) => {
