@@ -147,6 +147,8 @@ pub struct HourStat {
     /// Busy GPU-ms / online GPU-ms over the hour, ppm.
     pub utilization_ppm: u32,
     pub supply_io: u128,
+    /// Supply less what is locked: stake vault, treasury reserve, escrow, undistributed emission.
+    pub circulating_io: u128,
     pub burned_io: u128,
     pub provider_earnings_io: u128,
     pub running_jobs: u32,
@@ -191,6 +193,7 @@ pub struct Sim<L: Ledger + 'static> {
     arrivals: Vec<u64>,
     /// What each buyer holds (IO, USDC), as the market sees it: genesis - escrows + refunds.
     buyer_funds: Vec<[Amount; 2]>,
+    treasury_reserve: Amount,
 
     usdc_fees_pending: Amount,
     pub slashed_nodes: u32,
@@ -518,6 +521,7 @@ impl<L: Ledger + 'static> Sim<L> {
             hours,
             arrivals,
             buyer_funds: vec![[buyer_io, buyer_usdc]; n_buyers as usize],
+            treasury_reserve,
 
             usdc_fees_pending: 0,
             slashed_nodes: 0,
@@ -1183,13 +1187,33 @@ impl<L: Ledger + 'static> Sim<L> {
             .iter()
             .map(|n| n.earned_compute_io + n.earned_rewards_io)
             .sum();
+        let supply_io =
+            self.supply_before as u128 + self.totals.emitted_io - self.totals.burned_io();
+        let staked: u128 = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.stakes.iter().map(|s| s.1 as u128))
+            .sum();
+        let treasury = self.treasury_reserve as u128 - self.totals.buyback_burned_io;
+        let escrow: u128 = self
+            .running
+            .iter()
+            .filter_map(|j| {
+                let job = &self.jobs[*j as usize];
+                job.run
+                    .as_ref()
+                    .filter(|_| job.spec.token == Token::Io)
+                    .map(|r| r.escrow_remaining as u128)
+            })
+            .sum();
+        let pool = self.reward_dust as u128 + self.accrued.iter().map(|a| *a as u128).sum::<u128>();
         self.series.push(HourStat {
             hour,
             prices_micro_usd: prices,
             utilization_ppm,
             // The supply as the books say; checked against the ledger at the end.
-            supply_io: self.supply_before as u128 + self.totals.emitted_io
-                - self.totals.burned_io(),
+            supply_io,
+            circulating_io: supply_io.saturating_sub(staked + treasury + escrow + pool),
             burned_io: self.totals.burned_io(),
             provider_earnings_io: earnings,
             running_jobs: self.running.len() as u32,

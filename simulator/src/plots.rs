@@ -42,6 +42,8 @@ fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> Resu
         .configure_mesh()
         .x_desc("simulated hour")
         .y_desc(y_desc)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| label(*v))
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (name, pts)) in series.iter().enumerate() {
@@ -65,6 +67,22 @@ fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> Resu
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// An axis label: thousands separated, two decimals below 10.
+fn label(v: f64) -> String {
+    if v.abs() < 10.0 {
+        return format!("{v:.2}");
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 { format!("-{out}") } else { out }
 }
 
 /// Writes the five plots into `dir`; returns their paths.
@@ -142,10 +160,18 @@ pub fn write_all(dir: &Path, series: &[HourStat], io_unit: u64) -> Result<Vec<Pa
 
     let p = dir.join("supply.svg");
     let supply = vec![(
-        "supply".to_string(),
-        series.iter().map(|s| (x(s), io(s.supply_io))).collect(),
+        "circulating".to_string(),
+        series
+            .iter()
+            .map(|s| (x(s), io(s.circulating_io)))
+            .collect(),
     )];
-    line_chart(&p, "Circulating IO supply", "IO", &supply)?;
+    line_chart(
+        &p,
+        "Circulating IO supply (total less stake, treasury reserve, escrow, undistributed emission)",
+        "IO",
+        &supply,
+    )?;
     out.push(p);
     Ok(out)
 }
