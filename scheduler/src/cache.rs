@@ -21,7 +21,27 @@ pub struct NodeEntry {
     pub snapshot: Option<Arc<NodeSnapshot>>,
     /// From the Node (absent in `--snapshot` mode unless the file has Nodes).
     pub condition: Option<NodeCondition>,
+    /// This node's cell in every [`Memo`] of the index.
+    pub slot: u32,
 }
+
+/// Verdicts of one job over the nodes of one [`Index`], filled lazily as nodes are
+/// asked about: the pods of a gang, and a pod kube-scheduler retries, reuse them
+/// until the index is replaced (a watch event) or the memo is older than
+/// [`MEMO_TTL_MS`] (verdicts depend on the time: a node's 12 h minimum age).
+#[derive(Debug)]
+pub struct Memo {
+    pub job: Arc<JobView>,
+    pub made_ms: u64,
+    /// Per slot: 0 unknown; 1..=11 passed with extender score 0..=10; 64 + reason
+    /// index: failed.
+    pub cells: Box<[std::sync::atomic::AtomicU8]>,
+}
+
+/// How long a [`Memo`] is trusted, ms.
+pub const MEMO_TTL_MS: u64 = 1_000;
+/// At most this many jobs are memoized per index (others are evaluated each time).
+pub const MEMO_MAX_JOBS: usize = 4_096;
 
 /// A cached ComputeJob.
 #[derive(Clone, Debug)]
@@ -39,6 +59,8 @@ pub struct Index {
     pub jobs: FxHashMap<String, JobEntry>,
     pub gpunode_count: usize,
     pub node_count: usize,
+    /// Per-job verdict memos (job key → memo); dropped with the index.
+    pub memo: std::sync::Mutex<FxHashMap<String, Arc<Memo>>>,
 }
 
 /// `namespace/name`, the key of [`Index::jobs`].
@@ -69,12 +91,48 @@ impl Index {
             node_count += 1;
             nodes.entry(name).or_default().condition = Some(c);
         }
+        for (i, e) in nodes.values_mut().enumerate() {
+            e.slot = i as u32;
+        }
         Index {
             nodes,
             jobs: jobs.into_iter().collect(),
             gpunode_count,
             node_count,
+            memo: Default::default(),
         }
+    }
+
+    /// The memo of `job` (keyed `key`) at `now_ms`: the current one, or a fresh one
+    /// when there is none, it is stale, or the job changed. `None` past
+    /// [`MEMO_MAX_JOBS`].
+    pub fn memo(&self, key: &str, job: &Arc<JobView>, now_ms: u64) -> Option<Arc<Memo>> {
+        let mut m = match self.memo.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(e) = m.get(key)
+            && Arc::ptr_eq(&e.job, job)
+            && now_ms >= e.made_ms
+            && now_ms - e.made_ms < MEMO_TTL_MS
+        {
+            return Some(Arc::clone(e));
+        }
+        if m.len() >= MEMO_MAX_JOBS && !m.contains_key(key) {
+            m.retain(|_, e| now_ms >= e.made_ms && now_ms - e.made_ms < MEMO_TTL_MS);
+            if m.len() >= MEMO_MAX_JOBS {
+                return None;
+            }
+        }
+        let fresh = Arc::new(Memo {
+            job: Arc::clone(job),
+            made_ms: now_ms,
+            cells: (0..self.nodes.len())
+                .map(|_| std::sync::atomic::AtomicU8::new(0))
+                .collect(),
+        });
+        m.insert(key.to_string(), Arc::clone(&fresh));
+        Some(fresh)
     }
 
     /// Builds an index from the objects themselves.

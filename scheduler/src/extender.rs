@@ -11,7 +11,7 @@
 //! available: 4000 solgrid: node GPU model is not among ...`), so a per-node
 //! wording would print thousands of lines.
 
-use crate::cache::{Index, job_key};
+use crate::cache::{Index, Memo, job_key};
 use crate::convert::{self, JobView};
 use crate::metrics::{Metrics, Verb};
 use crate::wire::{ExtenderArgs, FilterResult, HostPriority, NodeList};
@@ -20,6 +20,7 @@ use solgrid_market::matching::{
 };
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Why a node was filtered out: a stable label (for metrics) and whether
 /// preemption could not help (`FailedAndUnresolvableNodes`).
@@ -215,8 +216,8 @@ pub enum JobCtx {
     PassThrough,
     /// Every node fails with one reason.
     AllFail { reason: Reason, message: Arc<str> },
-    /// Match against these requirements.
-    Match(Arc<JobView>),
+    /// Match against these requirements (`key`: `namespace/name`).
+    Match { key: String, view: Arc<JobView> },
 }
 
 /// One node's verdict: it fits (on this GPU group of this snapshot), or why not.
@@ -253,7 +254,10 @@ impl Extender {
         match index.jobs.get(&key) {
             Some(e) if jr.uid.is_none() || e.uid.is_none() || jr.uid == e.uid => {
                 match e.view.as_ref() {
-                    JobView::Match(_) => JobCtx::Match(Arc::clone(&e.view)),
+                    JobView::Match(_) => JobCtx::Match {
+                        key,
+                        view: Arc::clone(&e.view),
+                    },
                     JobView::Refuse(msg) => JobCtx::AllFail {
                         reason: Reason::JobRefused,
                         message: format!("solgrid: ComputeJob {key}: {msg}").into(),
@@ -297,6 +301,45 @@ impl Extender {
             Ok(fit) => Ok((fit, snap)),
             Err(r) => Err(Reason::of_rejection(&r)),
         }
+    }
+
+    /// One node's outcome for a job, through the job's memo when there is one:
+    /// `Ok(extender score 0–10)` or why not.
+    #[inline]
+    pub fn decide(
+        &self,
+        index: &Index,
+        memo: Option<&Memo>,
+        job: &JobRequirements,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<i64, Reason> {
+        let Some(entry) = index.nodes.get(name) else {
+            return Err(Reason::UnknownNode);
+        };
+        let cell = memo.and_then(|m| m.cells.get(entry.slot as usize));
+        if let Some(c) = cell {
+            match c.load(Ordering::Relaxed) {
+                0 => {}
+                v @ 1..=11 => return Ok(v as i64 - 1),
+                v => {
+                    if let Some(r) = Reason::ALL.get((v - 64) as usize) {
+                        return Err(*r);
+                    }
+                }
+            }
+        }
+        let out = self.verdict(index, job, name, now_ms).map(|(fit, snap)| {
+            matching::extender_score(matching::score(snap, job, &self.cfg, fit))
+        });
+        if let Some(c) = cell {
+            let v = match out {
+                Ok(s) => s.clamp(0, 10) as u8 + 1,
+                Err(r) => 64 + r as u8,
+            };
+            c.store(v, Ordering::Relaxed);
+        }
+        out
     }
 
     /// `filter`. Answers with `NodeNames` when asked with names, with a filtered
@@ -346,14 +389,15 @@ impl Extender {
                     target.push((n.clone(), Arc::clone(message)));
                 }
             }
-            JobCtx::Match(view) => {
+            JobCtx::Match { key, view } => {
                 let JobView::Match(job) = view.as_ref() else {
                     unreachable_refuse();
                     return FilterResult::default();
                 };
+                let memo = index.memo(key, view, now_ms);
                 let mut messages: [Option<Arc<str>>; N_REASONS] = Default::default();
                 for n in &names {
-                    match self.verdict(index, job, n, now_ms) {
+                    match self.decide(index, memo.as_deref(), job, n, now_ms) {
                         Ok(_) => {
                             n_passed += 1;
                             passed.push(true);
@@ -419,29 +463,26 @@ impl Extender {
     ) -> Vec<HostPriority<&'x str>> {
         let names = args.candidate_names();
         let ctx = self.job_ctx(index, args);
-        let job = match &ctx {
-            JobCtx::Match(v) => match v.as_ref() {
-                JobView::Match(j) => Some(j.as_ref()),
-                JobView::Refuse(_) => None,
+        let (job, memo) = match &ctx {
+            JobCtx::Match { key, view } => match view.as_ref() {
+                JobView::Match(j) => (Some(j.as_ref()), index.memo(key, view, now_ms)),
+                JobView::Refuse(_) => (None, None),
             },
             JobCtx::PassThrough => {
                 if let Some(m) = &self.metrics {
                     m.passthrough(Verb::Prioritize);
                 }
-                None
+                (None, None)
             }
-            JobCtx::AllFail { .. } => None,
+            JobCtx::AllFail { .. } => (None, None),
         };
         names
             .into_iter()
             .map(|host| {
                 let score = match job {
-                    Some(j) => match self.verdict(index, j, host, now_ms) {
-                        Ok((fit, snap)) => {
-                            matching::extender_score(matching::score(snap, j, &self.cfg, fit))
-                        }
-                        Err(_) => 0,
-                    },
+                    Some(j) => self
+                        .decide(index, memo.as_deref(), j, host, now_ms)
+                        .unwrap_or(0),
                     None => 0,
                 };
                 HostPriority { host, score }

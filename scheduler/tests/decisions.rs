@@ -282,3 +282,33 @@ fn pod_job_lookup() {
     let pod: Pod = serde_json::from_value(v).unwrap();
     assert!(convert::pod_job(&pod).is_none());
 }
+
+#[tokio::test]
+async fn memoized_answers_equal_fresh_ones() {
+    let state = testdata_state();
+    for job in ["llama-finetune", "us-only", "finished", "nope"] {
+        let b = body("ml-team", job);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let (_, f) = body_of(filter_bytes(&state, &b)).await;
+            let (_, p) = body_of(prioritize_bytes(&state, &b)).await;
+            answers.push((f, p));
+        }
+        // a fresh index (no memo) gives the same answers
+        let fresh = testdata_state();
+        let (_, p) = body_of(prioritize_bytes(&fresh, &b)).await;
+        let (_, f) = body_of(filter_bytes(&fresh, &b)).await;
+        answers.push((f, p));
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{job}");
+    }
+    let idx = state.cache.load();
+    let memo = idx.memo.lock().unwrap();
+    assert!(memo.contains_key("ml-team/llama-finetune"));
+    let m = &memo["ml-team/llama-finetune"];
+    let filled = m
+        .cells
+        .iter()
+        .filter(|c| c.load(std::sync::atomic::Ordering::Relaxed) != 0)
+        .count();
+    assert_eq!(filled, 10, "every cached node asked about once is memoized");
+}
