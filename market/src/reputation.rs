@@ -175,10 +175,71 @@ impl ReputationConfig {
     }
 }
 
+/// A sliding window of heartbeat slots (e.g. one per hour), the most recent
+/// [`UptimeWindow::SLOTS`] kept: the `uptime_ppm` input of [`ReputationInputs`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptimeWindow {
+    /// One bit per slot, the most recent in bit 0; 1 = online.
+    bits: u128,
+    /// Slots observed, at most `SLOTS`.
+    observed: u8,
+}
+
+impl UptimeWindow {
+    /// Slots in the window (128: a little over five days of hours).
+    pub const SLOTS: u32 = 128;
+
+    /// Records one slot.
+    pub fn record(&mut self, online: bool) {
+        self.bits = (self.bits << 1) | online as u128;
+        self.observed = (self.observed as u32 + 1).min(Self::SLOTS) as u8;
+    }
+
+    /// Slots observed so far (at most [`Self::SLOTS`]).
+    pub fn observed(&self) -> u32 {
+        self.observed as u32
+    }
+
+    /// Online slots / observed slots, ppm; `None` before the first slot.
+    pub fn uptime_ppm(&self) -> Option<u32> {
+        let n = self.observed as u32;
+        if n == 0 {
+            return None;
+        }
+        let mask = if n >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << n) - 1
+        };
+        Some(((self.bits & mask).count_ones() as u64 * 1_000_000 / n as u64) as u32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn uptime_window_slides() {
+        let mut w = UptimeWindow::default();
+        assert_eq!(w.uptime_ppm(), None);
+        for _ in 0..10 {
+            w.record(true);
+        }
+        for _ in 0..10 {
+            w.record(false);
+        }
+        assert_eq!(w.uptime_ppm(), Some(500_000));
+        for _ in 0..200 {
+            w.record(true);
+        }
+        assert_eq!(w.observed(), 128);
+        assert_eq!(w.uptime_ppm(), Some(1_000_000)); // the offline slots slid out
+        w.record(false);
+        assert_eq!(w.uptime_ppm(), Some(1_000_000 * 127 / 128));
+    }
 
     #[test]
     fn new_node_is_neutral_and_slashed_is_floor() {

@@ -25,7 +25,7 @@ use solgrid_market::ledger::{Account, Amount, Intent, Ledger, Movement, Op, Toke
 use solgrid_market::matching::{self, GpuGroup, JobRequirements, NodePhase, NodeSnapshot};
 use solgrid_market::money::{self, MoneyError};
 use solgrid_market::pricing::{QuoteRequest, Urgency};
-use solgrid_market::reputation::ReputationInputs;
+use solgrid_market::reputation::{ReputationInputs, UptimeWindow};
 use solgrid_market::settlement::{self, NodeUsage, SettlementInput};
 use solgrid_market::staking::{self, EligibilityInput, Recipient, RewardNode, StakeShare};
 
@@ -69,9 +69,8 @@ pub(crate) struct Node {
     pub jobs_failed: u32,
     pub ver_ok: u32,
     pub ver_failed: u32,
-    /// Online history, one bit per hour (most recent in bit 0), and hours observed.
-    pub history: u128,
-    pub observed: u32,
+    /// Online history, one slot per hour since the node joined.
+    pub uptime: UptimeWindow,
     /// GPU-ms busy in the current hour.
     pub busy_ms: u64,
     pub earned_compute_io: u128,
@@ -272,8 +271,7 @@ impl<L: Ledger + 'static> Sim<L> {
                     jobs_failed: 0,
                     ver_ok: 0,
                     ver_failed: 0,
-                    history: 0,
-                    observed: 0,
+                    uptime: UptimeWindow::default(),
                     busy_ms: 0,
                     earned_compute_io: 0,
                     earned_rewards_io: 0,
@@ -837,13 +835,11 @@ impl<L: Ledger + 'static> Sim<L> {
         for i in 0..self.nodes.len() {
             let n = &mut self.nodes[i];
             if !n.present || n.slashed || !n.online {
-                n.history <<= 1;
                 if n.present {
-                    n.observed = n.observed.saturating_add(1);
+                    n.uptime.record(false);
                 }
             } else {
-                n.history = (n.history << 1) | 1;
-                n.observed = n.observed.saturating_add(1);
+                n.uptime.record(true);
                 if n.cheater && self.rng.chance_ppm(self.cfg.detection_ppm) {
                     n.ver_failed += 1;
                     n.slashed = true;
@@ -871,17 +867,7 @@ impl<L: Ledger + 'static> Sim<L> {
                 }
             }
             let n = &self.nodes[i];
-            let observed = n.observed.min(128);
-            let uptime_ppm = if observed == 0 {
-                None
-            } else {
-                let mask = if observed >= 128 {
-                    u128::MAX
-                } else {
-                    (1u128 << observed) - 1
-                };
-                Some(((n.history & mask).count_ones() as u64 * 1_000_000 / observed as u64) as u32)
-            };
+            let uptime_ppm = n.uptime.uptime_ppm();
             let rep = self.cfg.reputation.score(&ReputationInputs {
                 uptime_ppm,
                 jobs_succeeded: n.jobs_ok,
