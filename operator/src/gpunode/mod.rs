@@ -433,11 +433,20 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
             .map(time_ms)
             .unwrap_or(now);
         let pname = verify::pod_name(&name, period_of(started, s.verify.period_ms));
-        let verdict = match pods.get_opt(&pname).await? {
-            None => Some(Verdict::Inconclusive {
+        let found = match pods.get_opt(&pname).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                // keep waiting; the rest of the status is still kept in step
+                tracing::warn!(gpunode = %name, error = %e, "reading the verification pod failed");
+                None
+            }
+        };
+        let verdict = match found {
+            None => None,
+            Some(None) => Some(Verdict::Inconclusive {
                 reason: "the verification pod disappeared".into(),
             }),
-            Some(p) => match verify::classify(&p, &s.verify, dominant, started, now) {
+            Some(Some(p)) => match verify::classify(&p, &s.verify, dominant, started, now) {
                 PodState::Running => None,
                 PodState::Verdict(v) => {
                     delete_pod = Some(pname.clone());
@@ -449,17 +458,24 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
                         limit_bytes: Some((s.verify.size * s.verify.size * 3 + 65_536) as i64),
                         ..Default::default()
                     };
-                    let log = pods.logs(&pname, &lp).await?;
-                    delete_pod = Some(pname.clone());
-                    let seed = fresh_seed(&g, g.verifier_seed);
-                    Some(verify::judge_log(
-                        &p,
-                        &log,
-                        &s.verify,
-                        dominant,
-                        duration_ms,
-                        seed,
-                    ))
+                    match pods.logs(&pname, &lp).await {
+                        Err(e) => {
+                            tracing::warn!(gpunode = %name, error = %e, "reading the verification log failed");
+                            None
+                        }
+                        Ok(log) => {
+                            delete_pod = Some(pname.clone());
+                            let seed = fresh_seed(&g, g.verifier_seed);
+                            Some(verify::judge_log(
+                                &p,
+                                &log,
+                                &s.verify,
+                                dominant,
+                                duration_ms,
+                                seed,
+                            ))
+                        }
+                    }
                 }
             },
         };
@@ -623,21 +639,32 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
         let vendor = st.gpus.first().map(|d| d.vendor).unwrap_or_default();
         let seed = fresh_seed(&g, g.challenge_seed);
         let p = verify::pod(&s.verify, &name, &node_name, vendor, period, seed);
-        match pods.create(&PostParams::default(), &p).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+        // a pod that cannot be created (quota, RBAC) does not hold the status back
+        let created = match pods.create(&PostParams::default(), &p).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 409 => true,
+            Err(e) => {
+                tracing::warn!(gpunode = %name, error = %e, "creating the verification pod failed");
+                events.push((
+                    true,
+                    "VerificationNotStarted",
+                    format!("the proof-of-work pod could not be created: {e}"),
+                ));
+                false
+            }
+        };
+        if created {
+            st.verification.last_run = Some(ms_time(now));
+            st.verification.last_result = Some("Running".into());
+            events.push((
+                false,
+                "VerificationStarted",
+                format!(
+                    "proof-of-work pod {} started",
+                    verify::pod_name(&name, period)
+                ),
+            ));
         }
-        st.verification.last_run = Some(ms_time(now));
-        st.verification.last_result = Some("Running".into());
-        events.push((
-            false,
-            "VerificationStarted",
-            format!(
-                "proof-of-work pod {} started",
-                verify::pod_name(&name, period)
-            ),
-        ));
     }
 
     // --- 5. conditions
