@@ -64,8 +64,8 @@ pub async fn install_crds(client: &Client) -> Result<Vec<String>> {
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f)?;
-        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text)
-            .with_context(|| format!("parsing {}", f.display()))?;
+        let crd: CustomResourceDefinition =
+            serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", f.display()))?;
         let name = crd.name_any();
         api.patch(
             &name,
@@ -137,7 +137,12 @@ pub async fn gpu_node(client: &Client) -> Result<String> {
     let node = nodes
         .items
         .iter()
-        .find(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
+        .find(|n| {
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false)
+        })
         .or(nodes.items.first())
         .ok_or_else(|| anyhow!("the cluster has no nodes"))?
         .name_any();

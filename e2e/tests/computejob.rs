@@ -42,7 +42,11 @@ async fn example_computejob_runs_and_settles() {
         },
     );
     gpunodes
-        .patch(&node, &PatchParams::apply("solgrid-e2e").force(), &Patch::Apply(&gn))
+        .patch(
+            &node,
+            &PatchParams::apply("solgrid-e2e").force(),
+            &Patch::Apply(&gn),
+        )
         .await
         .expect("GpuNode applied");
 
@@ -50,7 +54,11 @@ async fn example_computejob_runs_and_settles() {
     // finishes in seconds; a budget cap the default market can meet.
     let docs = example("computejob-llm-finetune.yaml").expect("example");
     let mut secret_v = docs.iter().find(|d| d["kind"] == "Secret").unwrap().clone();
-    let mut job_v = docs.iter().find(|d| d["kind"] == "ComputeJob").unwrap().clone();
+    let mut job_v = docs
+        .iter()
+        .find(|d| d["kind"] == "ComputeJob")
+        .unwrap()
+        .clone();
     secret_v["metadata"]["namespace"] = ns.clone().into();
     job_v["metadata"]["namespace"] = ns.clone().into();
     let image = std::env::var("SOLGRID_E2E_IMAGE").unwrap_or_else(|_| "busybox:1.36".into());
@@ -107,26 +115,36 @@ async fn example_computejob_runs_and_settles() {
     let operator = tokio::spawn(solgrid_operator::computejob::run(ctx.clone()));
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
     jobs.create(&PostParams::default(), &job).await.unwrap();
 
-    let mut seen = Vec::new();
-    let settled = wait_for(Duration::from_secs(300), || {
-        let jobs = jobs.clone();
-        let name = name.clone();
-        let seen = &mut seen;
-        async move {
-            let j = jobs.get(&name).await.ok()?;
-            let st = j.status?;
+    let mut seen: Vec<ComputeJobPhase> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let settled = loop {
+        if let Ok(j) = jobs.get(&name).await
+            && let Some(st) = j.status
+        {
             if seen.last() != Some(&st.phase) {
-                eprintln!("{name}: {:?} {}", st.phase, st.message.clone().unwrap_or_default());
+                eprintln!(
+                    "{name}: {:?} {}",
+                    st.phase,
+                    st.message.clone().unwrap_or_default()
+                );
                 seen.push(st.phase);
             }
-            (st.phase == ComputeJobPhase::Settled).then_some(st)
+            if st.phase == ComputeJobPhase::Settled {
+                break Some(st);
+            }
         }
-    })
-    .await;
+        if tokio::time::Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let Some(st) = settled else {
         operator.abort();
         panic!("the job did not settle in 300 s; phases seen: {seen:?}");
@@ -135,11 +153,16 @@ async fn example_computejob_runs_and_settles() {
     assert!(st.finalizers_free_check());
     assert_eq!(st.escrowed, 0);
     assert!(st.cost.paid > 0, "{:?}", st.cost);
-    assert_eq!(st.cost.paid, st.cost.received + st.cost.burned + st.cost.to_treasury);
+    assert_eq!(
+        st.cost.paid,
+        st.cost.received + st.cost.burned + st.cost.to_treasury
+    );
     let max = st.quote.as_ref().unwrap().max_cost;
     assert_eq!(st.cost.paid + st.cost.refunded, max);
     assert_eq!(
-        ledger.balance(&Account::Wallet(PROVIDER.into()), Token::Io).unwrap(),
+        ledger
+            .balance(&Account::Wallet(PROVIDER.into()), Token::Io)
+            .unwrap(),
         st.cost.received
     );
     assert_eq!(ledger.balance(&Account::Escrow, Token::Io).unwrap(), 0);
