@@ -69,6 +69,8 @@ pub struct CrashPoint {
     crashed: AtomicBool,
     steps: AtomicU64,
     fired_on: Mutex<Option<&'static str>>,
+    /// Count only steps of this operation (e.g. `"send"`).
+    only: Option<&'static str>,
 }
 
 /// The step at which a [`CrashPoint`] fired.
@@ -85,6 +87,20 @@ impl CrashPoint {
             crashed: AtomicBool::new(false),
             steps: AtomicU64::new(0),
             fired_on: Mutex::new(None),
+            only: None,
+        })
+    }
+    /// Crashes at the `nth` (1-based) call of operation `op` (`"send"`,
+    /// `"record_sent"`, ...; the names of the [`Ledger`] and [`SettlementStore`]
+    /// methods); `after`: that operation happens.
+    pub fn on_op(op: &'static str, nth: u64, after: bool) -> Arc<Self> {
+        Arc::new(Self {
+            left: AtomicU64::new(nth.max(1)),
+            after,
+            crashed: AtomicBool::new(false),
+            steps: AtomicU64::new(0),
+            fired_on: Mutex::new(None),
+            only: Some(op),
         })
     }
     pub fn never() -> Arc<Self> {
@@ -112,7 +128,7 @@ impl CrashPoint {
         }
         self.steps.fetch_add(1, Ordering::SeqCst);
         let left = self.left.load(Ordering::SeqCst);
-        if left == u64::MAX {
+        if left == u64::MAX || self.only.is_some_and(|o| o != name) {
             return op().map_err(Crashed::Inner);
         }
         let left = left - 1;
@@ -747,14 +763,20 @@ pub fn run_fault_scenario<T: FaultTarget>(
                 // the first round surely takes 2n + 6 steps (n lookups, n plans, one
                 // listing, prepare/record/send/status/record of a first tx): it
                 // always crashes, before everything is settled
-                let step = if round == 1 {
-                    rng.range(1, 2 * n + 6)
-                } else if rng.chance(1, 4) {
-                    rng.range(1, n)
+                if round > 1 && rng.chance(1, 4) {
+                    // the crash the protocol exists for: right after a send
+                    // landed, before its outcome was recorded
+                    CrashPoint::on_op("send", rng.range(1, 3), true)
                 } else {
-                    rng.range(n, 2 * n + 20)
-                };
-                CrashPoint::at(step, rng.chance(1, 2))
+                    let step = if round == 1 {
+                        rng.range(1, 2 * n + 6)
+                    } else if rng.chance(1, 4) {
+                        rng.range(1, n)
+                    } else {
+                        rng.range(n, 2 * n + 20)
+                    };
+                    CrashPoint::at(step, rng.chance(1, 2))
+                }
             } else {
                 CrashPoint::never()
             };
