@@ -42,7 +42,8 @@ test: tools
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	helm lint helm/solgrid
+	helm lint --strict helm/solgrid
+	for v in helm/solgrid/ci/*.yaml; do helm lint --strict helm/solgrid -f $$v; done
 
 fmt:
 	$(CARGO) fmt --all
@@ -53,6 +54,7 @@ crds:
 
 crds-check:
 	$(CARGO) run --quiet --locked -p solgrid-crds --bin crdgen -- --check
+	bash scripts/sync-chart-crds.sh --check
 
 demo:
 	$(CARGO) run --release --locked -p solgrid-sim -- --out $(DEMO_OUT) $(DEMO_ARGS)
@@ -65,7 +67,7 @@ e2e:
 	$(CARGO) test --locked -p solgrid-e2e -- --test-threads=1 --nocapture
 
 images:
-	bash scripts/build-images.sh
+	bash docker/build-images.sh
 
 clean:
 	$(CARGO) clean
