@@ -145,31 +145,46 @@ pub trait StatusWriter: Send {
     fn write(&mut self, status: &ComputeJobStatus) -> Result<(), JobStoreError>;
 }
 
-/// Applies the whole status with server-side apply (field manager, force).
+/// Applies the whole status with server-side apply (field manager, force), as a
+/// compare-and-swap on `resource_version` (updated from each response).
 pub struct ApiWriter {
     pub api: Api<ComputeJob>,
     pub name: String,
     pub field_manager: String,
     pub handle: tokio::runtime::Handle,
+    pub resource_version: Option<String>,
 }
 
-/// The server-side-apply body of a ComputeJob status.
-pub fn status_patch(status: &ComputeJobStatus) -> serde_json::Value {
-    json!({
+/// The server-side-apply body of a ComputeJob status. With `resource_version` the
+/// apply is a compare-and-swap: it fails with 409 Conflict when the job changed
+/// since that version, so a writer working from a stale copy (a lagging cache, or a
+/// replica that lost the lease) can never record a second transaction for a
+/// settlement another writer already recorded.
+pub fn status_patch(
+    status: &ComputeJobStatus,
+    resource_version: Option<&str>,
+) -> serde_json::Value {
+    let mut body = json!({
         "apiVersion": solgrid_crds::API_VERSION,
         "kind": "ComputeJob",
         "status": status,
-    })
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = json!({ "resourceVersion": rv });
+    }
+    body
 }
 
 impl StatusWriter for ApiWriter {
     fn write(&mut self, status: &ComputeJobStatus) -> Result<(), JobStoreError> {
-        let body = status_patch(status);
+        let body = status_patch(status, self.resource_version.as_deref());
         let pp = PatchParams::apply(&self.field_manager).force();
         let api = self.api.clone();
         let name = self.name.clone();
-        self.handle
+        let updated = self
+            .handle
             .block_on(async move { api.patch_status(&name, &pp, &Patch::Apply(&body)).await })?;
+        self.resource_version = updated.metadata.resource_version;
         Ok(())
     }
 }

@@ -701,3 +701,58 @@ async fn after_a_restart_a_landed_settlement_is_looked_up_not_resent() {
 async fn after_a_restart_an_unsent_settlement_is_rebuilt_once_expired() {
     restart_with_sent_settlement(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_writer_never_sends_the_escrow_twice() {
+    // The job changed since our copy (another writer, or a lagging cache): the
+    // compare-and-swap apply of the Sent record fails, and nothing is sent.
+    let env = env(OperatorConfig::default());
+    mint(&env, Account::Wallet(PAYER.into()), 1_000_000_000_000);
+    let mut srv = env.server;
+    let st = ComputeJobStatus {
+        phase: ComputeJobPhase::Quoted,
+        quote: Some(Quote {
+            price_per_gpu_hour: 1000,
+            max_cost: 5000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let j = job(1, Some(st), true);
+    let jj = j.clone();
+    let txs_before = env.ctx.ledger.embedded().unwrap().tx_count();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![]).await;
+        srv.expect("GET", &format!("/api/v1/namespaces/{NS}/secrets/alice-wallet"))
+            .await
+            .reply(
+                200,
+                serde_json::json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"alice-wallet","namespace":NS},
+                    "data":{"address": base64(PAYER)}}),
+            );
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["escrow"]["state"], "Planned");
+        let s = srv
+            .expect(
+                "PATCH",
+                &format!("/apis/solgrid.dev/v1alpha1/namespaces/{NS}/computejobs/{NAME}/status?"),
+            )
+            .await;
+        assert_eq!(s.body["status"]["escrow"]["state"], "Sent");
+        s.reply(
+            409,
+            serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,
+                "message":"the object has been modified; please apply your changes to the latest version and try again"}),
+        );
+        srv.done().await;
+    });
+    let r = reconcile(Arc::new(j), env.ctx.clone()).await;
+    assert!(
+        r.is_err(),
+        "a conflict is an error, retried from a fresh copy"
+    );
+    server.await.unwrap();
+    let l = env.ctx.ledger.embedded().unwrap();
+    assert_eq!(l.tx_count(), txs_before, "nothing was sent");
+    assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 0);
+}

@@ -207,6 +207,9 @@ struct Run<'a> {
     uid: String,
     st: ComputeJobStatus,
     now: DateTime<Utc>,
+    /// The job's resourceVersion as of our last read or write (status applies are
+    /// compare-and-swap on it).
+    rv: Option<String>,
 }
 
 impl Run<'_> {
@@ -244,9 +247,15 @@ impl Run<'_> {
     async fn write(&mut self) -> Result<()> {
         self.st.observed_generation = self.generation();
         let pp = PatchParams::apply(&self.ctx.config.field_manager).force();
-        self.api
-            .patch_status(&self.name, &pp, &Patch::Apply(&status_patch(&self.st)))
+        let updated = self
+            .api
+            .patch_status(
+                &self.name,
+                &pp,
+                &Patch::Apply(&status_patch(&self.st, self.rv.as_deref())),
+            )
             .await?;
+        self.rv = updated.metadata.resource_version;
         Ok(())
     }
 
@@ -285,6 +294,7 @@ pub async fn drive(job: &ComputeJob, ctx: &Context, deleting: bool) -> Result<Ou
         uid,
         st: job.status.clone().unwrap_or_default(),
         now: ctx.clock.now(),
+        rv: job.metadata.resource_version.clone(),
     };
     let deleting = deleting || job.metadata.deletion_timestamp.is_some();
 
@@ -971,6 +981,7 @@ async fn execute(
         name: r.name.clone(),
         field_manager: r.ctx.config.field_manager.clone(),
         handle: tokio::runtime::Handle::current(),
+        resource_version: r.rv.clone(),
     };
     let mut store = JobStore::new(
         r.uid.clone(),
@@ -1004,8 +1015,9 @@ async fn execute(
     })
     .await
     .map_err(|e| Error::Join(e.to_string()))?;
-    let (status, _) = store.into_parts();
+    let (status, writer) = store.into_parts();
     r.st = status;
+    r.rv = writer.resource_version;
     r.ctx
         .metrics
         .pending_settlements
