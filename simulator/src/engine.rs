@@ -627,16 +627,16 @@ impl<L: Ledger + 'static> Sim<L> {
                 n.online_since_ms = None;
                 n.offline_until = h + self.rng.range(1, 8);
                 self.outages += 1;
-                // Jobs on it fail now (provider-caused).
+                // Jobs on it fail now: provider-caused failures, on its record.
                 for &j in &self.running {
                     if let Some(run) = self.jobs[j as usize].run.as_mut()
                         && run.failed_at.is_none()
                         && run.placements.iter().any(|(p, _)| *p as usize == i)
                     {
                         run.failed_at = Some(now);
+                        n.jobs_failed += 1;
                     }
                 }
-                n.jobs_failed += 1;
             }
             self.set_phase(i);
         }
