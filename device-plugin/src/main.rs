@@ -38,8 +38,7 @@ fn main() -> std::process::ExitCode {
     }
     // One thread: the plugin's async work is light (gRPC with the kubelet,
     // /metrics, inventory), and NVML / sysfs health run on their own threads.
-    // On a busy node a current-thread runtime keeps Allocate's tail latency
-    // low (no cross-thread wake-ups): see benches/allocate.rs.
+    // benches/allocate.rs compares it with a multi-thread runtime.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
