@@ -13,6 +13,12 @@ use tracing::{error, info};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `solgrid-operator verify-worker --seed <u64> --size <n>`: the proof-of-work
+    // worker run by the verification pods (docs/staking.md)
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("verify-worker") {
+        std::process::exit(solgrid_operator::verification::worker_main(&args[2..]));
+    }
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
     let config = Arc::new(cli.resolve()?);
