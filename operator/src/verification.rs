@@ -541,7 +541,11 @@ pub fn worker_main(args: &[String]) -> i32 {
         start.elapsed().as_millis() as u64
     }) {
         Ok((line, summary)) => {
-            println!("{line}");
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                return 1;
+            }
             // the kubelet mounts it in a container; elsewhere, write nothing
             let path = std::path::Path::new("/dev/termination-log");
             if path.is_file() {
