@@ -123,9 +123,16 @@ impl LedgerHandle {
                         LedgerHandleError::Other(format!("creating {}: {e}", dir.display()))
                     })?;
                 }
+                // The block height also advances with the wall clock (as a chain's
+                // does), so a transaction recorded as sent but never sent expires
+                // and is rebuilt even when no other transaction arrives.
+                let config = EmbeddedConfig {
+                    block_time: Some(std::time::Duration::from_millis(400)),
+                    ..EmbeddedConfig::default()
+                };
                 Ok(LedgerHandle::Embedded(EmbeddedLedger::open(
                     &cfg.ledger_path,
-                    EmbeddedConfig::default(),
+                    config,
                 )?))
             }
         }

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use solgrid_operator::config::Cli;
-use solgrid_operator::context::{Caches, Context, LedgerHandle, SystemClock};
+use solgrid_operator::context::{Caches, Context, LedgerHandle, LedgerHandleError, SystemClock};
 use solgrid_operator::leader::{self, State};
 use solgrid_operator::metrics::Metrics;
 use std::sync::Arc;
@@ -34,9 +34,22 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let client = kube::Client::try_default().await?;
-    let ledger = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || LedgerHandle::from_config(&config)).await??
+    // With the embedded ledger, the journal file is locked by the replica that has
+    // it open (the leader, which has the volume): a standby waits for it here
+    // rather than crash-looping, and takes over when the leader's process ends.
+    let ledger = loop {
+        let cfg = config.clone();
+        match tokio::task::spawn_blocking(move || LedgerHandle::from_config(&cfg)).await? {
+            Ok(ledger) => break ledger,
+            Err(LedgerHandleError::Embedded(solgrid_ledger::LedgerError::Locked { path })) => {
+                info!(path = %path.display(), "ledger journal is held by another replica; waiting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     info!(ledger = ledger.kind(), "ledger opened");
     let caches = Caches::spawn(client.clone(), &config, shutdown.clone());
