@@ -19,6 +19,7 @@ pub mod error;
 pub mod gpunode;
 pub mod http;
 pub mod leader;
+pub mod market_gauges;
 pub mod metrics;
 pub mod rewards;
 pub mod settlement;
@@ -41,6 +42,7 @@ pub async fn run_controllers(ctx: Arc<Context>, token: CancellationToken) {
             gpunode::run(ctx.clone()),
             stake::run(ctx.clone()),
             rewards::run(ctx.clone()),
+            market_gauges::run(ctx.clone()),
         );
     };
     tokio::select! {

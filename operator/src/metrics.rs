@@ -40,6 +40,12 @@ pub struct Metrics {
     pub gang_timeouts: IntCounterVec,
     /// `solgrid_operator_is_leader`
     pub is_leader: IntGauge,
+    /// `solgrid_operator_gpunodes{phase}`: GpuNodes by phase.
+    pub gpunodes_by_phase: IntGaugeVec,
+    /// `solgrid_operator_gpus{model,state}`: GPUs allocated/idle (Active nodes) and unhealthy.
+    pub gpus: IntGaugeVec,
+    /// `solgrid_operator_market_price_micro_usd{model}`: the quote of one GPU-hour now.
+    pub market_price: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -153,6 +159,26 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(is_leader.clone()))
             .expect("unique metric");
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let gpunodes_by_phase = gauge_vec(
+            "solgrid_operator_gpunodes",
+            "GpuNodes by phase (from the cache)",
+            &["phase"],
+        );
+        let gpus = gauge_vec(
+            "solgrid_operator_gpus",
+            "GPUs of Active nodes allocated or idle, and unhealthy GPUs, by model",
+            &["model", "state"],
+        );
+        let market_price = gauge_vec(
+            "solgrid_operator_market_price_micro_usd",
+            "Quote of one GPU-hour now (normal urgency, one GPU), micro-USD, by model",
+            &["model"],
+        );
         Self {
             registry: r,
             reconciles,
@@ -169,6 +195,9 @@ impl Metrics {
             ledger_errors,
             gang_timeouts,
             is_leader,
+            gpunodes_by_phase,
+            gpus,
+            market_price,
         }
     }
 
