@@ -35,9 +35,8 @@ tools:
 ## whatever it is told, so it must never see a real one).
 test: tools
 	$(CARGO) test --workspace --locked --no-run
-	export SOLGRID_VALIDATOR="$$(bash scripts/install-validator.sh)" SOLGRID_REQUIRE_VALIDATOR=1; \
-	bash scripts/test-in-netns.sh $(CARGO) test --workspace --exclude solgrid-solana --locked --offline && \
-	bash scripts/test-in-netns.sh $(CARGO) test -p solgrid-solana --locked --offline -- --test-threads=1
+	SOLGRID_VALIDATOR="$$(bash scripts/install-validator.sh)" SOLGRID_REQUIRE_VALIDATOR=1 \
+	bash scripts/test-in-netns.sh $(CARGO) test --workspace --locked --offline
 
 lint:
 	$(CARGO) fmt --all -- --check
