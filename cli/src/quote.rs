@@ -3,7 +3,7 @@
 //! and `solgrid_market::fees`, with the supply of the job's GPU class read from the
 //! cluster's GpuNodes.
 
-use solgrid_crds::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, PaymentToken, Urgency};
+use solgrid_crds::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor};
 use solgrid_market::fees::{EscrowAmount, FeeConfig, escrow_max_cost};
 use solgrid_market::pricing::{self, PricingConfig, QuoteRequest};
 use solgrid_market::{GpuModel, Token};
@@ -12,10 +12,7 @@ use solgrid_market::{GpuModel, Token};
 /// knows for its vendor, or the vendor's default class (the operator's defaults:
 /// `rtx-4090` for NVIDIA, `apple-m2` for Apple).
 pub fn target_model(spec: &ComputeJobSpec) -> Result<GpuModel, String> {
-    let vendor = match spec.gpus.vendor {
-        GpuVendor::Nvidia => solgrid_market::GpuVendor::Nvidia,
-        GpuVendor::Apple => solgrid_market::GpuVendor::Apple,
-    };
+    let vendor: solgrid_market::GpuVendor = spec.gpus.vendor.into();
     if spec.gpus.models.is_empty() {
         return Ok(match spec.gpus.vendor {
             GpuVendor::Nvidia => GpuModel::Rtx4090,
@@ -71,22 +68,6 @@ pub fn supply<'a>(model: GpuModel, nodes: impl IntoIterator<Item = &'a GpuNode>)
     s
 }
 
-fn token(t: PaymentToken) -> Token {
-    match t {
-        PaymentToken::Io => Token::Io,
-        PaymentToken::Usdc => Token::Usdc,
-    }
-}
-
-fn urgency(u: Urgency) -> pricing::Urgency {
-    match u {
-        Urgency::Low => pricing::Urgency::Low,
-        Urgency::Normal => pricing::Urgency::Normal,
-        Urgency::High => pricing::Urgency::High,
-        Urgency::Critical => pricing::Urgency::Critical,
-    }
-}
-
 /// A quote with the numbers behind it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobQuote {
@@ -106,13 +87,13 @@ pub fn quote_job(
 ) -> Result<JobQuote, String> {
     let model = target_model(spec)?;
     let supply = supply(model, nodes);
-    let t = token(spec.payment_token);
+    let t: Token = spec.payment_token.into();
     let max_duration_ms = spec.max_duration_seconds.saturating_mul(1000);
     let q = pricing_cfg
         .quote(&QuoteRequest {
             model,
             token: t,
-            urgency: urgency(spec.urgency),
+            urgency: spec.urgency.into(),
             gpus_per_worker: spec.gpus.count,
             workers: spec.workers,
             min_vram_mib: spec.gpus.min_vram_mib,

@@ -15,6 +15,7 @@
 pub mod common;
 pub mod computejob;
 pub mod gpunode;
+pub mod market;
 pub mod stakeposition;
 pub mod validate;
 

@@ -31,14 +31,6 @@ use solgrid_market::ledger::{Account, Intent, Movement, Op, Token};
 /// `to` of the refund line in `JobSettlement::payouts`.
 pub const REFUND: &str = "refund";
 
-/// The market token of a CRD payment token.
-pub fn token(t: PaymentToken) -> Token {
-    match t {
-        PaymentToken::Io => Token::Io,
-        PaymentToken::Usdc => Token::Usdc,
-    }
-}
-
 /// The escrow intent of a job, rebuilt from its status (`None` until quoted and
 /// the payer known).
 pub fn escrow_intent(uid: &str, status: &ComputeJobStatus, t: PaymentToken) -> Option<Intent> {
@@ -47,7 +39,7 @@ pub fn escrow_intent(uid: &str, status: &ComputeJobStatus, t: PaymentToken) -> O
     Some(solgrid_market::settlement::escrow_intent(
         uid,
         payer,
-        token(t),
+        Token::from(t),
         quote.max_cost,
     ))
 }
@@ -55,7 +47,7 @@ pub fn escrow_intent(uid: &str, status: &ComputeJobStatus, t: PaymentToken) -> O
 /// The intent of a recorded settlement: provider transfers (one per `payouts`
 /// line that is not the refund), the burn, the treasury transfer, the refund.
 pub fn settlement_intent(s: &JobSettlement, payer: &str, t: PaymentToken) -> Intent {
-    let token = token(t);
+    let token = Token::from(t);
     let mut movements = Vec::with_capacity(s.payouts.len() + 2);
     for p in s.payouts.iter().filter(|p| p.to != REFUND) {
         movements.push(Movement {

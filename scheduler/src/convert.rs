@@ -56,13 +56,6 @@ pub fn node_condition(node: &Node) -> NodeCondition {
     NodeCondition { ready, cordoned }
 }
 
-fn vendor(v: solgrid_crds::GpuVendor) -> GpuVendor {
-    match v {
-        solgrid_crds::GpuVendor::Nvidia => GpuVendor::Nvidia,
-        solgrid_crds::GpuVendor::Apple => GpuVendor::Apple,
-    }
-}
-
 fn phase(p: GpuNodePhase) -> NodePhase {
     match p {
         GpuNodePhase::Pending => NodePhase::Pending,
@@ -98,7 +91,7 @@ pub fn node_snapshot(gn: &GpuNode) -> NodeSnapshot {
         let Some(model) = GpuModel::parse(&d.model) else {
             continue;
         };
-        if model.vendor() != vendor(d.vendor) {
+        if model.vendor() != GpuVendor::from(d.vendor) {
             continue;
         }
         let healthy = u32::from(d.health == GpuHealth::Healthy);
@@ -177,7 +170,7 @@ pub fn job_view(job: &ComputeJob, cfg: &MarketConfig) -> JobView {
     let mut unknown = Vec::new();
     for m in &spec.gpus.models {
         match GpuModel::parse(m) {
-            Some(model) if model.vendor() == vendor(spec.gpus.vendor) => {
+            Some(model) if model.vendor() == GpuVendor::from(spec.gpus.vendor) => {
                 models = models.with(model)
             }
             Some(model) => unknown.push(format!("{m} (a {} GPU)", model.vendor())),
@@ -195,10 +188,7 @@ pub fn job_view(job: &ComputeJob, cfg: &MarketConfig) -> JobView {
         Some(q) => (q.price_per_gpu_hour, q.token),
         None => (spec.max_price_per_gpu_hour, spec.payment_token),
     };
-    let token = match token {
-        solgrid_crds::PaymentToken::Io => Token::Io,
-        solgrid_crds::PaymentToken::Usdc => Token::Usdc,
-    };
+    let token = Token::from(token);
     // An unconvertible price (zero rate, overflow) checks no floor rather than
     // refusing every node; the operator's quote already respected floors.
     let price_micro_usd = cfg
@@ -207,7 +197,7 @@ pub fn job_view(job: &ComputeJob, cfg: &MarketConfig) -> JobView {
         .to_micro_usd(amount)
         .unwrap_or(u64::MAX);
     JobView::Match(Box::new(JobRequirements {
-        vendor: Some(vendor(spec.gpus.vendor)),
+        vendor: Some(spec.gpus.vendor.into()),
         models,
         min_vram_mib: spec.gpus.min_vram_mib,
         gpus_per_worker: spec.gpus.count.max(1),

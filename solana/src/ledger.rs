@@ -14,6 +14,7 @@ use solana_rpc_client_api::client_error::{
 };
 use solana_rpc_client_api::config::RpcSendTransactionConfig;
 use solana_rpc_client_api::request::RpcError;
+use solana_rpc_client_api::response::RpcConfirmedTransactionStatusWithSignature;
 use solana_signature::Signature;
 use solana_signer::Signer;
 use solana_transaction::versioned::VersionedTransaction;
@@ -734,47 +735,39 @@ impl SolanaLedger {
     /// recorded: only conclusive once no transaction prepared before the question
     /// can still land (see docs/solana.md, "Recovery without a recorded signature").
     pub fn find_by_key(&self, key: &str, history: usize) -> Result<Option<String>, SolanaError> {
-        let authority = self.authority.pubkey();
-        let mut before = None;
-        let mut seen = 0;
-        while seen < history {
-            let limit = (history - seen).min(1000);
-            let page = self.rpc.call("getSignaturesForAddress", |c| {
-                c.get_signatures_for_address_with_config(
-                    &authority,
-                    GetConfirmedSignaturesForAddress2Config {
-                        before,
-                        until: None,
-                        limit: Some(limit),
-                        commitment: Some(self.commitment()),
-                    },
-                )
-            })?;
-            if page.is_empty() {
-                break;
+        let mut found = None;
+        self.for_each_successful(history, |s| {
+            if s.memo.as_deref().is_some_and(|m| memo_has_key(m, key)) {
+                found = Some(s.signature.clone());
             }
-            seen += page.len();
-            for s in &page {
-                if s.err.is_none() && s.memo.as_deref().is_some_and(|m| memo_has_key(m, key)) {
-                    return Ok(Some(s.signature.clone()));
-                }
-            }
-            before = page
-                .last()
-                .and_then(|s| Signature::from_str(&s.signature).ok());
-            if page.len() < limit {
-                break;
-            }
-        }
-        Ok(None)
+            found.is_none()
+        })?;
+        Ok(found)
     }
 
     /// How many successful transactions in the authority's recent history (up to
     /// `history` of them) carried each memo: an on-chain audit that every idempotency
     /// key landed exactly once.
     pub fn key_counts(&self, history: usize) -> Result<HashMap<String, usize>, SolanaError> {
-        let authority = self.authority.pubkey();
         let mut counts = HashMap::new();
+        self.for_each_successful(history, |s| {
+            for key in s.memo.as_deref().map(memo_texts).unwrap_or_default() {
+                *counts.entry(key.to_string()).or_insert(0) += 1;
+            }
+            true
+        })?;
+        Ok(counts)
+    }
+
+    /// Walks the successful transactions of the authority's recent history (up to
+    /// `history` of them, newest first, a page of at most 1,000 per RPC call) until
+    /// `visit` returns `false`.
+    fn for_each_successful(
+        &self,
+        history: usize,
+        mut visit: impl FnMut(&RpcConfirmedTransactionStatusWithSignature) -> bool,
+    ) -> Result<(), SolanaError> {
+        let authority = self.authority.pubkey();
         let mut before = None;
         let mut seen = 0;
         while seen < history {
@@ -795,8 +788,8 @@ impl SolanaLedger {
             }
             seen += page.len();
             for s in page.iter().filter(|s| s.err.is_none()) {
-                for key in s.memo.as_deref().map(memo_texts).unwrap_or_default() {
-                    *counts.entry(key.to_string()).or_insert(0) += 1;
+                if !visit(s) {
+                    return Ok(());
                 }
             }
             before = page
@@ -806,7 +799,7 @@ impl SolanaLedger {
                 break;
             }
         }
-        Ok(counts)
+        Ok(())
     }
 
     fn send_signed(&self, tx: &VersionedTransaction) -> Result<(), SolanaError> {

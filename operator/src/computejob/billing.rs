@@ -5,7 +5,7 @@
 //! `gpus.count` GPUs on its node over that interval. Usage is GPU-milliseconds per
 //! node; a period's usage is the overlap of the run with the period.
 
-use crate::settlement::{REFUND, settlement_intent, token};
+use crate::settlement::{REFUND, settlement_intent};
 use solgrid_crds::{
     ComputeJobSpec, ComputeJobStatus, CostBreakdown, JobSettlement, LedgerRecord, NodeUsage,
     Payout, SettlementState,
@@ -149,7 +149,7 @@ pub fn plan(
         &SettlementInput {
             job_uid: uid,
             period: index,
-            token: token(spec.payment_token),
+            token: spec.payment_token.into(),
             price_per_gpu_hour: quote.price_per_gpu_hour,
             payer_wallet: payer,
             escrow_remaining,

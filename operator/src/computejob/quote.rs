@@ -2,12 +2,11 @@
 //! (utilization and provider floors of the GPU class).
 
 use crate::conditions;
-use crate::settlement::token;
 use chrono::{DateTime, Utc};
-use solgrid_crds::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, Quote, Urgency};
+use solgrid_crds::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, Quote};
 use solgrid_market::GpuModel;
 use solgrid_market::fees::{FeeConfig, escrow_max_cost};
-use solgrid_market::pricing::{self, PricingConfig, QuoteRequest};
+use solgrid_market::pricing::{PricingConfig, QuoteRequest};
 
 /// The GPU class a job is quoted for: the first model it allows that the market
 /// knows (for the job's vendor), or the configured default of its vendor.
@@ -22,10 +21,7 @@ pub fn target_model(
             GpuVendor::Apple => default_apple,
         });
     }
-    let vendor = match spec.gpus.vendor {
-        GpuVendor::Nvidia => solgrid_market::GpuVendor::Nvidia,
-        GpuVendor::Apple => solgrid_market::GpuVendor::Apple,
-    };
+    let vendor: solgrid_market::GpuVendor = spec.gpus.vendor.into();
     spec.gpus
         .models
         .iter()
@@ -103,15 +99,6 @@ impl SupplyIndex {
     }
 }
 
-fn urgency(u: Urgency) -> pricing::Urgency {
-    match u {
-        Urgency::Low => pricing::Urgency::Low,
-        Urgency::Normal => pricing::Urgency::Normal,
-        Urgency::High => pricing::Urgency::High,
-        Urgency::Critical => pricing::Urgency::Critical,
-    }
-}
-
 /// The outcome of quoting.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QuoteOutcome {
@@ -131,13 +118,13 @@ pub fn quote(
     fees: &FeeConfig,
     now: DateTime<Utc>,
 ) -> Result<QuoteOutcome, String> {
-    let t = token(spec.payment_token);
+    let t = spec.payment_token.into();
     let max_duration_ms = spec.max_duration_seconds.saturating_mul(1000);
     let q = pricing_cfg
         .quote(&QuoteRequest {
             model,
             token: t,
-            urgency: urgency(spec.urgency),
+            urgency: spec.urgency.into(),
             gpus_per_worker: spec.gpus.count,
             workers: spec.workers,
             min_vram_mib: spec.gpus.min_vram_mib,
