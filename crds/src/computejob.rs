@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "ComputeJob",
     plural = "computejobs",
-    shortname = "cj",
+    shortname = "cjob",
     category = "solgrid",
     namespaced,
     status = "ComputeJobStatus",
@@ -253,6 +253,10 @@ pub struct WorkerStatus {
     /// The pod's phase.
     #[serde(default)]
     pub phase: String,
+    /// The node's payout wallet, snapshotted when the job started: a later change of
+    /// the GpuNode's `spec.payoutWallet` never redirects money already earned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_wallet: Option<String>,
 }
 
 /// GPU time a node delivered to the job.
@@ -340,6 +344,16 @@ pub struct ComputeJobStatus {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,
+    /// When a running job ends at the latest: `startTime + maxDurationSeconds`. A
+    /// shorter `maxDurationSeconds` seen while the job runs moves it to no earlier
+    /// than the moment the operator observed the change, so time already used is
+    /// always billed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Time>,
+    /// The `maxDurationSeconds` that `deadline` was last computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub deadline_duration_seconds: Option<u64>,
     /// GPU-seconds used so far.
     #[serde(default)]
     pub gpu_seconds: u64,

@@ -24,23 +24,79 @@ pub use computejob::*;
 pub use gpunode::*;
 pub use stakeposition::*;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// The API group.
 pub const GROUP: &str = "solgrid.dev";
 /// The API version.
 pub const VERSION: &str = "v1alpha1";
+/// Node label the operator keeps equal to its GpuNode's market state (phase,
+/// reputation, eligibility), so that kube-scheduler retries waiting workers when
+/// a node becomes usable (a Node label change is a cluster event it acts on).
+pub const LABEL_MARKET_STATE: &str = "solgrid.dev/market-state";
 /// `apiVersion` of every solgrid object.
 pub const API_VERSION: &str = "solgrid.dev/v1alpha1";
 
 /// Every CRD of the API, with the file name `crdgen` writes it to.
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("gpunode.yaml", GpuNode::crd()),
-        ("computejob.yaml", ComputeJob::crd()),
-        ("stakeposition.yaml", StakePosition::crd()),
+        ("gpunode.yaml", served(GpuNode::crd())),
+        ("computejob.yaml", served(ComputeJob::crd())),
+        ("stakeposition.yaml", served(StakePosition::crd())),
     ]
+}
+
+/// The integer and number formats the API server knows (OpenAPI's own plus the
+/// ones Kubernetes registers); schemars also writes `uint64`, `uint32`, `uint16`
+/// and `uint8`, which every `kubectl apply` then warns about (`unrecognized
+/// format`). Bounds carry the meaning of those (`minimum: 0`), so they are dropped.
+pub const KNOWN_FORMATS: &[&str] = &[
+    "int32", "int64", "float", "double", "byte", "binary", "date", "date-time",
+    "duration", "password", "uuid", "email", "hostname", "ipv4", "ipv6", "cidr",
+    "mac", "uri", "bsonobjectid", "isbn", "isbn10", "isbn13", "creditcard", "ssn",
+    "hexcolor", "rgbcolor",
+];
+
+/// A CRD as it is served: generated, with formats the API server does not know
+/// removed from every schema.
+pub fn served(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for v in &mut crd.spec.versions {
+        if let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            strip_unknown_formats(schema);
+        }
+    }
+    crd
+}
+
+fn strip_unknown_formats(s: &mut JSONSchemaProps) {
+    if s.format.as_deref().is_some_and(|f| !KNOWN_FORMATS.contains(&f)) {
+        s.format = None;
+    }
+    let children = s
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(s.pattern_properties.iter_mut().flat_map(|p| p.values_mut()))
+        .chain(s.definitions.iter_mut().flat_map(|p| p.values_mut()))
+        .chain(s.all_of.iter_mut().flatten())
+        .chain(s.any_of.iter_mut().flatten())
+        .chain(s.one_of.iter_mut().flatten())
+        .chain(s.not.iter_mut().map(|b| b.as_mut()));
+    for c in children {
+        strip_unknown_formats(c);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(b)) = s.items.as_mut() {
+        strip_unknown_formats(b);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schemas(v)) = s.items.as_mut() {
+        v.iter_mut().for_each(strip_unknown_formats);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(b)) = s.additional_properties.as_mut() {
+        strip_unknown_formats(b);
+    }
 }
 
 /// The YAML of one CRD exactly as `crdgen` writes it (a header, then the document).

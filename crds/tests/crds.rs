@@ -41,7 +41,7 @@ fn names_scope_and_subresources() {
     assert_eq!(cj.spec.scope, "Namespaced");
     assert_eq!(
         cj.spec.names.short_names.as_deref(),
-        Some(&["cj".to_string()][..])
+        Some(&["cjob".to_string()][..])
     );
     let sp = StakePosition::crd();
     assert_eq!(sp.spec.scope, "Namespaced");
@@ -62,6 +62,43 @@ fn names_scope_and_subresources() {
             "{} lacks /status",
             crd.spec.names.kind
         );
+    }
+}
+
+/// Short names of the resources a v1.36 API server serves (`kubectl api-resources`):
+/// a CRD short name among them would shadow, or be shadowed by, a built-in one
+/// (`cj` is batch/v1 CronJob's, so `kubectl get cj` never listed a ComputeJob).
+const BUILTIN_SHORT_NAMES: &[&str] = &[
+    "cs", "cm", "ep", "ev", "limits", "ns", "no", "pvc", "pv", "po", "rc", "quota", "sa", "svc",
+    "crd", "crds", "ds", "deploy", "rs", "sts", "hpa", "cj", "csr", "ing", "netpol", "pdb", "pc",
+    "sc", "ipa", "cidr", "eps", "vap", "vapb", "mwh", "vwh", "psp", "rcs", "rct", "dc", "dr",
+    "drc", "pdc", "rsd", "sgi", "sgs", "va",
+];
+
+#[test]
+fn short_names_do_not_collide_with_builtin_resources() {
+    for (_, crd) in all_crds() {
+        for s in crd.spec.names.short_names.iter().flatten() {
+            assert!(
+                !BUILTIN_SHORT_NAMES.contains(&s.as_str()),
+                "{}: short name {s} is a built-in resource's",
+                crd.spec.names.kind
+            );
+        }
+    }
+}
+
+#[test]
+fn served_schemas_carry_only_formats_the_api_server_knows() {
+    for (file, crd) in all_crds() {
+        let yaml = solgrid_crds::crd_yaml(&crd).unwrap();
+        for line in yaml.lines().filter(|l| l.trim_start().starts_with("format: ")) {
+            let f = line.trim_start().trim_start_matches("format: ").trim();
+            assert!(
+                solgrid_crds::KNOWN_FORMATS.contains(&f),
+                "{file}: format {f} is unknown to the API server (kubectl apply warns)"
+            );
+        }
     }
 }
 
@@ -172,7 +209,9 @@ fn every_integer_is_bounded_below() {
             check(items, &format!("{path}[]"), out);
         }
     }
-    for (_, crd) in all_crds() {
+    // the generated schemas (before `served` drops the uint formats), so that every
+    // u64/u32/u16 field is found
+    for crd in [GpuNode::crd(), ComputeJob::crd(), StakePosition::crd()] {
         let schema = serde_json::to_value(
             crd.spec.versions[0]
                 .schema
