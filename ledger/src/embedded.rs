@@ -4,6 +4,7 @@
 //! See `docs/ledger.md` for the file format and the crash semantics.
 
 use crate::txsize;
+use crate::wallet::{self, KeypairError, WalletKeypair};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 use solgrid_market::ledger::{
@@ -13,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Solana's window: a blockhash is valid for about 150 blocks.
 pub const DEFAULT_VALIDITY_WINDOW: u64 = 150;
@@ -63,6 +64,12 @@ pub struct EmbeddedConfig {
     /// it, which keeps tests and simulations deterministic. A long-running process
     /// whose store keeps no payloads (the operator) should set it.
     pub block_time: Option<std::time::Duration>,
+    /// Whether moving tokens out of a wallet needs the wallet owner's ed25519
+    /// signature over the intent (see [`crate::wallet`]): `true` (the default, and
+    /// what the operator always uses) means an address alone moves nothing. `false`
+    /// only for simulations and tests whose wallets are names rather than keys;
+    /// signatures that are present are verified either way.
+    pub require_wallet_signatures: bool,
 }
 
 impl Default for EmbeddedConfig {
@@ -74,6 +81,7 @@ impl Default for EmbeddedConfig {
             usdc_decimals: 6,
             fsync: FsyncPolicy::Always,
             block_time: None,
+            require_wallet_signatures: true,
         }
     }
 }
@@ -126,6 +134,24 @@ pub enum LedgerError {
     SignatureMismatch(String),
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// Moving tokens out of `wallet` needs its owner's signature and no keypair
+    /// for it is registered ([`EmbeddedLedger::add_signer`]).
+    #[error(
+        "intent {key}: moving tokens out of wallet {wallet} needs its owner's signature, and no keypair is registered for it"
+    )]
+    MissingSigner { key: String, wallet: String },
+    /// A debit of `wallet` without a valid signature by its owner: nothing lands.
+    #[error("intent {key}: debit of wallet {wallet} refused: {reason}")]
+    Unauthorized {
+        key: String,
+        wallet: String,
+        reason: &'static str,
+    },
+    #[error(transparent)]
+    Keypair(#[from] KeypairError),
+    /// A grant (admin funding) landed but failed: nothing moved.
+    #[error("grant {key} failed: {reason}")]
+    GrantFailed { key: String, reason: String },
 }
 
 /// The outcome of a landed transaction.
@@ -159,6 +185,32 @@ struct Payload {
     lvbh: u64,
     nonce: u64,
     intents: Vec<Intent>,
+    /// The wallet owners' signatures of the intents that debit wallets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    auth: Vec<WalletSig>,
+}
+
+/// A wallet owner's signature of one intent ([`wallet::intent_message`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletSig {
+    /// The intent's index in the transaction.
+    pub i: usize,
+    /// The debited wallet (its address is its public key).
+    pub w: String,
+    /// The ed25519 signature, base58.
+    pub s: String,
+}
+
+/// What [`EmbeddedLedger::grant`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantReceipt {
+    /// The transaction that minted the grant.
+    pub signature: String,
+    /// Its position in the journal (1-based) and the block height it landed at.
+    pub seq: u64,
+    pub height: u64,
+    /// `true` when the key had already been granted: this call moved nothing.
+    pub replayed: bool,
 }
 
 /// The effect of a transaction: new balances of the touched (account, token) pairs
@@ -177,6 +229,9 @@ enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         err: Option<String>,
         intents: Vec<Intent>,
+        /// The wallet owners' signatures (only when an intent debits a wallet).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        auth: Vec<WalletSig>,
     },
     /// The block height advanced by `n` with no transaction.
     Tick { n: u64 },
@@ -214,6 +269,11 @@ struct State {
 pub struct EmbeddedLedger {
     config: EmbeddedConfig,
     state: Mutex<State>,
+    /// Wallet keypairs registered to sign debits of their wallets (in memory only;
+    /// never journaled, never logged), by address.
+    signers: RwLock<HashMap<String, Arc<WalletKeypair>>>,
+    /// Serializes [`EmbeddedLedger::grant`] (look-up of the key, then mint).
+    grants: Mutex<()>,
 }
 
 fn token_index(token: Token) -> usize {
@@ -280,6 +340,48 @@ fn validate_intents(intents: &[Intent]) -> Result<(), LedgerError> {
                 }
                 Op::Burn { from, .. } => validate_account(from)?,
                 Op::Mint { to, .. } => validate_account(to)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the wallet owners' signatures of `intents`: every signature present must
+/// be by a wallet its intent debits and verify; with `require`, every debited
+/// wallet must have signed. Nothing lands when this fails.
+fn check_auth(intents: &[Intent], auth: &[WalletSig], require: bool) -> Result<(), LedgerError> {
+    let mut signed: HashSet<(usize, &str)> = HashSet::with_capacity(auth.len());
+    for a in auth {
+        let Some(intent) = intents.get(a.i) else {
+            return Err(LedgerError::BadPayload(format!(
+                "signature for intent #{} of {}",
+                a.i,
+                intents.len()
+            )));
+        };
+        if !wallet::debited_wallets(intent).contains(a.w.as_str()) {
+            return Err(LedgerError::BadPayload(format!(
+                "intent {}: signature by wallet {}, which it does not debit",
+                intent.key, a.w
+            )));
+        }
+        wallet::verify_intent(&a.w, intent, &a.s).map_err(|reason| LedgerError::Unauthorized {
+            key: intent.key.clone(),
+            wallet: a.w.clone(),
+            reason,
+        })?;
+        signed.insert((a.i, a.w.as_str()));
+    }
+    if require {
+        for (i, intent) in intents.iter().enumerate() {
+            for w in wallet::debited_wallets(intent) {
+                if !signed.contains(&(i, w)) {
+                    return Err(LedgerError::Unauthorized {
+                        key: intent.key.clone(),
+                        wallet: w.to_string(),
+                        reason: "no signature by the wallet's owner (an address alone moves nothing)",
+                    });
+                }
             }
         }
     }
@@ -439,6 +541,8 @@ impl EmbeddedLedger {
         Ok(Self {
             config,
             state: Mutex::new(State::empty(None)),
+            signers: RwLock::new(HashMap::new()),
+            grants: Mutex::new(()),
         })
     }
 
@@ -486,6 +590,8 @@ impl EmbeddedLedger {
         Ok(Self {
             config,
             state: Mutex::new(state),
+            signers: RwLock::new(HashMap::new()),
+            grants: Mutex::new(()),
         })
     }
 
@@ -527,6 +633,7 @@ impl EmbeddedLedger {
                     sig,
                     err,
                     intents,
+                    auth,
                 } => {
                     let expected_seq = state.log.len() as u64 + 1;
                     if seq != expected_seq {
@@ -548,6 +655,11 @@ impl EmbeddedLedger {
                         return Err(corrupt(line, format!("signature {sig} appears twice")));
                     }
                     validate_intents(&intents).map_err(|e| corrupt(line, e.to_string()))?;
+                    // signatures recorded are checked again (older records carry none)
+                    if !auth.is_empty() {
+                        check_auth(&intents, &auth, false)
+                            .map_err(|e| corrupt(line, e.to_string()))?;
+                    }
                     let outcome = match err {
                         None => {
                             let (overlay, supply) = state
@@ -666,6 +778,145 @@ impl EmbeddedLedger {
         Ok((tx.signature, status))
     }
 
+    /// Registers a wallet's keypair so that [`Ledger::prepare`] signs movements out
+    /// of that wallet (escrow funding, stake lock); returns its address. Kept in
+    /// memory only. Replaces an earlier keypair of the same wallet (the same key).
+    pub fn add_signer(&self, keypair: WalletKeypair) -> String {
+        let address = keypair.address();
+        self.signers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(address.clone(), Arc::new(keypair));
+        address
+    }
+
+    /// Registers a wallet's keypair from a Secret's bytes (the Solana CLI JSON array
+    /// of 64 bytes, or the raw 64 bytes); returns its address. Errors never echo
+    /// the bytes.
+    pub fn add_signer_bytes(&self, secret: &[u8]) -> Result<String, LedgerError> {
+        Ok(self.add_signer(WalletKeypair::from_secret_bytes(secret)?))
+    }
+
+    /// Forgets a wallet's keypair; returns whether one was registered.
+    pub fn remove_signer(&self, wallet: &str) -> bool {
+        self.signers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(wallet)
+            .is_some()
+    }
+
+    pub fn has_signer(&self, wallet: &str) -> bool {
+        self.signers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(wallet)
+    }
+
+    /// Signs every wallet debit of `intents` with the registered keypairs.
+    fn sign_debits(&self, intents: &[Intent]) -> Result<Vec<WalletSig>, LedgerError> {
+        let mut auth = Vec::new();
+        let mut registry = None;
+        for (i, intent) in intents.iter().enumerate() {
+            let debited = wallet::debited_wallets(intent);
+            if debited.is_empty() {
+                continue;
+            }
+            let reg = registry
+                .get_or_insert_with(|| self.signers.read().unwrap_or_else(|p| p.into_inner()));
+            for w in debited {
+                match reg.get(w) {
+                    Some(kp) => auth.push(WalletSig {
+                        i,
+                        w: w.to_string(),
+                        s: kp.sign_intent(intent),
+                    }),
+                    None if self.config.require_wallet_signatures => {
+                        return Err(LedgerError::MissingSigner {
+                            key: intent.key.clone(),
+                            wallet: w.to_string(),
+                        });
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(auth)
+    }
+
+    /// Funds `wallet` with `amount` newly minted base units of `token`, exactly once
+    /// per `key` (an admin action: the operator runs it for a `LedgerGrant`, keyed by
+    /// the object's UID). A key already granted moves nothing and returns the
+    /// transaction that granted it (`replayed`). The key is the transaction's memo
+    /// in the audit log. `wallet` must be an ed25519 address (one that can ever be
+    /// debited by its owner).
+    pub fn grant(
+        &self,
+        key: &str,
+        wallet_address: &str,
+        token: Token,
+        amount: Amount,
+    ) -> Result<GrantReceipt, LedgerError> {
+        if !wallet::is_wallet_address(wallet_address) {
+            return Err(LedgerError::InvalidAccount {
+                account: wallet_address.to_string(),
+                reason: "not a base58 ed25519 public key (no owner could ever move it)",
+            });
+        }
+        let _once = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = self.find_confirmed(key) {
+            return Ok(GrantReceipt {
+                signature: e.signature,
+                seq: e.seq,
+                height: e.height,
+                replayed: true,
+            });
+        }
+        let intent = Intent {
+            key: key.to_string(),
+            movements: vec![Movement {
+                token,
+                op: Op::Mint {
+                    to: Account::Wallet(wallet_address.to_string()),
+                    amount,
+                },
+            }],
+        };
+        let (signature, status) = self.apply(&[intent])?;
+        match status {
+            TxStatus::Confirmed => {
+                let e = self.find_confirmed(key).ok_or_else(|| {
+                    LedgerError::BadPayload(format!("grant {key} confirmed but not in the log"))
+                })?;
+                Ok(GrantReceipt {
+                    signature,
+                    seq: e.seq,
+                    height: e.height,
+                    replayed: false,
+                })
+            }
+            TxStatus::Failed(reason) => Err(LedgerError::GrantFailed {
+                key: key.to_string(),
+                reason,
+            }),
+            other => Err(LedgerError::GrantFailed {
+                key: key.to_string(),
+                reason: format!("unexpected status {other:?}"),
+            }),
+        }
+    }
+
+    /// The confirmed transaction that carried idempotency key `key`, if any (the
+    /// latest one).
+    pub fn find_confirmed(&self, key: &str) -> Option<AuditEntry> {
+        let st = self.lock();
+        st.log
+            .iter()
+            .rev()
+            .find(|e| e.outcome == Outcome::Confirmed && e.keys.iter().any(|k| k == key))
+            .cloned()
+    }
+
     /// The audit log: every landed transaction in order, with its keys (memos).
     pub fn audit(&self) -> Vec<AuditEntry> {
         self.lock().log.clone()
@@ -754,6 +1005,7 @@ impl Ledger for EmbeddedLedger {
                 max: self.config.max_tx_bytes,
             });
         }
+        let auth = self.sign_debits(intents)?;
         let (recent, nonce) = {
             let mut st = self.lock();
             st.check_poisoned()?;
@@ -767,6 +1019,7 @@ impl Ledger for EmbeddedLedger {
             lvbh: recent.saturating_add(self.config.validity_window),
             nonce,
             intents: intents.to_vec(),
+            auth,
         };
         let bytes =
             serde_json::to_vec(&payload).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
@@ -806,6 +1059,13 @@ impl Ledger for EmbeddedLedger {
                 payload
             }
         };
+        // the owners' signatures are verified as the debits are applied, whoever
+        // built the transaction
+        check_auth(
+            &payload.intents,
+            &payload.auth,
+            self.config.require_wallet_signatures,
+        )?;
         self.advance_clock(&mut st)?;
         if st.height > payload.lvbh {
             return Err(LedgerError::Expired {
@@ -829,6 +1089,7 @@ impl Ledger for EmbeddedLedger {
                 sig: tx.signature.clone(),
                 err: err.clone(),
                 intents: payload.intents,
+                auth: payload.auth,
             };
             let mut line =
                 serde_json::to_vec(&record).map_err(|e| LedgerError::BadPayload(e.to_string()))?;

@@ -15,9 +15,14 @@ pub mod settle;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod txsize;
+pub mod wallet;
 
-pub use embedded::{AuditEntry, EmbeddedConfig, EmbeddedLedger, FsyncPolicy, LedgerError, Outcome};
+pub use embedded::{
+    AuditEntry, EmbeddedConfig, EmbeddedLedger, FsyncPolicy, GrantReceipt, LedgerError, Outcome,
+    WalletSig,
+};
 pub use settle::{
     Backoff, Executor, ExecutorConfig, MemoryStore, PassReport, SettleError, Settlement,
     SettlementState, SettlementStore, Sleeper, StoreError, ThreadSleeper,
 };
+pub use wallet::{KeypairError, WalletKeypair};

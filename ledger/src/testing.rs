@@ -919,6 +919,17 @@ pub struct EmbeddedTarget {
     pub config: EmbeddedConfig,
     ledger: Option<EmbeddedLedger>,
     pub restarts: usize,
+    /// The keypairs of the wallets handed out (registered again after a restart:
+    /// the ledger keeps signers in memory only).
+    signers: Vec<crate::wallet::WalletKeypair>,
+}
+
+/// A deterministic wallet keypair for `name` (tests and harnesses only: the seed
+/// is public).
+pub fn test_wallet_keypair(name: &str) -> crate::wallet::WalletKeypair {
+    use sha2::{Digest, Sha256};
+    let seed: [u8; 32] = Sha256::digest(format!("solgrid-test-wallet/{name}")).into();
+    crate::wallet::WalletKeypair::from_seed(seed)
 }
 
 impl EmbeddedTarget {
@@ -930,6 +941,7 @@ impl EmbeddedTarget {
             config,
             ledger: Some(ledger),
             restarts: 0,
+            signers: Vec::new(),
         })
     }
     /// In memory (the same ledger survives restarts).
@@ -939,6 +951,7 @@ impl EmbeddedTarget {
             ledger: Some(EmbeddedLedger::in_memory(config.clone())?),
             config,
             restarts: 0,
+            signers: Vec::new(),
         })
     }
     pub fn embedded(&self) -> &EmbeddedLedger {
@@ -967,9 +980,19 @@ impl FaultTarget for EmbeddedTarget {
             f.write_all(br#"{"t":"tx","seq":99999,"height":1,"sig":"torn"#)
                 .map_err(|e| e.to_string())?;
         }
-        self.ledger =
-            Some(EmbeddedLedger::open(&path, self.config.clone()).map_err(|e| e.to_string())?);
+        let ledger = EmbeddedLedger::open(&path, self.config.clone()).map_err(|e| e.to_string())?;
+        for kp in &self.signers {
+            ledger.add_signer(kp.clone());
+        }
+        self.ledger = Some(ledger);
         Ok(())
+    }
+    /// A wallet with a keypair (its debits are signed, as the operator's are).
+    fn wallet(&mut self, name: &str) -> Account {
+        let kp = test_wallet_keypair(name);
+        let address = self.embedded().add_signer(kp.clone());
+        self.signers.push(kp);
+        Account::Wallet(address)
     }
     fn advance(&mut self, blocks: u64) {
         let _ = self.embedded().tick(blocks);

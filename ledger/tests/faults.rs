@@ -186,6 +186,8 @@ fn the_harness_runs_over_a_ledger_with_finality_lag() {
         let config = EmbeddedConfig {
             validity_window: 30,
             fsync: FsyncPolicy::Never,
+            // this wrapper hands out wallets by name (no keypairs)
+            require_wallet_signatures: false,
             ..Default::default()
         };
         let mut target = Lagging {

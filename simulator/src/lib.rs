@@ -27,6 +27,9 @@ pub fn run(
 ) -> Result<(Sim<EmbeddedLedger>, report::Report), SimError> {
     let ledger = EmbeddedLedger::in_memory(EmbeddedConfig {
         fsync: FsyncPolicy::Never,
+        // the simulated wallets are names, not keypairs; the operator always
+        // requires the owners' signatures
+        require_wallet_signatures: false,
         ..EmbeddedConfig::default()
     })
     .map_err(|e| SimError::Invariant(format!("embedded ledger: {e}")))?;
