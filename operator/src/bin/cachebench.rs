@@ -198,6 +198,8 @@ fn main() -> anyhow::Result<()> {
             phase: PodPhase::Running,
             node: Some("node-00001".into()),
             deleting: false,
+            started: Some(now),
+            finished: None,
         })
         .collect();
     let rounds = 5;

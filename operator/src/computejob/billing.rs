@@ -243,18 +243,21 @@ mod tests {
                     pod: "p0".into(),
                     node: Some("a".into()),
                     phase: "Running".into(),
+                    ..Default::default()
                 },
                 WorkerStatus {
                     index: 1,
                     pod: "p1".into(),
                     node: Some("b".into()),
                     phase: "Running".into(),
+                    ..Default::default()
                 },
                 WorkerStatus {
                     index: 2,
                     pod: "p2".into(),
                     node: Some("a".into()),
                     phase: "Running".into(),
+                    ..Default::default()
                 },
             ],
             ..Default::default()

@@ -28,6 +28,11 @@ pub struct PodView {
     pub node: Option<String>,
     /// Has a deletion timestamp.
     pub deleting: bool,
+    /// When its container started (the kubelet's `state.running.startedAt`, or
+    /// `state.terminated.startedAt` once it ended).
+    pub started: Option<DateTime<Utc>>,
+    /// When its container finished (`state.terminated.finishedAt`).
+    pub finished: Option<DateTime<Utc>>,
 }
 
 /// A pod's phase.
@@ -115,6 +120,9 @@ pub enum Step {
     Finish(Finish),
     /// Delete workers still alive after the job finished.
     DeletePods { names: Vec<String> },
+    /// Running: `maxDurationSeconds` changed; the job now ends at `at` (never
+    /// before the moment the change was observed).
+    SetDeadline { at: DateTime<Utc>, duration_seconds: u64 },
     /// Running: settle the completed periods `from..upto`.
     SettlePeriods { from: u32, upto: u32 },
     /// Finished: resume or plan the final settlement.
@@ -273,7 +281,20 @@ fn scheduling(v: &View<'_>, attempt: u32, current: &[&PodView]) -> Step {
         .filter(|i| current.iter().filter(started).any(|p| p.index == *i))
         .count() as u32;
     if running == n {
-        return Step::Start { at: v.now };
+        // The gang runs from the moment its last worker's container started (as the
+        // kubelet reports it), not from when the operator noticed.
+        let at = (0..n)
+            .filter_map(|i| {
+                current
+                    .iter()
+                    .filter(|p| p.index == i)
+                    .filter_map(|p| p.started)
+                    .min()
+            })
+            .max()
+            .unwrap_or(v.now)
+            .min(v.now);
+        return Step::Start { at };
     }
     if v.now >= deadline {
         return Step::ReleaseGang {
@@ -295,10 +316,44 @@ fn scheduling(v: &View<'_>, attempt: u32, current: &[&PodView]) -> Step {
     Step::Wait(secs(deadline - v.now).max(Duration::from_secs(1)))
 }
 
+/// When a running job ends at the latest, and whether `maxDurationSeconds` changed
+/// since that was recorded (then the new deadline is returned to be recorded).
+///
+/// The requester may only shorten `maxDurationSeconds` (a CEL rule); a shortening
+/// seen while running never ends the job before `now`, the moment it is observed,
+/// so the time in between is billed.
+pub fn deadline(
+    spec: &ComputeJobSpec,
+    status: &ComputeJobStatus,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, bool) {
+    let start = status.start_time.as_ref().map(from_time).unwrap_or(now);
+    let by_spec = start + chrono::Duration::seconds(spec.max_duration_seconds as i64);
+    let recorded = status.deadline.as_ref().map(from_time);
+    let changed = status
+        .deadline_duration_seconds
+        .is_some_and(|d| d != spec.max_duration_seconds);
+    match recorded {
+        // a change seen now: not before now, never later than before
+        Some(old) if changed => (by_spec.max(now).min(old), true),
+        Some(old) => (old, false),
+        // no record (a job started before deadlines were recorded): the spec's
+        None => (by_spec, false),
+    }
+}
+
 fn running(v: &View<'_>, current: &[&PodView], stop: bool, why: &str) -> Step {
     let n = v.spec.workers;
     let start = v.status.start_time.as_ref().map(from_time).unwrap_or(v.now);
-    let max_end = start + chrono::Duration::seconds(v.spec.max_duration_seconds as i64);
+    let (max_end, changed) = deadline(v.spec, v.status, v.now);
+    if changed && !stop {
+        return Step::SetDeadline {
+            at: max_end,
+            duration_seconds: v.spec.max_duration_seconds,
+        };
+    }
+    // when a worker stopped, as its kubelet reports it (within the job's run)
+    let clamp = |t: Option<DateTime<Utc>>| t.unwrap_or(v.now).max(start).min(v.now);
     if stop {
         return Step::Finish(Finish {
             phase: ComputeJobPhase::Cancelled,
@@ -323,7 +378,7 @@ fn running(v: &View<'_>, current: &[&PodView], stop: bool, why: &str) -> Step {
             phase: ComputeJobPhase::Failed,
             reason: "WorkerFailed",
             message: format!("worker {} ({}) failed", p.index, p.name),
-            end: Some(v.now),
+            end: Some(clamp(p.finished).min(max_end)),
         });
     }
     if let Some(i) = (0..n).find(|i| !current.iter().any(|p| p.index == *i)) {
@@ -335,11 +390,18 @@ fn running(v: &View<'_>, current: &[&PodView], stop: bool, why: &str) -> Step {
         });
     }
     if current.iter().all(|p| p.phase == PodPhase::Succeeded) {
+        // the job used its GPUs until its last worker finished
+        let end = current
+            .iter()
+            .map(|p| clamp(p.finished))
+            .max()
+            .unwrap_or(v.now)
+            .min(max_end);
         return Step::Finish(Finish {
             phase: ComputeJobPhase::Succeeded,
             reason: "Succeeded",
             message: format!("all {n} workers succeeded"),
-            end: Some(v.now),
+            end: Some(end),
         });
     }
     // Settle each completed period on its own.
@@ -408,6 +470,8 @@ mod tests {
             phase,
             node: Some(format!("n{i}")),
             deleting: false,
+            started: None,
+            finished: None,
         }
     }
 
@@ -611,5 +675,120 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn timed(i: u32, phase: PodPhase, started: i64, finished: Option<i64>) -> PodView {
+        PodView {
+            started: Some(t(started)),
+            finished: finished.map(t),
+            ..pod(i, 1, phase)
+        }
+    }
+
+    fn running_status(start: i64) -> ComputeJobStatus {
+        let mut st = status(ComputeJobPhase::Running);
+        st.attempts = 1;
+        st.start_time = Some(time(t(start)));
+        st.deadline = Some(time(t(start + 7200)));
+        st.deadline_duration_seconds = Some(7200);
+        st
+    }
+
+    #[test]
+    fn the_gang_runs_from_its_last_container_start_not_from_when_it_is_noticed() {
+        let sp = spec(2);
+        let mut st = status(ComputeJobPhase::Scheduling);
+        st.attempts = 1;
+        st.scheduling_since = Some(time(t(0)));
+        let pods = [
+            timed(0, PodPhase::Running, 10, None),
+            timed(1, PodPhase::Running, 12, None),
+        ];
+        // noticed 250 s later: billing still starts when the last worker started
+        assert_eq!(
+            decide(&view(&sp, &st, &pods, t(262))),
+            Step::Start { at: t(12) }
+        );
+        // a start time in the future (clock skew) is clamped to now
+        let pods = [
+            timed(0, PodPhase::Running, 10, None),
+            timed(1, PodPhase::Running, 400, None),
+        ];
+        assert_eq!(
+            decide(&view(&sp, &st, &pods, t(300))),
+            Step::Start { at: t(300) }
+        );
+    }
+
+    #[test]
+    fn a_job_ends_when_its_workers_finished_not_when_it_is_noticed() {
+        let sp = spec(2);
+        let st = running_status(100);
+        let pods = [
+            timed(0, PodPhase::Succeeded, 100, Some(190)),
+            timed(1, PodPhase::Succeeded, 100, Some(250)),
+        ];
+        match decide(&view(&sp, &st, &pods, t(500))) {
+            Step::Finish(f) => {
+                assert_eq!(f.phase, ComputeJobPhase::Succeeded);
+                assert_eq!(f.end, Some(t(250)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let pods = [
+            timed(0, PodPhase::Failed, 100, Some(160)),
+            timed(1, PodPhase::Running, 100, None),
+        ];
+        match decide(&view(&sp, &st, &pods, t(500))) {
+            Step::Finish(f) => {
+                assert_eq!(f.phase, ComputeJobPhase::Failed);
+                assert_eq!(f.end, Some(t(160)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn shortening_max_duration_never_ends_the_job_in_the_past() {
+        let mut sp = spec(1);
+        let st = running_status(0);
+        let pods = [timed(0, PodPhase::Running, 0, None)];
+        // at t=3000 the requester shortens 7200 -> 600: the job ends now, not at 600
+        sp.max_duration_seconds = 600;
+        assert_eq!(
+            decide(&view(&sp, &st, &pods, t(3000))),
+            Step::SetDeadline {
+                at: t(3000),
+                duration_seconds: 600
+            }
+        );
+        // shortened to 5000 at t=3000: the spec's end is still ahead
+        sp.max_duration_seconds = 5000;
+        assert_eq!(
+            decide(&view(&sp, &st, &pods, t(3000))),
+            Step::SetDeadline {
+                at: t(5000),
+                duration_seconds: 5000
+            }
+        );
+        // once recorded, the job expires at the recorded deadline, billed up to it
+        let mut st2 = st.clone();
+        st2.deadline = Some(time(t(3000)));
+        st2.deadline_duration_seconds = Some(600);
+        sp.max_duration_seconds = 600;
+        match decide(&view(&sp, &st2, &pods, t(3001))) {
+            Step::Finish(f) => {
+                assert_eq!(f.phase, ComputeJobPhase::Expired);
+                assert_eq!(f.end, Some(t(3000)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // the deadline never moves later, even if the spec were lengthened
+        sp.max_duration_seconds = 9000;
+        assert_eq!(
+            deadline(&sp, &st, t(10)),
+            (t(7200), true),
+            "a longer duration than escrowed is never granted"
+        );
     }
 }

@@ -29,6 +29,7 @@
 pub mod common;
 pub mod heartbeat;
 pub mod machine;
+pub mod requeue;
 pub mod verify;
 
 use crate::gpunode::common::{event, ms_time, now_ms, publish, set_condition, time_ms};
@@ -446,6 +447,18 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
             Some(None) => Some(Verdict::Inconclusive {
                 reason: "the verification pod disappeared".into(),
             }),
+            Some(Some(p)) if !verify::ran_on(&p, &node_name) => {
+                delete_pod = Some(pname.clone());
+                Some(Verdict::Inconclusive {
+                    reason: format!(
+                        "the verification pod ran on {}, not on {node_name}: its report is rejected",
+                        p.spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_deref())
+                            .unwrap_or("no node")
+                    ),
+                })
+            }
             Some(Some(p)) => match verify::classify(&p, &s.verify, dominant, started, now) {
                 PodState::Running => None,
                 PodState::Verdict(v) => {
@@ -764,6 +777,7 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
     for (warning, reason, note) in events {
         publish(ctx, &updated, event(warning, reason, "Reconcile", note)).await;
     }
+    requeue::sync_node_label(ctx, node.as_deref(), &st).await;
 
     // --- 7. slash the stakes (idempotent while Slashed)
     if st.phase == GpuNodePhase::Slashed

@@ -3,8 +3,9 @@
 //! Each period (`--verification-interval-seconds`, hourly by default) an `Active` or
 //! `Verifying` node with a free GPU gets one pod, named
 //! `solgrid-verify-<node>-<period index>` in the verification namespace (the
-//! operator's namespace by default), pinned with a `nodeSelector` on
-//! `kubernetes.io/hostname`, requesting one GPU of the node's vendor, with
+//! operator's namespace by default), bound to the node by `spec.nodeName` (not a
+//! `kubernetes.io/hostname` selector: a node may set that label on itself and
+//! draw another node's challenge), requesting one GPU of the node's vendor, with
 //! `activeDeadlineSeconds` ≤ 900 and a fresh random seed (argument and annotation).
 //! The container runs `verify-worker --seed <seed> --size <n>` (the operator image's
 //! `solgrid-operator verify-worker`, or a GPU image with the same contract, see
@@ -101,7 +102,7 @@ pub fn pod(
             "activeDeadlineSeconds": deadline,
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
-            "nodeSelector": { "kubernetes.io/hostname": node_name },
+            "nodeName": node_name,
             "tolerations": [
                 {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}
             ],
@@ -124,6 +125,12 @@ pub fn pod(
         },
     });
     serde_json::from_value(value).unwrap_or_default()
+}
+
+/// The pod ran on `node_name`, the node the challenge was for. A report from a
+/// pod on any other node is no verdict about this one.
+pub fn ran_on(p: &Pod, node_name: &str) -> bool {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name)
 }
 
 /// The challenge a pod was given (from its annotations); `None` if they are missing
@@ -295,10 +302,10 @@ mod tests {
         assert_eq!(v["metadata"]["name"], pod_name("gpu-a", 7));
         assert!(pod_name("gpu-a", 7).starts_with("solgrid-verify-gpu-a-"));
         assert_eq!(v["spec"]["activeDeadlineSeconds"], 900);
-        assert_eq!(
-            v["spec"]["nodeSelector"]["kubernetes.io/hostname"],
-            "node-a"
-        );
+        assert_eq!(v["spec"]["nodeName"], "node-a");
+        assert!(v["spec"].get("nodeSelector").is_none());
+        assert!(ran_on(&p, "node-a"));
+        assert!(!ran_on(&p, "node-b"));
         assert_eq!(
             v["spec"]["containers"][0]["resources"]["limits"]["solgrid.dev/nvidia-gpu"],
             "1"
