@@ -4,7 +4,6 @@
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
@@ -156,26 +155,36 @@ impl LedgerHandle {
         }
     }
 
-    /// Registers a payer's keypair (Solana CLI JSON bytes) so that moving tokens out
-    /// of its wallet can be signed. The embedded ledger needs no signature. Returns
-    /// the keypair's address, when there is one. Never logs the bytes.
+    /// Registers a wallet owner's keypair so that moving tokens out of its wallet
+    /// (escrow funding, stake lock) can be signed: every ledger needs the owner's
+    /// signature, the embedded one as Solana (see `solgrid_ledger::wallet`).
+    /// Returns the wallet's address. Never logs the key.
     pub fn register_signer(
         &self,
-        keypair_json: Option<&[u8]>,
-    ) -> Result<Option<String>, LedgerHandleError> {
-        match (self, keypair_json) {
-            (LedgerHandle::Embedded(_), _) => Ok(None),
+        keypair: solgrid_ledger::WalletKeypair,
+    ) -> Result<String, LedgerHandleError> {
+        match self {
+            LedgerHandle::Embedded(l) => Ok(l.add_signer(keypair)),
             #[cfg(feature = "solana")]
-            (LedgerHandle::Solana(l), keypair_json) => match keypair_json {
-                Some(bytes) => Ok(Some(l.add_signer_bytes(bytes)?)),
-                None => Ok(None),
-            },
+            LedgerHandle::Solana(l) => Ok(l.add_signer_bytes(keypair.to_solana_json().as_bytes())?),
         }
     }
 
-    /// Whether moving tokens out of a wallet needs its keypair on this ledger.
-    pub fn needs_payer_keypair(&self) -> bool {
-        !matches!(self, LedgerHandle::Embedded(_))
+    /// Funds `wallet` with `amount` new base units of `token`, exactly once per
+    /// `key` (a `LedgerGrant`): only the embedded ledger has an admin mint for
+    /// wallets; on Solana, tokens are transferred on chain instead (`None`).
+    pub fn grant(
+        &self,
+        key: &str,
+        wallet: &str,
+        token: Token,
+        amount: Amount,
+    ) -> Option<Result<solgrid_ledger::GrantReceipt, LedgerHandleError>> {
+        match self {
+            LedgerHandle::Embedded(l) => Some(l.grant(key, wallet, token, amount).map_err(Into::into)),
+            #[cfg(feature = "solana")]
+            LedgerHandle::Solana(_) => None,
+        }
     }
 }
 
@@ -241,25 +250,20 @@ pub fn slim<K: kube::Resource>(obj: &mut K) {
 #[derive(Clone, Default)]
 pub struct Caches {
     pub gpunodes: Option<Store<GpuNode>>,
-    /// Worker pods (label `solgrid.dev/job`); without it the controller lists them.
-    pub pods: Option<Store<Pod>>,
     pub computejobs: Option<Store<ComputeJob>>,
     pub stakepositions: Option<Store<StakePosition>>,
 }
 
 impl Caches {
-    /// Starts process-wide reflectors for GpuNodes and solgrid worker pods (kept warm
-    /// on a standby replica too, so a new leader starts with a full cache).
-    pub fn spawn(client: Client, config: &OperatorConfig, shutdown: CancellationToken) -> Self {
+    /// Starts the process-wide GpuNode reflector (kept warm on a standby replica too,
+    /// so a new leader starts with a full cache). Worker pods are not cached here:
+    /// the job controller decides from a fresh list of its pods, never from a cache
+    /// that may lag the pod event that triggered the reconcile.
+    pub fn spawn(client: Client, _config: &OperatorConfig, shutdown: CancellationToken) -> Self {
         use futures::StreamExt;
         use kube::runtime::{WatchStreamExt, reflector, watcher};
         let nodes: Api<GpuNode> = Api::all(client.clone());
-        let pods: Api<Pod> = match &config.watch_namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
-        };
         let (node_store, node_writer) = reflector::store();
-        let (pod_store, pod_writer) = reflector::store();
         let node_stream = reflector(
             node_writer,
             watcher(nodes, watcher::Config::default()).modify(slim::<GpuNode>),
@@ -267,26 +271,14 @@ impl Caches {
         .default_backoff()
         .touched_objects()
         .for_each(|_| futures::future::ready(()));
-        let pod_stream = reflector(
-            pod_writer,
-            watcher(
-                pods,
-                watcher::Config::default().labels(crate::computejob::LABEL_JOB),
-            ),
-        )
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| futures::future::ready(()));
         tokio::spawn(async move {
             tokio::select! {
                 _ = node_stream => {}
-                _ = pod_stream => {}
                 _ = shutdown.cancelled() => {}
             }
         });
         Caches {
             gpunodes: Some(node_store),
-            pods: Some(pod_store),
             computejobs: None,
             stakepositions: None,
         }

@@ -5,6 +5,8 @@
 //! - [`settlement`]: the exactly-once settlement store over a ComputeJob's status.
 //! - [`gpunode`], [`stake`], [`rewards`], [`verification`]: the GpuNode and
 //!   StakePosition controllers, idle rewards, proof-of-work verification.
+//! - [`grant`], [`wallet`]: admin funding on the embedded ledger (`LedgerGrant`),
+//!   and the wallet owner's keypair that every debit of a wallet needs.
 //! - [`context`]: what every reconcile shares ([`context::Context`]), the ledger
 //!   handle (embedded or Solana) and the injectable clock.
 //! - [`config`], [`metrics`], [`error`], [`leader`], [`http`]: operations.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod gpunode;
+pub mod grant;
 pub mod http;
 pub mod leader;
 pub mod market_gauges;
@@ -25,6 +28,7 @@ pub mod rewards;
 pub mod settlement;
 pub mod stake;
 pub mod verification;
+pub mod wallet;
 
 pub use context::{Clock, Context, FakeClock, LedgerHandle, SystemClock};
 pub use error::{Error, Result};
@@ -41,6 +45,7 @@ pub async fn run_controllers(ctx: Arc<Context>, token: CancellationToken) {
             computejob::run(ctx.clone()),
             gpunode::run(ctx.clone()),
             stake::run(ctx.clone()),
+            grant::run(ctx.clone()),
             rewards::run(ctx.clone()),
             market_gauges::run(ctx.clone()),
         );

@@ -96,6 +96,79 @@ pub fn settlement_intent(s: &JobSettlement, payer: &str, t: PaymentToken) -> Int
     }
 }
 
+/// What an intent takes out of the shared escrow account.
+pub fn escrow_outflow(intent: &Intent) -> u128 {
+    intent
+        .movements
+        .iter()
+        .map(|m| match &m.op {
+            Op::Transfer {
+                from: Account::Escrow,
+                amount,
+                ..
+            }
+            | Op::Burn {
+                from: Account::Escrow,
+                amount,
+            } => u128::from(*amount),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Checks a job's settlements before any is sent: together (recorded and newly
+/// planned) they never take more out of the shared escrow than the job's own escrow
+/// put in, and they pay only the providers the job ran on (their wallets as
+/// snapshotted when it started) and the payer (the refund).
+///
+/// The executor rebuilds the intents from the status, so this is what stands
+/// between a status that says more (a bug, or a writer that should not have been
+/// able to write it) and the escrow that other jobs' money sits in.
+pub fn check_escrow_cap(
+    status: &ComputeJobStatus,
+    staged: &[JobSettlement],
+    t: PaymentToken,
+) -> Result<(), String> {
+    let payer = status.payer_wallet.as_deref().unwrap_or_default();
+    let escrowed = match (&status.escrow, &status.quote) {
+        (Some(r), Some(q)) if r.state == CrdState::Confirmed => u128::from(q.max_cost),
+        _ => 0,
+    };
+    // the wallets snapshotted at the start; a job started by an older operator has
+    // none, and then its usage lines name them
+    let mut providers: std::collections::BTreeSet<&str> = status
+        .workers
+        .iter()
+        .filter_map(|w| w.payout_wallet.as_deref())
+        .collect();
+    if providers.is_empty() {
+        providers = status
+            .settlements
+            .iter()
+            .chain(staged)
+            .flat_map(|s| s.usage.iter().map(|u| u.wallet.as_str()))
+            .collect();
+    }
+    let mut out = 0u128;
+    for s in status.settlements.iter().chain(staged) {
+        for p in s.payouts.iter().filter(|p| p.to != REFUND) {
+            if !providers.contains(p.wallet.as_str()) {
+                return Err(format!(
+                    "settlement {} pays {} to {}, which is not a provider of this job",
+                    s.record.key, p.amount, p.wallet
+                ));
+            }
+        }
+        out += escrow_outflow(&settlement_intent(s, payer, t));
+    }
+    if out > escrowed {
+        return Err(format!(
+            "the settlements take {out} out of escrow but the job escrowed {escrowed}"
+        ));
+    }
+    Ok(())
+}
+
 fn to_exec_state(r: &LedgerRecord) -> SettlementState {
     match r.state {
         CrdState::Planned => SettlementState::Planned,
@@ -383,5 +456,88 @@ impl<W: StatusWriter> SettlementStore for JobStore<W> {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+    use solgrid_crds::{Payout, Quote, WorkerStatus};
+
+    fn record(key: &str, state: CrdState) -> LedgerRecord {
+        LedgerRecord {
+            key: key.into(),
+            state,
+            ..Default::default()
+        }
+    }
+
+    fn settled(key: &str, to_provider: u64, burned: u64, refund: u64) -> JobSettlement {
+        JobSettlement {
+            record: record(key, CrdState::Planned),
+            payouts: vec![
+                Payout {
+                    to: "gpu-a".into(),
+                    wallet: "PROV".into(),
+                    amount: to_provider,
+                },
+                Payout {
+                    to: REFUND.into(),
+                    wallet: "PAYER".into(),
+                    amount: refund,
+                },
+            ],
+            cost: solgrid_crds::CostBreakdown {
+                burned,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn status(max_cost: u64) -> ComputeJobStatus {
+        ComputeJobStatus {
+            payer_wallet: Some("PAYER".into()),
+            escrow: Some(record("u/escrow", CrdState::Confirmed)),
+            quote: Some(Quote {
+                max_cost,
+                ..Default::default()
+            }),
+            workers: vec![WorkerStatus {
+                node: Some("gpu-a".into()),
+                payout_wallet: Some("PROV".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn settlements_never_take_more_than_the_jobs_escrow() {
+        let st = status(1_000);
+        assert!(check_escrow_cap(&st, &[settled("u/0", 600, 10, 390)], PaymentToken::Io).is_ok());
+        // one unit more than was escrowed
+        let err = check_escrow_cap(&st, &[settled("u/0", 600, 10, 391)], PaymentToken::Io)
+            .unwrap_err();
+        assert!(err.contains("1001") && err.contains("1000"), "{err}");
+        // a planted second record counts too
+        let mut planted = st.clone();
+        planted.settlements.push(settled("u/0", 600, 10, 390));
+        assert!(
+            check_escrow_cap(&planted, &[settled("u/final", 1, 0, 0)], PaymentToken::Io).is_err()
+        );
+        // nothing escrowed (not confirmed): nothing may leave
+        let mut unfunded = st.clone();
+        unfunded.escrow = Some(record("u/escrow", CrdState::Sent));
+        assert!(check_escrow_cap(&unfunded, &[settled("u/0", 1, 0, 0)], PaymentToken::Io).is_err());
+    }
+
+    #[test]
+    fn only_the_jobs_providers_are_paid() {
+        let st = status(1_000);
+        let mut s = settled("u/0", 100, 0, 0);
+        s.payouts[0].wallet = "ATTACKER".into();
+        let err = check_escrow_cap(&st, &[s], PaymentToken::Io).unwrap_err();
+        assert!(err.contains("ATTACKER"), "{err}");
     }
 }

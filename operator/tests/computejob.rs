@@ -89,7 +89,7 @@ async fn pending_job_is_quoted_funded_exactly_once_and_gets_its_pods() {
         s.reply(
             200,
             serde_json::json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"alice-wallet","namespace":NS},
-                "data":{"address": base64(PAYER)}}),
+                "data": payer_secret_data()}),
         );
         // escrow: plan + key recorded before anything is sent...
         let st = srv.status_patch(&jj).await;
@@ -174,32 +174,6 @@ async fn pending_job_is_quoted_funded_exactly_once_and_gets_its_pods() {
     // exactly once: one escrow transaction on the ledger
     let counts = env.ctx.ledger.embedded().unwrap().confirmed_key_counts();
     assert_eq!(counts.get(&format!("{UID}/escrow")), Some(&1));
-}
-
-fn base64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = match chunk.len() {
-            3 => (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8 | chunk[2] as u32,
-            2 => (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8,
-            _ => (chunk[0] as u32) << 16,
-        };
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,7 +369,8 @@ async fn gang_timeout_on_the_last_attempt_fails_and_refunds_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_workers_running_makes_the_job_running() {
-    let env = env(OperatorConfig::default());
+    let caches = gpunode_cache(vec![gpunode("n1", PROVIDER1), gpunode("n2", PROVIDER2)]);
+    let env = env_with(OperatorConfig::default(), caches);
     let mut srv = env.server;
     let mut st = funded_status(10_000_000_000);
     st.phase = ComputeJobPhase::Scheduling;
@@ -403,10 +378,19 @@ async fn all_workers_running_makes_the_job_running() {
     st.scheduling_since = Some(time(t0() - chrono::Duration::seconds(20)));
     let j = job(2, Some(st), true);
     let jj = j.clone();
+    // the kubelets report when each container started: 15 s and 12 s ago
+    let started = |mut p: serde_json::Value, ago: i64| {
+        let at = (t0() - chrono::Duration::seconds(ago)).to_rfc3339();
+        p["status"]["containerStatuses"] = serde_json::json!([
+            {"name": "worker", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+             "state": {"running": {"startedAt": at}}}
+        ]);
+        p
+    };
     let server = tokio::spawn(async move {
         srv.list_pods(vec![
-            pod(1, 0, "Running", Some("n1")),
-            pod(1, 1, "Running", Some("n2")),
+            started(pod(1, 0, "Running", Some("n1")), 15),
+            started(pod(1, 1, "Running", Some("n2")), 12),
         ])
         .await;
         let st = srv.status_patch(&jj).await;
@@ -414,7 +398,14 @@ async fn all_workers_running_makes_the_job_running() {
         assert_eq!(st["nodes"], serde_json::json!(["n1", "n2"]));
         assert_eq!(st["workers"][1]["node"], "n2");
         assert_eq!(cond(&st, "Scheduled")["reason"], "GangRunning");
-        assert!(st["startTime"].is_string());
+        // billing starts when the last worker started, not when this reconcile ran
+        let start: chrono::DateTime<chrono::Utc> =
+            st["startTime"].as_str().unwrap().parse().unwrap();
+        assert_eq!(start, t0() - chrono::Duration::seconds(12));
+        // the payout wallets are snapshotted at the start
+        assert_eq!(st["workers"][0]["payoutWallet"], PROVIDER1);
+        assert_eq!(st["workers"][1]["payoutWallet"], PROVIDER2);
+        assert!(st["deadline"].is_string());
         assert_eq!(srv.event().await.1, "Running");
         srv.done().await;
     });
@@ -440,12 +431,14 @@ async fn finished_job_records_usage_and_settles_exactly_once() {
             pod: format!("{NAME}-a1-w0"),
             node: Some("n1".into()),
             phase: "Running".into(),
+            ..Default::default()
         },
         WorkerStatus {
             index: 1,
             pod: format!("{NAME}-a1-w1"),
             node: Some("n2".into()),
             phase: "Running".into(),
+            ..Default::default()
         },
     ];
     let j = job(2, Some(st), true);
@@ -559,6 +552,7 @@ async fn deleting_a_running_job_cancels_settles_then_releases() {
         pod: format!("{NAME}-a1-w0"),
         node: Some("n1".into()),
         phase: "Running".into(),
+        ..Default::default()
     }];
     let mut j = job(1, Some(st), true);
     j.metadata.deletion_timestamp = Some(time(t0()));
@@ -614,6 +608,7 @@ async fn restart_with_sent_settlement(landed: bool) {
         pod: format!("{NAME}-a1-w0"),
         node: Some("n1".into()),
         phase: "Succeeded".into(),
+        ..Default::default()
     }];
     let spec = job(1, None, true).spec;
     let wallets = std::collections::HashMap::from([("n1".to_string(), PROVIDER1.to_string())]);
@@ -728,7 +723,7 @@ async fn a_stale_writer_never_sends_the_escrow_twice() {
             .reply(
                 200,
                 serde_json::json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"alice-wallet","namespace":NS},
-                    "data":{"address": base64(PAYER)}}),
+                    "data": payer_secret_data()}),
             );
         let st = srv.status_patch(&jj).await;
         assert_eq!(st["escrow"]["state"], "Planned");

@@ -400,7 +400,7 @@ async fn locked_stake(t: &mut T, amount: u64) -> Arc<StakePosition> {
     t.server.put(
         "/api/v1/namespaces/stakers/secrets/owner",
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": "stakers"},
-               "data": {"address": solgrid_operator::verification::base64_encode(WALLET_A.as_bytes())}}),
+               "data": wallet_secret_data(WALLET_A)}),
     );
     fund(&t.ctx, WALLET_A, amount);
     let sp: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();

@@ -28,11 +28,10 @@ fn setup(server: &Server, with_secret: bool) {
         }),
     );
     if with_secret {
-        use base64_enc as b64;
         server.put(
             SECRET,
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": NS},
-                   "data": {"address": b64(WALLET_A.as_bytes())}}),
+                   "data": wallet_secret_data(WALLET_A)}),
         );
     }
 }
@@ -389,4 +388,67 @@ async fn plan_again(ctx: &Arc<solgrid_operator::Context>, server: &Server) -> us
     )
     .await
     .unwrap()
+}
+
+/// Puts the owner Secret with `data` (base64 values).
+fn owner_secret(server: &Server, data: Value) {
+    server.put(
+        SECRET,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": NS},
+               "data": data}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_secret_with_only_an_address_locks_nothing() {
+    let (ctx, server, _clock) = env(OperatorConfig::default());
+    setup(&server, false);
+    // another staker's funded wallet, named without its keypair; the ledger even
+    // knows that wallet's key already (its owner staked before)
+    owner_secret(&server, json!({"address": base64_enc(WALLET_A.as_bytes())}));
+    fund(&ctx, WALLET_A, 1_000 * IO);
+    ctx.ledger
+        .embedded()
+        .unwrap()
+        .add_signer(keypair_of(WALLET_A));
+    let txs = ctx.ledger.embedded().unwrap().tx_count();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = status_writes(&server);
+    let last = st.last().unwrap();
+    assert_eq!(last["phase"], "Pending");
+    let msg = last["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "Secret owner has no keypair for wallet {WALLET_A}"
+        )),
+        "{msg}"
+    );
+    assert!(
+        last["operations"]
+            .as_array()
+            .is_none_or(|ops| ops.is_empty()),
+        "nothing planned: {last}"
+    );
+    assert_eq!(ctx.ledger.embedded().unwrap().tx_count(), txs);
+    assert_eq!(vault(&ctx), 0);
+    assert_eq!(wallet(&ctx, WALLET_A), 1_000 * IO);
+    assert!(server.events().contains(&"Waiting".to_string()));
+
+    // a keypair of another wallet under that address: refused too
+    owner_secret(
+        &server,
+        json!({"address": base64_enc(WALLET_A.as_bytes()),
+               "keypair": base64_enc(keypair_of(WALLET_B).to_solana_json().as_bytes())}),
+    );
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = status_writes(&server);
+    let msg = st.last().unwrap()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("does not match"), "{msg}");
+    assert_eq!(vault(&ctx), 0);
+
+    // the owner's own keypair: locked
+    owner_secret(&server, wallet_secret_data(WALLET_A));
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert_eq!(vault(&ctx), 300 * IO);
+    assert_eq!(wallet(&ctx, WALLET_A), 700 * IO);
 }

@@ -16,7 +16,7 @@ pub mod pods;
 pub mod quote;
 
 use crate::conditions;
-use crate::context::{Context, LedgerHandle};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::settlement::{ApiWriter, JobStore, escrow_intent, status_patch};
 use chrono::{DateTime, Utc};
@@ -260,13 +260,17 @@ impl Run<'_> {
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: impl Into<String>, action: &str) {
-        let ev = KEvent {
+        self.publish(KEvent {
             type_,
             reason: reason.into(),
             note: Some(note.into()),
             action: action.into(),
             secondary: None,
-        };
+        })
+        .await;
+    }
+
+    async fn publish(&self, ev: KEvent) {
         if let Err(e) = self
             .ctx
             .recorder
@@ -387,12 +391,22 @@ pub async fn drive(job: &ComputeJob, ctx: &Context, deleting: bool) -> Result<Ou
                     .filter(|p| p.attempt == r.st.attempts && !p.deleting)
                     .collect();
                 r.st.workers = workers_of(&current, job.spec.workers);
+                // snapshot each node's payout wallet now: what the job earns goes to
+                // the wallet the provider had when the work began
+                let wallets = live_payout_wallets(ctx, &r.st).await?;
+                for w in r.st.workers.iter_mut() {
+                    w.payout_wallet = w.node.as_ref().and_then(|n| wallets.get(n).cloned());
+                }
                 let mut nodes: Vec<String> =
                     r.st.workers.iter().filter_map(|w| w.node.clone()).collect();
                 nodes.sort();
                 nodes.dedup();
                 r.st.nodes = nodes;
                 r.st.start_time = Some(conditions::time(at));
+                r.st.deadline = Some(conditions::time(
+                    at + chrono::Duration::seconds(job.spec.max_duration_seconds as i64),
+                ));
+                r.st.deadline_duration_seconds = Some(job.spec.max_duration_seconds);
                 let msg = format!(
                     "all {} workers running on {} node(s)",
                     job.spec.workers,
@@ -493,6 +507,21 @@ pub async fn drive(job: &ComputeJob, ctx: &Context, deleting: bool) -> Result<Ou
                 delete_pods(&r, &names).await?;
                 mark_deleting(&mut observed, &names);
             }
+            Step::SetDeadline {
+                at,
+                duration_seconds,
+            } => {
+                let msg = format!(
+                    "maxDurationSeconds is now {duration_seconds}: the job ends at {} at the latest",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                r.st.deadline = Some(conditions::time(at));
+                r.st.deadline_duration_seconds = Some(duration_seconds);
+                r.st.message = Some(msg.clone());
+                r.write().await?;
+                r.event(EventType::Normal, "DeadlineChanged", msg, "Reschedule")
+                    .await;
+            }
             Step::SettlePeriods { from, upto } => {
                 if let Some(a) = step_settle(&mut r, from < upto, false).await? {
                     return Ok(Outcome {
@@ -526,6 +555,7 @@ fn workers_of(current: &[&PodView], n: u32) -> Vec<WorkerStatus> {
                 pod: p.map(|p| p.name.clone()).unwrap_or_default(),
                 node: p.and_then(|p| p.node.clone()),
                 phase: p.map(|p| p.phase.as_str()).unwrap_or("Missing").to_string(),
+                payout_wallet: None,
             }
         })
         .collect()
@@ -537,29 +567,17 @@ fn mark_deleting(pods: &mut [PodView], names: &[String]) {
     }
 }
 
-/// The job's worker pods, from the cache when there is one, else listed.
+/// The job's worker pods, listed from the API server (a consistent read).
+///
+/// Not from a watch cache: a reconcile triggered by a pod event must decide on a
+/// view at least as fresh as that event, and a second reflector may lag it (a job
+/// then sat in `Scheduling` with all its workers running until the gang timeout).
 async fn observe_pods(ctx: &Context, ns: &str, job: &str) -> Result<Vec<PodView>> {
-    // The cache only once it has synced: an empty cache at start-up must not look
-    // like a job whose workers vanished.
-    let ready = |s: &kube::runtime::reflector::Store<Pod>| {
-        futures::FutureExt::now_or_never(s.wait_until_ready()).is_some_and(|r| r.is_ok())
-    };
-    let pods: Vec<Arc<Pod>> = match &ctx.caches.pods {
-        Some(store) if ready(store) => store.state_filter(|p| {
-            p.metadata.namespace.as_deref() == Some(ns)
-                && p.labels().get(LABEL_JOB).map(String::as_str) == Some(job)
-        }),
-        _ => {
-            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-            api.list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
-                .await?
-                .items
-                .into_iter()
-                .map(Arc::new)
-                .collect()
-        }
-    };
-    Ok(pods.iter().filter_map(|p| pod_view(p)).collect())
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pods = api
+        .list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
+        .await?;
+    Ok(pods.items.iter().filter_map(pod_view).collect())
 }
 
 /// A pod as the state machine sees it (`None` for a pod without solgrid labels).
@@ -574,7 +592,39 @@ pub fn pod_view(p: &Pod) -> Option<PodView> {
         phase: PodPhase::parse(p.status.as_ref().and_then(|s| s.phase.as_deref())),
         node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
         deleting: p.metadata.deletion_timestamp.is_some(),
+        started: container_time(p, ContainerTime::Started),
+        finished: container_time(p, ContainerTime::Finished),
     })
+}
+
+#[derive(Clone, Copy)]
+enum ContainerTime {
+    Started,
+    Finished,
+}
+
+/// The worker's start or finish time as its kubelet reports it: the latest start
+/// (a pod runs once all its containers run) and the latest finish over the pod's
+/// containers.
+fn container_time(p: &Pod, which: ContainerTime) -> Option<DateTime<Utc>> {
+    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+    let times = statuses.iter().filter_map(|c| {
+        let st = c.state.as_ref()?;
+        match which {
+            ContainerTime::Started => st
+                .running
+                .as_ref()
+                .and_then(|r| r.started_at.as_ref())
+                .or_else(|| st.terminated.as_ref().and_then(|t| t.started_at.as_ref()))
+                .map(conditions::from_time),
+            ContainerTime::Finished => st
+                .terminated
+                .as_ref()
+                .and_then(|t| t.finished_at.as_ref())
+                .map(conditions::from_time),
+        }
+    });
+    times.max()
 }
 
 async fn delete_pods(r: &Run<'_>, names: &[String]) -> Result<()> {
@@ -589,8 +639,30 @@ async fn delete_pods(r: &Run<'_>, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Payout wallets of the job's nodes: from the GpuNode cache, else the API.
+/// Payout wallets of the job's nodes: the ones snapshotted when the job started;
+/// for a node without a snapshot (a job started by an older operator), its
+/// GpuNode's current wallet.
 async fn provider_wallets(ctx: &Context, st: &ComputeJobStatus) -> Result<HashMap<String, String>> {
+    let mut out: HashMap<String, String> = st
+        .workers
+        .iter()
+        .filter_map(|w| Some((w.node.clone()?, w.payout_wallet.clone()?)))
+        .collect();
+    if st.workers.iter().all(|w| w.node.is_none() || w.payout_wallet.is_some()) {
+        return Ok(out);
+    }
+    for (n, w) in live_payout_wallets(ctx, st).await? {
+        out.entry(n).or_insert(w);
+    }
+    Ok(out)
+}
+
+/// Payout wallets of the job's nodes as their GpuNodes say now: from the GpuNode
+/// cache, else the API.
+async fn live_payout_wallets(
+    ctx: &Context,
+    st: &ComputeJobStatus,
+) -> Result<HashMap<String, String>> {
     let mut out = HashMap::new();
     let nodes: Vec<String> = st.workers.iter().filter_map(|w| w.node.clone()).collect();
     for node in nodes {
@@ -658,13 +730,6 @@ async fn step_quote(r: &mut Run<'_>) -> Result<Option<Action>> {
     }
 }
 
-/// A wallet address is base58, 32 to 44 characters.
-fn valid_wallet(s: &str) -> bool {
-    (32..=44).contains(&s.len())
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l'))
-}
-
 /// Reads the payer's wallet from the Secret in the job's own namespace. The
 /// keypair is handed to the ledger and dropped; neither is logged.
 async fn payer_wallet(
@@ -683,54 +748,37 @@ async fn payer_wallet(
         .get(SECRET_ADDRESS_KEY)
         .and_then(|b| std::str::from_utf8(&b.0).ok())
         .map(|s| s.trim().to_string());
-    let Some(address) = address.filter(|a| valid_wallet(a)) else {
+    let Some(address) = address.filter(|a| crate::wallet::valid_wallet(a)) else {
         return Ok(Err((
             "PayerSecretInvalid",
             format!("Secret {secret_name} has no valid base58 `{SECRET_ADDRESS_KEY}`"),
         )));
     };
-    if r.ctx.ledger.needs_payer_keypair() {
-        let Some(kp) = data.get(SECRET_KEYPAIR_KEY).map(|b| b.0.clone()) else {
-            return Ok(Err((
-                "PayerSecretInvalid",
-                format!(
-                    "Secret {secret_name} has no `{SECRET_KEYPAIR_KEY}`; the Solana ledger needs it to move the escrow"
-                ),
-            )));
-        };
-        let registered = r
-            .ctx
-            .with_ledger(move |l: &LedgerHandle| {
-                l.register_signer(Some(&kp)).map_err(|e| e.to_string())
-            })
-            .await?;
-        match registered {
-            Ok(Some(a)) if a == address => {}
-            Ok(_) => {
-                return Ok(Err((
-                    "PayerSecretInvalid",
-                    format!(
-                        "the `{SECRET_KEYPAIR_KEY}` of Secret {secret_name} is not the keypair of its `{SECRET_ADDRESS_KEY}`"
-                    ),
-                )));
-            }
-            Err(_) => {
-                return Ok(Err((
-                    "PayerSecretInvalid",
-                    format!(
-                        "the `{SECRET_KEYPAIR_KEY}` of Secret {secret_name} is not a Solana keypair"
-                    ),
-                )));
-            }
-        }
+    // the escrow moves out of this wallet only with its owner's keypair (every ledger)
+    let kp = data.get(SECRET_KEYPAIR_KEY).map(|b| b.0.clone());
+    if let Err(msg) = crate::wallet::authorize_debits(r.ctx, &secret_name, &address, kp).await? {
+        return Ok(Err(("PayerSecretInvalid", msg)));
     }
     Ok(Ok(address))
 }
 
 async fn step_fund(r: &mut Run<'_>) -> Result<Option<Action>> {
     let escrow_recorded = r.st.escrow.is_some();
-    if !escrow_recorded || r.ctx.ledger.needs_payer_keypair() {
-        match payer_wallet(r).await? {
+    // read every time: the owner's keypair signs the escrow (again after a restart)
+    {
+        let read = match payer_wallet(r).await? {
+            Ok(addr) if escrow_recorded && r.st.payer_wallet.as_deref() != Some(addr.as_str()) => {
+                Err((
+                    "PayerSecretChanged",
+                    format!(
+                        "Secret {} now names wallet {addr}, not the wallet this escrow was planned from",
+                        r.job.spec.payer_secret_ref.name
+                    ),
+                ))
+            }
+            other => other,
+        };
+        match read {
             Ok(addr) => {
                 if !escrow_recorded {
                     r.st.payer_wallet = Some(addr);
@@ -976,6 +1024,15 @@ async fn execute(
     retry: Vec<String>,
 ) -> Result<PassReport> {
     r.st.observed_generation = r.generation();
+    if let Err(msg) =
+        crate::settlement::check_escrow_cap(&r.st, &staged, r.job.spec.payment_token)
+    {
+        r.condition(cond::SETTLED, false, "SettlementRefused", msg.clone());
+        r.write().await?;
+        r.event(EventType::Warning, "SettlementRefused", msg.clone(), "Settle")
+            .await;
+        return Err(Error::Invalid(format!("settlement refused: {msg}")));
+    }
     let writer = ApiWriter {
         api: r.api.clone(),
         name: r.name.clone(),
@@ -1052,25 +1109,33 @@ async fn step_create_pods(r: &mut Run<'_>, attempt: u32, missing: &[u32]) -> Res
         r.write().await?;
     }
     let mut created = 0;
+    let mut first_pod = None;
     for &i in missing {
         let pod = pods::worker_pod(r.job, attempt, i, &r.ctx.config.scheduler_name);
         match api.create(&PostParams::default(), &pod).await {
-            Ok(_) => created += 1,
+            Ok(p) => {
+                created += 1;
+                first_pod.get_or_insert_with(|| p.object_ref(&()));
+            }
             Err(kube::Error::Api(s)) if s.is_already_exists() => {}
             Err(e) => return Err(e.into()),
         }
     }
     if created > 0 {
-        r.event(
-            EventType::Normal,
-            "WorkersCreated",
-            format!(
+        // The Event names a pod of this attempt as its related object: the events
+        // recorder folds Events with the same key into one series and keeps the
+        // first note, so without it attempt 2's Event read "attempt 1".
+        let ev = KEvent {
+            type_: EventType::Normal,
+            reason: "WorkersCreated".into(),
+            note: Some(format!(
                 "created {created} worker pod(s) for attempt {attempt} (scheduler {})",
                 r.ctx.config.scheduler_name
-            ),
-            "Schedule",
-        )
-        .await;
+            )),
+            action: "Schedule".into(),
+            secondary: first_pod,
+        };
+        r.publish(ev).await;
     }
     Ok(())
 }

@@ -12,9 +12,9 @@
 //! withdraw to the owner, then release.
 //!
 //! The owner's wallet comes from the Secret `spec.ownerSecretRef.name` in the
-//! position's own namespace (`address`, and `keypair` when the ledger needs the
-//! owner's signature, i.e. Solana). Neither is ever logged; the address is copied
-//! to `status.ownerWallet`.
+//! position's own namespace (`address`, and `keypair`: every ledger needs the
+//! owner's signature to lock the stake, see [`crate::wallet`]). Neither is ever
+//! logged; the address is copied to `status.ownerWallet`.
 
 pub mod machine;
 pub mod store;
@@ -74,12 +74,6 @@ pub fn error_policy(obj: Arc<StakePosition>, err: &Error, ctx: Arc<Context>) -> 
     Action::requeue(ctx.failure_backoff(&format!("sp:{key}"), err))
 }
 
-fn valid_wallet(s: &str) -> bool {
-    (32..=44).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() && !matches!(c, '0' | 'O' | 'I' | 'l'))
-}
-
 /// The owner's address (and keypair bytes) from the Secret, or why not.
 async fn read_wallet(
     ctx: &Context,
@@ -113,7 +107,7 @@ async fn read_wallet(
         .unwrap_or_default()
         .trim()
         .to_string();
-    if !valid_wallet(&addr) {
+    if !crate::wallet::valid_wallet(&addr) {
         return Ok(Err(format!(
             "owner Secret {name:?}: `address` is not a base58 Solana address"
         )));
@@ -300,25 +294,28 @@ async fn step(
                         .operations
                         .iter()
                         .any(|r| r.purpose == machine::LOCK && machine::unsettled(r));
-                if lock_in_play && ctx.ledger.needs_payer_keypair() {
-                    // the owner must sign the transfer into the vault
-                    match read_wallet(ctx, ns, &sp).await? {
-                        Ok((_, Some(kp))) => {
-                            ctx.ledger
-                                .register_signer(Some(&kp))
-                                .map_err(|e| Error::Ledger(e.to_string()))?;
+                if lock_in_play {
+                    // the owner signs the transfer into the vault (every ledger): the
+                    // Secret's keypair must be that of the wallet the lock was planned from
+                    let why = match read_wallet(ctx, ns, &sp).await? {
+                        Ok((addr, _)) if before.owner_wallet.as_deref() != Some(addr.as_str()) => {
+                            Some(format!(
+                                "owner Secret {:?} now names wallet {addr}, not the wallet this stake was planned from",
+                                sp.spec.owner_secret_ref.name
+                            ))
                         }
-                        Ok((_, None)) => {
-                            return wait_with(
-                                ctx,
-                                api,
-                                sp,
-                                "owner Secret has no `keypair` (needed to sign on Solana)",
-                                now,
-                            )
-                            .await;
-                        }
-                        Err(why) => return wait_with(ctx, api, sp, &why, now).await,
+                        Ok((addr, kp)) => crate::wallet::authorize_debits(
+                            ctx,
+                            &sp.spec.owner_secret_ref.name,
+                            &addr,
+                            kp,
+                        )
+                        .await?
+                        .err(),
+                        Err(why) => Some(why),
+                    };
+                    if let Some(why) = why {
+                        return wait_with(ctx, api, sp, &why, now).await;
                     }
                 }
                 if decided == Step::PlanLock {

@@ -316,6 +316,30 @@ pub fn rfc(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub const WALLET_A: &str = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin";
-pub const WALLET_B: &str = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T";
-pub const WALLET_PROV: &str = "7EcDhSYGxXyscszYEp35KHN8vvw3svAuLKTzXwCFLtV";
+// Wallets with test keypairs (seeds 0xa1, 0xa2, 0xa3 repeated: public, tests only),
+// so that a Secret can prove ownership (a debit needs the owner's signature).
+pub const WALLET_A: &str = "DgmxzQX61DxkAMkAubrgHVJb637fYYTdh7ouVqZGnJrp";
+pub const WALLET_B: &str = "7rpDt11nvidzpRJRz8UiCndE4z58YqdktV5KYYpTMQ2P";
+pub const WALLET_PROV: &str = "Ce6R5jCf97nqhG7G5QRJdzQknPGyBEVYLXwVeGTb1Brp";
+
+/// The test keypair of one of the wallets above.
+pub fn keypair_of(wallet: &str) -> solgrid_ledger::WalletKeypair {
+    let seed = match wallet {
+        WALLET_A => 0xa1,
+        WALLET_B => 0xa2,
+        WALLET_PROV => 0xa3,
+        other => panic!("no test keypair for {other}"),
+    };
+    let kp = solgrid_ledger::WalletKeypair::from_seed([seed; 32]);
+    assert_eq!(kp.address(), wallet);
+    kp
+}
+
+/// A wallet Secret's `data`: the address and its keypair (Solana CLI JSON).
+pub fn wallet_secret_data(wallet: &str) -> serde_json::Value {
+    let enc = solgrid_operator::verification::base64_encode;
+    serde_json::json!({
+        "address": enc(wallet.as_bytes()),
+        "keypair": enc(keypair_of(wallet).to_solana_json().as_bytes()),
+    })
+}
