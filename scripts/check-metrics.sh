@@ -3,7 +3,7 @@
 # (exposition format, naming and HELP/TYPE lint).
 #
 #   scripts/check-metrics.sh http://127.0.0.1:8080/metrics     # operator
-#   scripts/check-metrics.sh http://127.0.0.1:8888/metrics     # scheduler extender
+#   scripts/check-metrics.sh http://127.0.0.1:8889/metrics     # scheduler extender
 #   scripts/check-metrics.sh http://127.0.0.1:9402/metrics     # device plugin
 #   scripts/check-metrics.sh - < scraped.txt                   # a saved scrape
 #

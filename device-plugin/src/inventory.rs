@@ -5,12 +5,20 @@
 //! The apply patch names only the fields this plugin owns (`status.gpus`,
 //! `status.gpuCount`, `status.model`, `status.lastHeartbeat`), so the
 //! operator's fields (phase, reputation, ...) are never touched.
+//!
+//! Those are also the only writes its rights allow: the chart's
+//! `device-plugin-node-scope` admission policy admits, from this plugin's
+//! pod-bound token, only those four status fields of the GpuNode whose
+//! `spec.nodeName` is the token's node, only the [`crate::labels`] keys on that
+//! Node, and a GpuNode *create* with the spec the provider configured. A GpuNode's
+//! spec is never patched from here: a missing one is created (POST, which never
+//! overwrites), one that appeared meanwhile is left as it is.
 
 use crate::device::Health;
 use crate::labels::primary_model;
 use crate::resource::DeviceState;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use solgrid_crds::{GpuDevice, GpuHealth, GpuNode, GpuNodeSpec};
 use std::collections::BTreeMap;
@@ -57,14 +65,9 @@ pub fn status_patch(name: &str, gpus: &[GpuDevice], now: chrono::DateTime<chrono
     })
 }
 
-/// The apply patch that creates a missing GpuNode.
-pub fn create_patch(name: &str, spec: &GpuNodeSpec) -> Value {
-    json!({
-        "apiVersion": solgrid_crds::API_VERSION,
-        "kind": "GpuNode",
-        "metadata": { "name": name },
-        "spec": spec,
-    })
+/// The GpuNode created when it is missing (spec only: status is the subresource's).
+pub fn new_gpunode(name: &str, spec: &GpuNodeSpec) -> GpuNode {
+    GpuNode::new(name, spec.clone())
 }
 
 /// The apply patch for the Node's labels.
@@ -134,13 +137,21 @@ impl Publisher {
                     return Err(InventoryError::Missing(self.gpunode_name.clone()));
                 };
                 tracing::info!(gpunode = %self.gpunode_name, "GpuNode missing: creating it");
-                self.gpunodes
-                    .patch(
-                        &self.gpunode_name,
-                        &pp,
-                        &Patch::Apply(&create_patch(&self.gpunode_name, spec)),
-                    )
-                    .await?;
+                let pp_create = PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..Default::default()
+                };
+                match self
+                    .gpunodes
+                    .create(&pp_create, &new_gpunode(&self.gpunode_name, spec))
+                    .await
+                {
+                    Ok(_) => {}
+                    // Created meanwhile (by the operator or the provider): its spec
+                    // stands, whatever this plugin was configured with.
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
                 self.gpunodes
                     .patch_status(&self.gpunode_name, &pp, &Patch::Apply(&patch))
                     .await?;
@@ -228,5 +239,26 @@ mod tests {
         assert_eq!(status["gpus"][0]["health"], "Unhealthy");
         assert_eq!(status["gpus"][0]["vendor"], "nvidia");
         assert!(p.get("spec").is_none());
+    }
+
+    #[test]
+    fn a_created_gpunode_carries_only_the_configured_spec() {
+        let spec = GpuNodeSpec {
+            node_name: "node-a".into(),
+            payout_wallet: "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU".into(),
+            location: solgrid_crds::Location {
+                region: "eu-west".into(),
+                country: "DE".into(),
+                coordinates: None,
+            },
+            ..Default::default()
+        };
+        let g = serde_json::to_value(new_gpunode("node-a", &spec)).unwrap();
+        assert_eq!(g["kind"], "GpuNode");
+        assert_eq!(g["metadata"]["name"], "node-a");
+        assert_eq!(g["spec"]["nodeName"], "node-a");
+        assert_eq!(g["spec"]["floorMicroUsdPerGpuHour"], 0);
+        assert_eq!(g["spec"]["stakerCommissionBps"], 0);
+        assert!(g.get("status").is_none_or(|s| s.is_null()));
     }
 }

@@ -265,8 +265,8 @@ pub fn strict<T: DeserializeOwned + Serialize>(doc: &Value) -> Result<T, String>
 /// a new kind in the chart needs a type here.
 pub fn check_typed(doc: &Value) -> Result<(), String> {
     use k8s_openapi::api::{
-        apps::v1 as apps, core::v1 as core, networking::v1 as net, policy::v1 as policy,
-        rbac::v1 as rbac,
+        admissionregistration::v1 as admission, apps::v1 as apps, core::v1 as core,
+        networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api = doc["apiVersion"].as_str().unwrap_or_default();
@@ -293,6 +293,12 @@ pub fn check_typed(doc: &Value) -> Result<(), String> {
             strict::<policy::PodDisruptionBudget>(doc).map(drop)
         }
         ("networking.k8s.io/v1", "NetworkPolicy") => strict::<net::NetworkPolicy>(doc).map(drop),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            strict::<admission::ValidatingAdmissionPolicy>(doc).map(drop)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            strict::<admission::ValidatingAdmissionPolicyBinding>(doc).map(drop)
+        }
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             strict::<CustomResourceDefinition>(doc).map(drop)
         }

@@ -176,7 +176,7 @@ fn rbac_rules_are_commented() {
     // Each rule in the chart's RBAC templates says why it is there: the line before
     // `- apiGroups:` is a comment (or the first rule follows a commented header).
     let mut missing = Vec::new();
-    for dir in ["operator", "scheduler", "device-plugin"] {
+    for dir in ["operator", "scheduler", "device-plugin", "tenants"] {
         let path = chart_dir().join("templates").join(dir).join("rbac.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -332,19 +332,55 @@ fn scheduler_profile_is_the_schedulers_own_and_wired_to_the_sidecar() {
             .iter()
             .any(|a| a == "--config=/etc/solgrid/scheduler/kube-scheduler-config.yaml")
     );
+    // filter/prioritize on the pod's loopback only; the only container port (and
+    // the probes') is the metrics listener.
     let ext = container(dep, "extender");
+    let args = arg_list(ext);
     assert!(
-        arg_list(ext).iter().any(|a| a.ends_with(":9999")),
-        "{:?}",
-        arg_list(ext)
+        args.iter().any(|a| a == "--listen=127.0.0.1:9999"),
+        "{args:?}"
     );
     assert!(
-        ext["ports"]
+        args.iter().any(|a| a == "--metrics-listen=0.0.0.0:8889"),
+        "{args:?}"
+    );
+    for flag in [
+        "--max-body-bytes=4194304",
+        "--max-concurrent-requests=32",
+        "--request-timeout-ms=1000",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
+    }
+    let ports: Vec<&Value> = ext["ports"].as_array().unwrap().iter().collect();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0]["containerPort"], 8889);
+    assert_eq!(ports[0]["name"], "metrics");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(ext[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    let svc = find(&docs, "Service", "-scheduler-metrics");
+    assert!(
+        svc["spec"]["ports"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["containerPort"] == 9999)
+            .all(|p| p["port"] != 9999 && p["targetPort"] != "extender"),
+        "the Service must not expose filter/prioritize"
     );
+    // the extender answers before kube-scheduler gives up on it
+    for e in &cfg.extenders {
+        if let Some(t) = &e.http_timeout {
+            let ms: u64 = if let Some(s) = t.strip_suffix("ms") {
+                s.parse().unwrap()
+            } else {
+                t.strip_suffix('s').unwrap().parse::<u64>().unwrap() * 1000
+            };
+            assert!(
+                ms > 1000,
+                "httpTimeout {t} must exceed --request-timeout-ms"
+            );
+        }
+    }
     // The operator creates worker pods for this scheduler.
     let op = container(find(&docs, "Deployment", "-operator"), "operator");
     assert!(

@@ -104,11 +104,14 @@ fn scheduler_extender_metrics_pass_promtool() {
         return;
     };
     let port = free_port();
+    let api_port = free_port();
     let snapshot = workspace_root().join("scheduler/testdata/snapshot.yaml");
     let child = Command::new(bin)
         .arg("--snapshot")
         .arg(&snapshot)
         .arg("--listen")
+        .arg(format!("127.0.0.1:{api_port}"))
+        .arg("--metrics-listen")
         .arg(format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -18,8 +18,14 @@ pub mod snapshot;
 pub mod watch;
 pub mod wire;
 
-/// The default listen address (`--listen`, env `SOLGRID_SCHEDULER_LISTEN`).
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8888";
+/// The default address of filter/prioritize (`--listen`, env
+/// `SOLGRID_SCHEDULER_LISTEN`): loopback, since the extender is a sidecar of
+/// kube-scheduler and no one else should reach it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8888";
+/// The default address of /healthz, /readyz and /metrics (`--metrics-listen`, env
+/// `SOLGRID_SCHEDULER_METRICS_LISTEN`): all interfaces, for the kubelet's probes and
+/// Prometheus.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:8889";
 /// The verbs kube-scheduler is configured with (deploy/kube-scheduler-config.yaml).
 pub const FILTER_VERB: &str = "filter";
 pub const PRIORITIZE_VERB: &str = "prioritize";

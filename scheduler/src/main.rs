@@ -19,9 +19,14 @@ use std::time::Duration;
     about = "kube-scheduler HTTP extender: filters and scores nodes by GPU fit, price, reputation and location"
 )]
 struct Args {
-    /// Address to serve /filter, /prioritize, /healthz, /readyz and /metrics on.
+    /// Address of POST /filter and POST /prioritize (loopback: kube-scheduler calls
+    /// the extender from the same pod).
     #[arg(long, env = "SOLGRID_SCHEDULER_LISTEN", default_value = solgrid_scheduler::DEFAULT_LISTEN)]
     listen: String,
+    /// Address of GET /healthz, /readyz and /metrics [default: 0.0.0.0:8889; when
+    /// not given and that address is taken, the extender runs without it].
+    #[arg(long, env = "SOLGRID_SCHEDULER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Serve from this YAML/JSON file of GpuNodes, ComputeJobs (and Nodes) instead of a cluster.
     #[arg(long, env = "SOLGRID_SCHEDULER_SNAPSHOT")]
     snapshot: Option<PathBuf>,
@@ -37,14 +42,22 @@ struct Args {
     /// Market configuration (YAML/JSON: `matching:` weights and thresholds, `pricing:` token rates).
     #[arg(long, env = "SOLGRID_MARKET_CONFIG")]
     market_config: Option<PathBuf>,
-    /// Largest request body accepted (bytes); larger ones get 413.
-    #[arg(long, env = "SOLGRID_SCHEDULER_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    /// Largest filter/prioritize body accepted (bytes); larger ones get 413. The
+    /// default fits every nodeCacheCapable request of a 5,000-node cluster (see
+    /// docs/scheduler.md); raise it for nodeCacheCapable: false.
+    #[arg(long, env = "SOLGRID_SCHEDULER_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
-    /// Per-request time limit (ms); slower requests get 503.
+    /// filter/prioritize requests handled at once; more wait for a slot (within
+    /// the request timeout).
+    #[arg(long, env = "SOLGRID_SCHEDULER_MAX_CONCURRENT_REQUESTS", default_value_t = server::DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    max_concurrent_requests: usize,
+    /// Every request is answered within this (ms): past it, filter answers with an
+    /// Error result and prioritize with 503. Keep it below kube-scheduler's
+    /// httpTimeout for the extender (2 s as shipped).
     #[arg(
         long,
         env = "SOLGRID_SCHEDULER_REQUEST_TIMEOUT_MS",
-        default_value_t = 5000
+        default_value_t = server::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64
     )]
     request_timeout_ms: u64,
     /// At most one cache rebuild per this many ms while watch events stream in.
@@ -144,13 +157,57 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = ServerConfig {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        max_concurrent_requests: args.max_concurrent_requests.max(1),
     };
-    let app = server::router(AppState::new(cache, extender, metrics), &cfg);
+    let state = AppState::new(cache, extender, metrics);
+    let app = server::router(state.clone(), &cfg);
+    let ops = server::ops_router(state, &cfg);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "solgrid-scheduler extender listening");
+    let ops_listener = match &args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?,
+        ),
+        None => {
+            match tokio::net::TcpListener::bind(solgrid_scheduler::DEFAULT_METRICS_LISTEN).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(
+                        addr = solgrid_scheduler::DEFAULT_METRICS_LISTEN,
+                        error = %e,
+                        "default metrics address unavailable: serving without /metrics, /healthz and /readyz (set --metrics-listen)"
+                    );
+                    None
+                }
+            }
+        }
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        max_body_bytes = cfg.max_body_bytes,
+        max_concurrent_requests = cfg.max_concurrent_requests,
+        request_timeout_ms = cfg.request_timeout.as_millis() as u64,
+        "solgrid-scheduler extender (filter, prioritize) listening"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ops_task = match ops_listener {
+        Some(l) => {
+            tracing::info!(metrics = %l.local_addr()?, "metrics, healthz and readyz listening");
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(server::serve(l, ops, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
     server::serve(listener, app, server::shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    if let Some(t) = ops_task {
+        let _ = t.await;
+    }
     if let Some(t) = watch_task {
         t.abort();
     }

@@ -9,6 +9,8 @@
 //! | `solgrid_scheduler_cache_objects` | gauge | `kind` (`gpunode`, `node`, `computejob`) |
 //! | `solgrid_scheduler_cache_rebuilds_total` | counter | |
 //! | `solgrid_scheduler_cache_ready` | gauge | |
+//! | `solgrid_scheduler_requests_rejected_total` | counter | `verb`, `reason` (`timeout`, `busy`, `too_large`) |
+//! | `solgrid_scheduler_requests_in_flight` | gauge | |
 
 use crate::extender::Reason;
 use prometheus::{
@@ -46,6 +48,9 @@ pub struct Metrics {
     pub cache_jobs: IntGauge,
     pub cache_rebuilds: IntCounter,
     pub cache_ready: IntGauge,
+    rejected: IntCounterVec,
+    /// filter/prioritize requests holding a concurrency slot.
+    pub in_flight: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,8 +122,23 @@ impl Metrics {
             "1 once every watch has listed its objects",
         )
         .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "solgrid_scheduler_requests_rejected_total",
+                "filter/prioritize requests answered with an error before a decision: timeout (no answer within --request-timeout-ms), busy (no concurrency slot in time), too_large (body over --max-body-bytes)",
+            ),
+            &["verb", "reason"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "solgrid_scheduler_requests_in_flight",
+            "filter/prioritize requests holding one of the --max-concurrent-requests slots",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejected.clone()),
+            Box::new(in_flight.clone()),
             Box::new(duration.clone()),
             Box::new(decisions_vec.clone()),
             Box::new(passthrough.clone()),
@@ -149,7 +169,16 @@ impl Metrics {
             cache_jobs: cache.with_label_values(&["computejob"]),
             cache_rebuilds,
             cache_ready,
+            rejected,
+            in_flight,
         }
+    }
+
+    /// A filter/prioritize request answered with an error before a decision.
+    pub fn rejected(&self, verb: Verb, reason: &str) {
+        self.rejected
+            .with_label_values(&[verb.as_str(), reason])
+            .inc();
     }
 
     pub fn observe_request(&self, verb: &str, code: u16, seconds: f64) {

@@ -1,15 +1,29 @@
-//! The HTTP service: `POST /filter`, `POST /prioritize`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`, all on one address.
+//! The HTTP services: the extender API (`POST /filter`, `POST /prioritize`) for
+//! kube-scheduler, and the operations endpoints (`GET /healthz`, `GET /readyz`,
+//! `GET /metrics`) on a listener of their own.
 //!
-//! Bodies are read whole (up to `max_body_bytes`, else 413), parsed without
-//! panicking (else 400 with the parse error), and each request is bounded by
-//! `request_timeout` (else 503). Errors are JSON: `{"Error": "..."}` — the same key
-//! kube-scheduler reads in a filter result, so its log shows the message either way.
+//! The API listens on loopback by default ([`crate::DEFAULT_LISTEN`]): the extender
+//! is a sidecar of kube-scheduler, and nothing else in the cluster should be able
+//! to hold up GPU scheduling. Each API request is bounded:
+//! - **body size**: read whole up to `max_body_bytes`, else **413** (sizing:
+//!   [`DEFAULT_MAX_BODY_BYTES`]);
+//! - **concurrency**: at most `max_concurrent_requests` are read and decided at
+//!   once; more wait for a slot;
+//! - **time**: every request is answered within `request_timeout` (waiting for a
+//!   slot, reading the body and deciding, which runs on the blocking pool so that
+//!   the deadline can abandon it). Past it, `filter` answers **200** with an
+//!   `ExtenderFilterResult` whose `Error` says why — kube-scheduler reads `Error`
+//!   only from a 200, and reports it for the pod — and `prioritize` (whose result
+//!   has no error field) answers **503** `{"Error": ...}`; kube-scheduler ignores a
+//!   failed prioritize and scores by its plugins alone.
+//!
+//! Malformed bodies get **400** with the parse error. Errors are JSON
+//! `{"Error": "..."}`.
 
 use crate::cache::Cache;
 use crate::extender::{Extender, now_ms};
 use crate::metrics::{Metrics, Verb};
-use crate::wire::{self, ParseError};
+use crate::wire::{self, FilterResult, ParseError};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -18,20 +32,45 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// The default body limit: 4 MiB.
+///
+/// Sized from kube-scheduler v1.36's real requests (`shared/fixtures/kube-scheduler-v1.36`,
+/// measured in `tests/limits.rs`): with `nodeCacheCapable: true` (what the chart
+/// ships) a body is the pod plus node names — 87 KB for 5,000 nodes with 14-character
+/// names, 1.28 MB with 5,000 names of the 253-character maximum. A pod is at most
+/// what etcd stores (1.5 MiB by default), so the worst possible nodeCacheCapable
+/// request is under 2.9 MB. With `nodeCacheCapable: false` kube-scheduler sends
+/// whole Node objects instead: 2.2 KB each for the fixtures' minimal nodes (10.9 MB
+/// for 5,000), several times that for real nodes (images, conditions, managed
+/// fields); raise `--max-body-bytes` to nodes × node size if you run that mode.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+/// The default concurrency limit. kube-scheduler calls the extender from its one
+/// scheduling loop (filter, then prioritize), so a handful is plenty; the limit is
+/// there so that no caller can make the extender decode unboundedly many bodies.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 32;
+/// The default time limit of a request, well under the 2 s `httpTimeout` of the
+/// shipped KubeSchedulerConfiguration, so that kube-scheduler gets the extender's
+/// own Error rather than a timeout of its own.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Service settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            max_body_bytes: 8 << 20,
-            request_timeout: Duration::from_secs(5),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
     }
 }
@@ -43,33 +82,73 @@ pub struct AppState {
     pub extender: Extender,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    slots: Arc<Semaphore>,
+    max_concurrent: usize,
 }
 
 impl AppState {
     pub fn new(cache: Arc<Cache>, extender: Extender, metrics: Metrics) -> AppState {
+        let cfg = ServerConfig::default();
         AppState {
             cache,
             extender,
             metrics,
-            max_body_bytes: ServerConfig::default().max_body_bytes,
+            max_body_bytes: cfg.max_body_bytes,
+            request_timeout: cfg.request_timeout,
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
+            max_concurrent: cfg.max_concurrent_requests,
         }
+    }
+
+    /// The state with `cfg`'s limits (a new set of concurrency slots when their
+    /// number changes).
+    pub fn with_config(mut self, cfg: &ServerConfig) -> AppState {
+        self.max_body_bytes = cfg.max_body_bytes;
+        self.request_timeout = cfg.request_timeout;
+        let n = cfg.max_concurrent_requests.max(1);
+        if n != self.max_concurrent {
+            self.slots = Arc::new(Semaphore::new(n));
+            self.max_concurrent = n;
+        }
+        self
+    }
+
+    /// The concurrency slots filter/prioritize take (for tests and diagnostics:
+    /// `available_permits()` is how many more requests could start now).
+    pub fn slots(&self) -> &Arc<Semaphore> {
+        &self.slots
     }
 }
 
-/// The router of the service.
-pub fn router(mut state: AppState, cfg: &ServerConfig) -> Router {
-    let timeout = cfg.request_timeout;
-    state.max_body_bytes = cfg.max_body_bytes;
+/// The extender API: `POST /filter` and `POST /prioritize` (serve it on loopback).
+pub fn router(state: AppState, cfg: &ServerConfig) -> Router {
+    let state = state.with_config(cfg);
     Router::new()
         .route("/filter", post(filter))
         .route("/prioritize", post(prioritize))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
-            (state.metrics.clone(), timeout),
+            (state.metrics.clone(), true),
+            observe,
+        ))
+        .with_state(state)
+}
+
+/// The operations endpoints: `GET /healthz`, `GET /readyz`, `GET /metrics` (for the
+/// kubelet's probes and Prometheus), each bounded by the request timeout.
+pub fn ops_router(state: AppState, cfg: &ServerConfig) -> Router {
+    let state = state.with_config(cfg);
+    let timeout = cfg.request_timeout;
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(ops_not_found)
+        .layer(middleware::from_fn_with_state(timeout, ops_timeout))
+        .layer(middleware::from_fn_with_state(
+            (state.metrics.clone(), false),
             observe,
         ))
         .with_state(state)
@@ -91,37 +170,67 @@ pub fn error_response(status: StatusCode, msg: &str) -> Response {
     json_response(status, body)
 }
 
+/// The answer of a request that got no decision: for `filter` a 200
+/// `ExtenderFilterResult` carrying `Error` (what kube-scheduler reports), for
+/// `prioritize` a 503 `{"Error": ...}`.
+pub fn verb_error(verb: Verb, msg: &str) -> Response {
+    match verb {
+        Verb::Filter => {
+            let result = FilterResult {
+                error: msg.to_string(),
+                ..Default::default()
+            };
+            match result.to_json() {
+                Ok(b) => json_response(StatusCode::OK, b),
+                Err(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, msg),
+            }
+        }
+        Verb::Prioritize => error_response(StatusCode::SERVICE_UNAVAILABLE, msg),
+    }
+}
+
 async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
-        "no such endpoint: use POST /filter, POST /prioritize, GET /healthz, /readyz, /metrics",
+        "no such endpoint: use POST /filter or POST /prioritize (/healthz, /readyz and /metrics are on the metrics listener)",
     )
 }
 
-/// Timeout, then metrics (count by verb and code, latency by verb).
+async fn ops_not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "no such endpoint: use GET /healthz, /readyz or /metrics (filter/prioritize are on the extender listener)",
+    )
+}
+
+/// Metrics: count by verb and code, latency by verb.
 async fn observe(
-    State((metrics, timeout)): State<(Metrics, Duration)>,
+    State((metrics, api)): State<(Metrics, bool)>,
     req: Request,
     next: Next,
 ) -> Response {
-    let verb = match req.uri().path() {
-        "/filter" => "filter",
-        "/prioritize" => "prioritize",
-        "/healthz" => "healthz",
-        "/readyz" => "readyz",
-        "/metrics" => "metrics",
+    let verb = match (api, req.uri().path()) {
+        (true, "/filter") => "filter",
+        (true, "/prioritize") => "prioritize",
+        (false, "/healthz") => "healthz",
+        (false, "/readyz") => "readyz",
+        (false, "/metrics") => "metrics",
         _ => "other",
     };
     let start = Instant::now();
-    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
+    let resp = next.run(req).await;
+    metrics.observe_request(verb, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn ops_timeout(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("request timed out after {timeout:?}"),
         ),
-    };
-    metrics.observe_request(verb, resp.status().as_u16(), start.elapsed().as_secs_f64());
-    resp
+    }
 }
 
 /// Reads the body (at most `max` bytes), answering 413/400 with a clear message.
@@ -199,16 +308,107 @@ pub fn prioritize_bytes(state: &AppState, body: &[u8]) -> Response {
 }
 
 async fn filter(State(state): State<AppState>, req: Request) -> Response {
-    match read_body(req, state.max_body_bytes).await {
-        Ok(b) => filter_bytes(&state, &b),
-        Err(r) => r,
-    }
+    bounded(state, req, Verb::Filter).await
 }
 
 async fn prioritize(State(state): State<AppState>, req: Request) -> Response {
-    match read_body(req, state.max_body_bytes).await {
-        Ok(b) => prioritize_bytes(&state, &b),
-        Err(r) => r,
+    bounded(state, req, Verb::Prioritize).await
+}
+
+/// A concurrency slot, counted in `solgrid_scheduler_requests_in_flight` while held.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Slot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: &Metrics) -> Slot {
+        metrics.in_flight.inc();
+        Slot {
+            _permit: permit,
+            gauge: metrics.in_flight.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+const WAITING: u8 = 0;
+const READING: u8 = 1;
+const DECIDING: u8 = 2;
+
+/// One API request under the concurrency limit and the deadline: wait for a slot,
+/// read the body, decide on the blocking pool (holding the slot until the decision
+/// is made, even if the deadline answered first).
+async fn bounded(state: AppState, req: Request, verb: Verb) -> Response {
+    let timeout = state.request_timeout;
+    let stage = AtomicU8::new(WAITING);
+    let work = async {
+        let slot = match state.slots.clone().acquire_owned().await {
+            Ok(permit) => Slot::new(permit, &state.metrics),
+            Err(_) => return verb_error(verb, "the extender is shutting down"),
+        };
+        stage.store(READING, Ordering::Relaxed);
+        let body = match read_body(req, state.max_body_bytes).await {
+            Ok(b) => b,
+            Err(r) => {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    state.metrics.rejected(verb, "too_large");
+                }
+                return r;
+            }
+        };
+        stage.store(DECIDING, Ordering::Relaxed);
+        let st = state.clone();
+        let decided = tokio::task::spawn_blocking(move || {
+            let r = match verb {
+                Verb::Filter => filter_bytes(&st, &body),
+                Verb::Prioritize => prioritize_bytes(&st, &body),
+            };
+            drop(slot);
+            r
+        })
+        .await;
+        decided.unwrap_or_else(|e| {
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("the {} decision failed: {e}", verb.as_str()),
+            )
+        })
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            let (reason, msg) = match stage.load(Ordering::Relaxed) {
+                WAITING => (
+                    "busy",
+                    format!(
+                        "solgrid extender busy: all {} request slots (--max-concurrent-requests) stayed taken for {timeout:?}",
+                        state.max_concurrent
+                    ),
+                ),
+                READING => (
+                    "timeout",
+                    format!(
+                        "solgrid extender: the request body did not arrive within {timeout:?} (--request-timeout-ms)"
+                    ),
+                ),
+                _ => (
+                    "timeout",
+                    format!(
+                        "solgrid extender: no {} decision within {timeout:?} (--request-timeout-ms)",
+                        verb.as_str()
+                    ),
+                ),
+            };
+            state.metrics.rejected(verb, reason);
+            tracing::warn!(verb = verb.as_str(), reason, "{msg}");
+            verb_error(verb, &msg)
+        }
     }
 }
 

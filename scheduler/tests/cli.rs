@@ -41,23 +41,37 @@ fn gen_snapshot_round_trips() {
     }
 }
 
-fn wait_listening(child: &mut std::process::Child) -> String {
+/// The addresses the server logs: the extender's (`listen=`) and the metrics
+/// listener's (`metrics=`).
+fn wait_listening(child: &mut std::process::Child) -> (String, String) {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listen=") {
-                let addr: String = line[i + 7..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send(addr);
+            for key in [" listen=", " metrics="] {
+                if let Some(i) = line.find(key) {
+                    let addr: String = line[i + key.len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send((key, addr));
+                }
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("server logs its address")
+    let (mut listen, mut metrics) = (None, None);
+    while listen.is_none() || metrics.is_none() {
+        let (key, addr) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server logs its addresses");
+        if key == " listen=" {
+            listen = Some(addr);
+        } else {
+            metrics = Some(addr);
+        }
+    }
+    (listen.unwrap(), metrics.unwrap())
 }
 
 #[test]
@@ -69,6 +83,8 @@ fn serves_a_snapshot_then_stops_on_sigterm() {
             snap,
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--threads",
             "1",
         ])
@@ -77,13 +93,14 @@ fn serves_a_snapshot_then_stops_on_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let addr = wait_listening(&mut child);
+    let (addr, metrics_addr) = wait_listening(&mut child);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let ready = rt.block_on(async {
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(&metrics_addr).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await

@@ -75,6 +75,12 @@ async fn malformed_requests_get_4xx_with_a_clear_error() {
     assert!(error_of(&out).contains("no such endpoint"));
     let (code, _) = call(&app, "GET", "/filter", vec![]).await;
     assert_eq!(code, 405);
+    // the operations endpoints are not on the extender's listener
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (code, out) = call(&app, "GET", path, vec![]).await;
+        assert_eq!(code, 404, "{path}");
+        assert!(error_of(&out).contains("metrics listener"), "{out}");
+    }
 }
 
 #[tokio::test]
@@ -120,8 +126,17 @@ async fn a_stalled_body_times_out() {
         .unwrap();
     let t = std::time::Instant::now();
     let (code, out) = body_of(app.oneshot(req).await.unwrap()).await;
-    assert_eq!(code, 503);
-    assert!(String::from_utf8_lossy(&out).contains("timed out"));
+    // filter: an ExtenderFilterResult with Error (kube-scheduler reads it from a 200)
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        v["Error"]
+            .as_str()
+            .unwrap()
+            .contains("did not arrive within"),
+        "{v}"
+    );
+    assert!(v["NodeNames"].is_null() && v["Nodes"].is_null(), "{v}");
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
@@ -130,17 +145,19 @@ async fn health_readiness_and_metrics() {
     let metrics = Metrics::new();
     let cache = Arc::new(Cache::new());
     let ext = Extender::new(MarketConfig::default().matching, Some(metrics.clone()));
-    let app = server::router(
-        AppState::new(cache.clone(), ext, metrics),
-        &ServerConfig::default(),
-    );
-    assert_eq!(call(&app, "GET", "/healthz", vec![]).await.0, 200);
-    let (code, out) = call(&app, "GET", "/readyz", vec![]).await;
+    let state = AppState::new(cache.clone(), ext, metrics);
+    let app = server::router(state.clone(), &ServerConfig::default());
+    let ops = server::ops_router(state, &ServerConfig::default());
+    assert_eq!(call(&ops, "GET", "/healthz", vec![]).await.0, 200);
+    let (code, out) = call(&ops, "GET", "/readyz", vec![]).await;
     assert_eq!(code, 503, "not ready before the caches sync");
     assert!(out.contains("not synced"));
     cache.publish(testdata_snapshot().index(&MarketConfig::default()));
     cache.set_ready();
-    assert_eq!(call(&app, "GET", "/readyz", vec![]).await.0, 200);
+    assert_eq!(call(&ops, "GET", "/readyz", vec![]).await.0, 200);
+    let (code, out) = call(&ops, "POST", "/filter", vec![]).await;
+    assert_eq!(code, 404, "filter is not on the metrics listener");
+    assert!(error_of(&out).contains("extender listener"));
     call(&app, "POST", "/filter", fixture("filter-nodecache.json")).await;
     call(
         &app,
@@ -150,7 +167,7 @@ async fn health_readiness_and_metrics() {
     )
     .await;
     call(&app, "POST", "/filter", b"nope".to_vec()).await;
-    let (code, m) = call(&app, "GET", "/metrics", vec![]).await;
+    let (code, m) = call(&ops, "GET", "/metrics", vec![]).await;
     assert_eq!(code, 200);
     for want in [
         "solgrid_scheduler_requests_total{code=\"200\",verb=\"filter\"} 1",

@@ -108,3 +108,35 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* The Kubernetes username of a component's ServiceAccount token. Call with
+     (list . "operator" .Values.operator.serviceAccount). */}}
+{{- define "solgrid.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" (index . 0).Release.Namespace (include "solgrid.serviceAccountName" .) -}}
+{{- end -}}
+
+{{/* The identities the admission policies trust as the operator, as a JSON (and
+     CEL) list of usernames: the operator's ServiceAccount plus
+     admissionPolicies.extraOperatorUsers. */}}
+{{- define "solgrid.operatorUsers" -}}
+{{- $users := list (include "solgrid.serviceAccountUser" (list . "operator" .Values.operator.serviceAccount)) -}}
+{{- range .Values.admissionPolicies.extraOperatorUsers }}{{ $users = append $users . }}{{ end -}}
+{{- $users | toJson -}}
+{{- end -}}
+
+{{/* The schema defaults of the GpuNode status fields, from the chart's CRD, as a
+     JSON (and CEL) map: a status field absent before a write counts as unchanged
+     when it is written with its default (the API server fills defaults in). */}}
+{{- define "solgrid.gpuNodeStatusDefaults" -}}
+{{- $crd := .Files.Get "crds/gpunode.yaml" | fromYaml -}}
+{{- $defaults := dict -}}
+{{- range $crd.spec.versions -}}
+{{- if .storage -}}
+{{- range $k, $p := .schema.openAPIV3Schema.properties.status.properties -}}
+{{- if hasKey $p "default" }}{{ $_ := set $defaults $k $p.default }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not $defaults }}{{ fail "crds/gpunode.yaml: no status defaults found (is the CRD there?)" }}{{ end -}}
+{{- $defaults | toJson -}}
+{{- end -}}
