@@ -1,5 +1,6 @@
 //! The `solgrid.dev/v1alpha1` API: [`GpuNode`] (cluster-scoped), [`ComputeJob`] and
-//! [`StakePosition`] (namespaced).
+//! [`StakePosition`] (namespaced), and [`LedgerGrant`] (cluster-scoped, admins only:
+//! funding a wallet on the embedded ledger).
 //!
 //! The CRD YAML under `crds/` is generated from these types by the `crdgen` binary
 //! (`make crds`) and a test fails when it drifts. Validation that the API server can
@@ -15,6 +16,7 @@
 pub mod common;
 pub mod computejob;
 pub mod gpunode;
+pub mod ledgergrant;
 pub mod market;
 pub mod stakeposition;
 pub mod validate;
@@ -22,6 +24,7 @@ pub mod validate;
 pub use common::*;
 pub use computejob::*;
 pub use gpunode::*;
+pub use ledgergrant::*;
 pub use stakeposition::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -46,6 +49,7 @@ pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("gpunode.yaml", served(GpuNode::crd())),
         ("computejob.yaml", served(ComputeJob::crd())),
         ("stakeposition.yaml", served(StakePosition::crd())),
+        ("ledgergrant.yaml", served(LedgerGrant::crd())),
     ]
 }
 

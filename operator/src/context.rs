@@ -181,7 +181,9 @@ impl LedgerHandle {
         amount: Amount,
     ) -> Option<Result<solgrid_ledger::GrantReceipt, LedgerHandleError>> {
         match self {
-            LedgerHandle::Embedded(l) => Some(l.grant(key, wallet, token, amount).map_err(Into::into)),
+            LedgerHandle::Embedded(l) => {
+                Some(l.grant(key, wallet, token, amount).map_err(Into::into))
+            }
             #[cfg(feature = "solana")]
             LedgerHandle::Solana(_) => None,
         }

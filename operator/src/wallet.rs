@@ -78,6 +78,8 @@ mod tests {
     fn wallet_syntax() {
         assert!(valid_wallet("7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"));
         assert!(!valid_wallet("alice"));
-        assert!(!valid_wallet("0xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"));
+        assert!(!valid_wallet(
+            "0xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
+        ));
     }
 }
