@@ -7,6 +7,7 @@
 #   make crds    regenerate crds/*.yaml (and the chart's copy) from the Rust types
 #   make bench   benchmarks: extender, simulator, device plugin, ledger/settlement, operator cache
 #   make e2e     end-to-end tests against the cluster in $KUBECONFIG
+#                (make test runs them on a local control plane: e2e/README.md)
 #   make images  container images (needs a Docker engine)
 
 SHELL := /bin/bash
@@ -36,6 +37,7 @@ tools:
 test: tools
 	$(CARGO) test --workspace --locked --no-run
 	SOLGRID_VALIDATOR="$$(bash scripts/install-validator.sh)" SOLGRID_REQUIRE_VALIDATOR=1 \
+	SOLGRID_E2E_REQUIRE_CLUSTER=1 KUBECONFIG= \
 	bash scripts/test-in-netns.sh $(CARGO) test --workspace --locked --offline
 
 lint:
@@ -62,7 +64,7 @@ bench: tools
 	bash scripts/bench.sh
 
 e2e:
-	@if [ -z "$$KUBECONFIG" ]; then echo "make e2e: KUBECONFIG is not set; the e2e tests need a real cluster (they skip without one)"; fi
+	@if [ -z "$$KUBECONFIG" ]; then echo "make e2e: KUBECONFIG is not set; tests/computejob.rs skips, tests/cluster.rs starts a local control plane when it finds one (e2e/README.md)"; fi
 	$(CARGO) test --locked -p solgrid-e2e -- --test-threads=1 --nocapture
 
 images:

@@ -1,4 +1,12 @@
-//! solgrid end-to-end tests against a real cluster (KUBECONFIG).
+//! solgrid end-to-end tests against a real cluster.
+//!
+//! - [`cluster`]: a local control plane (etcd, kube-apiserver, kube-controller-manager,
+//!   kube-scheduler v1.36 on loopback) or the cluster in `KUBECONFIG`
+//!   ([`cluster::shared`]); `tests/cluster.rs` holds the scenarios that run on it.
+//! - [`nodesim`]: simulated GPU nodes that play the kubelet's part.
+//! - [`process`]: child processes that never outlive the tests.
+//!
+//! The older `tests/computejob.rs` runs only with `KUBECONFIG` (below).
 //!
 //! Every test starts with [`cluster`]: without `KUBECONFIG` it prints why it skips
 //! and the test passes; with it, it returns a client. The helpers install the CRDs
@@ -23,6 +31,42 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub mod cluster;
+pub mod nodesim;
+pub mod process;
+
+/// A binary of this workspace, next to the test executable (`target/<profile>/`,
+/// built by `cargo test --workspace` or `cargo build --bins`).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or_else(|| anyhow!("no directory above {}", exe.display()))?;
+    let bin = dir.join(name);
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(anyhow!(
+            "{} is missing: build it first (`cargo build -p {} --bins`, or run `cargo test --workspace`, which builds every binary)",
+            bin.display(),
+            name
+        ))
+    }
+}
+
+/// Waits until the namespace's `default` ServiceAccount exists (the
+/// controller-manager makes it; pods cannot be created before).
+pub async fn wait_default_sa(client: &Client, ns: &str) -> Result<()> {
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    wait_for(Duration::from_secs(30), || async {
+        sas.get_opt("default").await.ok().flatten().map(|_| ())
+    })
+    .await
+    .ok_or_else(|| anyhow!("no default ServiceAccount in {ns} after 30 s"))
+}
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -171,4 +215,28 @@ pub fn example(name: &str) -> Result<Vec<serde_json::Value>> {
         }
     }
     Ok(out)
+}
+
+/// The Secret and the ComputeJob of an example (`examples/<file>`), moved to
+/// namespace `ns`, with the worker's image and command swapped (and no args).
+pub fn example_job(
+    file: &str,
+    ns: &str,
+    image: &str,
+    command: &[&str],
+) -> Result<(serde_json::Value, serde_json::Value)> {
+    let docs = example(file)?;
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .cloned()
+            .ok_or_else(|| anyhow!("{file} has no {kind}"))
+    };
+    let (mut secret, mut job) = (find("Secret")?, find("ComputeJob")?);
+    secret["metadata"]["namespace"] = ns.into();
+    job["metadata"]["namespace"] = ns.into();
+    job["spec"]["template"]["image"] = image.into();
+    job["spec"]["template"]["command"] = serde_json::json!(command);
+    job["spec"]["template"]["args"] = serde_json::json!([]);
+    Ok((secret, job))
 }

@@ -52,19 +52,14 @@ async fn example_computejob_runs_and_settles() {
 
     // The example: its Secret and its ComputeJob, in our namespace; a worker that
     // finishes in seconds; a budget cap the default market can meet.
-    let docs = example("computejob-llm-finetune.yaml").expect("example");
-    let mut secret_v = docs.iter().find(|d| d["kind"] == "Secret").unwrap().clone();
-    let mut job_v = docs
-        .iter()
-        .find(|d| d["kind"] == "ComputeJob")
-        .unwrap()
-        .clone();
-    secret_v["metadata"]["namespace"] = ns.clone().into();
-    job_v["metadata"]["namespace"] = ns.clone().into();
     let image = std::env::var("SOLGRID_E2E_IMAGE").unwrap_or_else(|_| "busybox:1.36".into());
-    job_v["spec"]["template"]["image"] = image.into();
-    job_v["spec"]["template"]["command"] = serde_json::json!(["sh", "-c", "sleep 5"]);
-    job_v["spec"]["template"]["args"] = serde_json::json!([]);
+    let (secret_v, mut job_v) = example_job(
+        "computejob-llm-finetune.yaml",
+        &ns,
+        &image,
+        &["sh", "-c", "sleep 5"],
+    )
+    .expect("example");
     job_v["spec"]["maxPricePerGpuHour"] = serde_json::json!(1_000_000_000_000u64);
     job_v["spec"]["minReputation"] = 0.into();
     job_v["spec"]["gangTimeoutSeconds"] = 120.into();

@@ -1,0 +1,609 @@
+//! Scenarios on the real control plane ([`solgrid_e2e::cluster::shared`]): the local
+//! one (etcd + kube-apiserver + kube-controller-manager + kube-schedulers v1.36,
+//! started once for this binary) with simulated GPU nodes, the real
+//! `solgrid-operator` and `solgrid-scheduler` binaries. One binary holds every
+//! scenario so that one cluster serves them all; each runs in its own namespace.
+//!
+//! Without `KUBECONFIG` and without the control-plane binaries the scenarios skip
+//! (or fail, with `SOLGRID_E2E_REQUIRE_CLUSTER=1`). With `KUBECONFIG` they skip too:
+//! the simulated nodes need an API server that can reach 127.0.1.x on this machine.
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt as _};
+use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode, GpuNodePhase};
+use solgrid_e2e::cluster::{TestCluster, free_addr, http_get, shared};
+use solgrid_e2e::nodesim::{NodeSim, SimConfig, SimNodeSpec};
+use solgrid_e2e::process::Proc;
+use solgrid_e2e::*;
+use solgrid_ledger::embedded::{EmbeddedConfig, EmbeddedLedger};
+use solgrid_ledger::wallet::WalletKeypair;
+use solgrid_market::fees::{FeeConfig, fees_for_usage};
+use solgrid_market::ledger::{Account, Intent, Ledger as _, Movement, Op, Token};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[path = "scenarios/solana.rs"]
+mod solana;
+
+/// The local cluster, or `None` (skip) with the reason on stderr.
+fn local_cluster(test: &str) -> Option<&'static TestCluster> {
+    let tc = shared()?;
+    if !tc.is_local() {
+        eprintln!(
+            "SKIP {test}: runs only on the local control plane (simulated nodes at 127.0.1.x); unset KUBECONFIG"
+        );
+        return None;
+    }
+    Some(tc)
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "solgrid_e2e=info,warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Creates namespace `name` if missing and waits for its default ServiceAccount.
+async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_none() {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        }))?;
+        api.create(&PostParams::default(), &ns).await?;
+    }
+    wait_default_sa(client, name).await
+}
+
+/// Writes an embedded-ledger journal where `payer` holds `amount` IO (before the
+/// operator opens it).
+fn fund_journal(path: &Path, payer: &str, amount: u64) -> Result<()> {
+    let ledger = EmbeddedLedger::open(path, journal_config())?;
+    ledger.apply(&[Intent {
+        key: format!("e2e-fund-{payer}"),
+        movements: vec![Movement {
+            token: Token::Io,
+            op: Op::Mint {
+                to: Account::Wallet(payer.to_string()),
+                amount,
+            },
+        }],
+    }])?;
+    ledger.sync()?;
+    Ok(())
+}
+
+fn journal_config() -> EmbeddedConfig {
+    EmbeddedConfig {
+        block_time: Some(Duration::from_millis(400)),
+        ..EmbeddedConfig::default()
+    }
+}
+
+/// Reads a journal the operator holds (locked) through a copy.
+fn read_journal(path: &Path) -> Result<EmbeddedLedger> {
+    let copy = path.with_extension(format!("copy-{}.jsonl", std::process::id()));
+    std::fs::copy(path, &copy)?;
+    let l = EmbeddedLedger::open(&copy, EmbeddedConfig::default())
+        .with_context(|| format!("replaying a copy of {}", path.display()))?;
+    Ok(l)
+}
+
+/// The operator binary, as a process of its own with the admin kubeconfig.
+fn start_operator(tc: &TestCluster, name: &str, journal: &Path, watch_ns: &str) -> Result<Proc> {
+    let bin = workspace_bin("solgrid-operator")?;
+    let mut cmd = Command::new(bin);
+    cmd.env("KUBECONFIG", tc.kubeconfig())
+        .env(
+            "RUST_LOG",
+            std::env::var("SOLGRID_E2E_OPERATOR_LOG")
+                .unwrap_or_else(|_| "solgrid_operator=debug,info".into()),
+        )
+        .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
+        .arg(format!("--ledger-path={}", journal.display()))
+        .arg(format!("--watch-namespace={watch_ns}"))
+        .arg("--leader-election=false")
+        .arg("--lease-namespace=solgrid-system")
+        .arg("--running-requeue-seconds=2")
+        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
+    let log = tc.dir().join(format!("{name}.log"));
+    Ok(Proc::spawn(name, cmd, &log)?)
+}
+
+/// The extender binary, listening where the chart's kube-scheduler calls it; its
+/// metrics on a free loopback port (returned).
+///
+/// A fresh cluster cannot meet two market rules the extender enforces: nodes are
+/// hired only 12 h after they are first seen, and only when staked. The extender
+/// runs with `--market-config` `{"matching": {"minNodeAgeMs": 0, "requireStake":
+/// false}}` so the first jobs can run on brand-new nodes.
+fn start_extender(tc: &TestCluster, name: &str) -> Result<(Proc, std::net::SocketAddr)> {
+    let bin = workspace_bin("solgrid-scheduler")?;
+    let market = tc.dir().join(format!("{name}-market.json"));
+    std::fs::write(
+        &market,
+        serde_json::to_vec(&serde_json::json!({
+            "matching": {"minNodeAgeMs": 0, "requireStake": false}
+        }))?,
+    )?;
+    let metrics = free_addr("127.0.0.1")?;
+    let mut cmd = Command::new(bin);
+    cmd.env("KUBECONFIG", tc.kubeconfig())
+        .env("RUST_LOG", "info")
+        .arg(format!("--listen={}", tc.extender_addr()))
+        .arg(format!("--metrics-listen={metrics}"))
+        .arg(format!("--market-config={}", market.display()));
+    let log = tc.dir().join(format!("{name}.log"));
+    Ok((Proc::spawn(name, cmd, &log)?, metrics))
+}
+
+/// The sum of a counter's samples whose labels contain `label`.
+fn counter(metrics_text: &str, name: &str, label: &str) -> f64 {
+    metrics_text
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn fail_with_logs(msg: String, procs: &[&Proc]) -> ! {
+    let mut s = msg;
+    for p in procs {
+        s.push_str(&format!(
+            "\n--- {} ({}):\n{}",
+            p.name(),
+            p.log_path().display(),
+            p.log_tail(4000)
+        ));
+    }
+    panic!("{s}");
+}
+
+fn time_ms(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
+    t.0.as_millisecond()
+}
+
+/// A ComputeJob from `examples/computejob-llm-finetune.yaml` (image and command
+/// swapped) on two simulated RTX 4090 nodes: quoted, escrowed, placed by the real
+/// kube-scheduler through the `solgrid-scheduler` profile and the extender binary,
+/// run, settled by the operator binary; the fees checked against the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_llm_finetune_runs_and_settles_through_the_extender() {
+    const TEST: &str = "example_llm_finetune_runs_and_settles_through_the_extender";
+    let Some(tc) = local_cluster(TEST) else {
+        return;
+    };
+    init_tracing();
+    let t0 = Instant::now();
+    let client = tc.client().await.expect("client");
+    install_crds(&client).await.expect("CRDs installed");
+    ensure_namespace(&client, "solgrid-system")
+        .await
+        .expect("solgrid-system");
+    let ns = namespace(&client, "e2e-llm").await.expect("namespace");
+    wait_default_sa(&client, &ns).await.expect("default SA");
+
+    // the example, with a worker that runs 6 s
+    let (mut secret_v, mut job_v) = example_job(
+        "computejob-llm-finetune.yaml",
+        &ns,
+        "busybox:1.36",
+        &["sh", "-c", "sleep 6"],
+    )
+    .expect("example");
+    // a debit needs the wallet owner's keypair on every ledger: the example's Secret
+    // names an address whose key nobody has, so the payer gets a fresh wallet
+    if secret_v["stringData"]["keypair"].is_null() {
+        let kp = WalletKeypair::generate().expect("keypair");
+        eprintln!(
+            "{TEST}: NOTE the example's Secret has no keypair: a fresh payer wallet {} instead of {}",
+            kp.address(),
+            secret_v["stringData"]["address"]
+        );
+        secret_v["stringData"]["address"] = kp.address().into();
+        secret_v["stringData"]["keypair"] = kp.to_solana_json().into();
+    }
+    let payer = secret_v["stringData"]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job_name = job_v["metadata"]["name"].as_str().unwrap().to_string();
+
+    // the ledger: the payer holds 1,000 IO
+    let funded: u64 = 1_000_000_000_000;
+    let dir = tc.dir().join(&ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("ledger.jsonl");
+    fund_journal(&journal, &payer, funded).expect("journal funded");
+
+    // two simulated nodes with their GpuNodes (each a provider wallet)
+    let sim = NodeSim::start(
+        client.clone(),
+        SimConfig {
+            verify_worker: Some(workspace_bin("solgrid-operator").expect("operator binary")),
+        },
+    );
+    let nodes = [
+        (
+            "e2e-llm-gpu-a",
+            "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM",
+        ),
+        (
+            "e2e-llm-gpu-b",
+            "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T",
+        ),
+    ];
+    let gpunodes: Api<GpuNode> = Api::all(client.clone());
+    for (node, wallet) in nodes {
+        sim.add_node(SimNodeSpec::rtx4090(node, 1))
+            .await
+            .expect("simulated node");
+        let gn = serde_json::json!({
+            "apiVersion": solgrid_crds::API_VERSION, "kind": "GpuNode",
+            "metadata": {"name": node},
+            "spec": {
+                "nodeName": node, "payoutWallet": wallet,
+                "location": {"region": "eu-west", "country": "DE",
+                             "coordinates": {"latitude": 50.11, "longitude": 8.68}},
+            },
+        });
+        gpunodes
+            .patch(
+                node,
+                &PatchParams::apply("solgrid-e2e").force(),
+                &Patch::Apply(gn),
+            )
+            .await
+            .expect("GpuNode applied");
+        sim.publish_inventory(node, node).await.expect("inventory");
+    }
+    eprintln!(
+        "{TEST}: cluster up in {:.1} s; nodes registered at +{:.1} s",
+        tc.started_in().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let (mut extender, extender_metrics) =
+        start_extender(tc, "solgrid-scheduler-llm").expect("extender");
+    let mut operator = start_operator(tc, "solgrid-operator-llm", &journal, &ns).expect("operator");
+
+    // honest fresh nodes verify (the real verify-worker) and become Active
+    let active = wait_for(Duration::from_secs(90), || async {
+        let mut scores = Vec::new();
+        for (node, _) in nodes {
+            let g = gpunodes.get(node).await.ok()?;
+            let st = g.status?;
+            if st.phase != GpuNodePhase::Active {
+                return None;
+            }
+            scores.push(st.reputation.score);
+        }
+        Some(scores)
+    })
+    .await;
+    let Some(scores) = active else {
+        let phases: Vec<String> = futures::future::join_all(
+            nodes
+                .iter()
+                .map(|(n, _)| gpunodes.get(n))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .into_iter()
+        .map(|g| format!("{:?}", g.ok().and_then(|g| g.status)))
+        .collect();
+        fail_with_logs(
+            format!("GpuNodes not Active in 90 s: {phases:?}"),
+            &[&operator, &extender],
+        );
+    };
+    eprintln!(
+        "{TEST}: GpuNodes Active at +{:.1} s, reputation {scores:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    // a fresh cluster: the example's minReputation (600) is above what a node has
+    // after its first verification; ask for what the honest nodes have
+    let min_score = scores.iter().copied().min().unwrap_or(0) as u64;
+    if job_v["spec"]["minReputation"].as_u64().unwrap_or(0) > min_score {
+        eprintln!(
+            "{TEST}: NOTE example minReputation {} > fresh nodes' {min_score}: lowered to {min_score}",
+            job_v["spec"]["minReputation"]
+        );
+        job_v["spec"]["minReputation"] = min_score.into();
+    }
+
+    let secret: Secret = serde_json::from_value(secret_v).unwrap();
+    let job: ComputeJob = serde_json::from_value(job_v).unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
+    let created = Instant::now();
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("job created");
+
+    // follow it to Settled
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut seen: Vec<(ComputeJobPhase, f64)> = Vec::new();
+    let mut worker_pods: Vec<Pod> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let settled = loop {
+        if let Ok(j) = jobs.get(&job_name).await
+            && let Some(st) = j.status
+        {
+            if seen.last().map(|s| &s.0) != Some(&st.phase) {
+                eprintln!(
+                    "{TEST}: +{:.1} s {:?} {}",
+                    created.elapsed().as_secs_f64(),
+                    st.phase,
+                    st.message.clone().unwrap_or_default()
+                );
+                seen.push((st.phase.clone(), created.elapsed().as_secs_f64()));
+            }
+            if st.phase == ComputeJobPhase::Settled {
+                break Some(st);
+            }
+            if st.phase == ComputeJobPhase::Failed {
+                break None;
+            }
+        }
+        // keep the last view of the workers (they are deleted after settlement)
+        if let Ok(l) = pods
+            .list(&ListParams::default().labels(&format!("solgrid.dev/job={job_name}")))
+            .await
+            && !l.items.is_empty()
+        {
+            worker_pods = l.items;
+        }
+        if extender.exited().is_some() || operator.exited().is_some() || Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let Some(st) = settled else {
+        let pods_now: Vec<String> = worker_pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} node={:?} phase={:?}",
+                    p.name_any(),
+                    p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    p.status.as_ref().and_then(|s| s.phase.clone())
+                )
+            })
+            .collect();
+        let j = jobs.get(&job_name).await.ok().and_then(|j| j.status);
+        fail_with_logs(
+            format!(
+                "the job did not settle in 90 s; phases {seen:?}; workers {pods_now:?}; status {j:#?}"
+            ),
+            &[&operator, &extender],
+        );
+    };
+    let settle_s = created.elapsed().as_secs_f64();
+
+    // placed by the chart's kube-scheduler through the extender, on the simulated nodes
+    assert!(!worker_pods.is_empty(), "no worker pod seen");
+    for p in &worker_pods {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.scheduler_name.as_deref(), Some("solgrid-scheduler"));
+        let node = spec.node_name.clone().unwrap_or_default();
+        assert!(
+            nodes.iter().any(|(n, _)| *n == node),
+            "{} on {node}",
+            p.name_any()
+        );
+    }
+    let metrics = http_get(extender_metrics, "/metrics").unwrap_or_default();
+    let filters = counter(&metrics, "solgrid_scheduler_requests_total", "filter");
+    assert!(
+        filters >= 1.0,
+        "the extender was never asked to filter:\n{metrics}"
+    );
+
+    // the money: exact fee arithmetic, and the ledger agrees with the status
+    let quote = st.quote.clone().expect("quote");
+    let fee_cfg = FeeConfig::default();
+    let gpu_ms: u64 = st
+        .settlements
+        .iter()
+        .flat_map(|s| s.usage.iter())
+        .map(|u| u.gpu_ms)
+        .sum();
+    let want = fees_for_usage(gpu_ms, quote.price_per_gpu_hour, Token::Io, &fee_cfg).unwrap();
+    let c = &st.cost;
+    eprintln!(
+        "{TEST}: settled at +{settle_s:.1} s: {gpu_ms} GPU-ms at {} per GPU-hour; cost {c:?}",
+        quote.price_per_gpu_hour
+    );
+    assert_eq!(st.settlements.len(), 1, "one settlement period");
+    assert!(gpu_ms > 0);
+    assert_eq!(c.compute, want.compute);
+    assert_eq!(c.requester_fee, want.requester_fee);
+    assert_eq!(c.provider_fee, want.provider_fee);
+    assert_eq!(c.surcharge, 0);
+    assert_eq!(c.paid, want.paid().unwrap());
+    assert_eq!(c.received, want.received().unwrap());
+    assert_eq!(c.burned, want.protocol().unwrap(), "IO fees are burned");
+    assert_eq!(c.to_treasury, 0);
+    assert_eq!(c.paid + c.refunded, quote.max_cost);
+    assert_eq!(st.escrowed, 0);
+
+    let ledger = read_journal(&journal).expect("journal");
+    let bal = |a: Account| ledger.balance(&a, Token::Io).unwrap();
+    assert_eq!(bal(Account::Wallet(payer.clone())), funded - c.paid);
+    assert_eq!(bal(Account::Escrow), 0);
+    let mut received = 0;
+    for u in st.settlements.iter().flat_map(|s| s.usage.iter()) {
+        let share = bal(Account::Wallet(u.wallet.clone()));
+        assert!(share > 0, "{} got nothing", u.wallet);
+        received += share;
+    }
+    let wallets: std::collections::BTreeSet<_> = st
+        .settlements
+        .iter()
+        .flat_map(|s| s.usage.iter().map(|u| u.wallet.clone()))
+        .collect();
+    let received_total: u64 = wallets
+        .iter()
+        .map(|w| bal(Account::Wallet(w.clone())))
+        .sum();
+    assert!(received >= received_total);
+    assert_eq!(received_total, c.received);
+    assert_eq!(
+        ledger.total_balances(Token::Io),
+        (funded - c.burned) as u128,
+        "supply fell by exactly the burn"
+    );
+    let keys = ledger.confirmed_key_counts();
+    assert!(
+        keys.values().all(|n| *n == 1),
+        "a key confirmed twice: {keys:?}"
+    );
+
+    // billed GPU time = the workers' running time (container start to finish)
+    let ran_ms: i64 = worker_pods
+        .iter()
+        .filter_map(|p| {
+            let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+            let t = cs.state.as_ref()?.terminated.as_ref()?;
+            Some(time_ms(t.finished_at.as_ref()?) - time_ms(t.started_at.as_ref()?))
+        })
+        .sum();
+    eprintln!(
+        "{TEST}: workers ran {ran_ms} ms in all (container start..finish), billed {gpu_ms} GPU-ms; phases {seen:?}"
+    );
+    let billing_ok = ran_ms > 0 && (gpu_ms as i64 - ran_ms).abs() <= 3_000;
+
+    // the settled job is released on delete; the operator and the extender stop cleanly
+    let _ = jobs.delete(&job_name, &Default::default()).await;
+    let gone = wait_for(Duration::from_secs(30), || async {
+        jobs.get_opt(&job_name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    operator.stop(Duration::from_secs(5));
+    extender.stop(Duration::from_secs(5));
+    sim.shutdown().await;
+    for (node, _) in nodes {
+        let _ = gpunodes.delete(node, &Default::default()).await;
+    }
+    delete_namespace(&client, &ns).await;
+    assert!(gone.is_some(), "the settled job was not released");
+    eprintln!(
+        "{TEST}: done in {:.1} s (job created to Settled {settle_s:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        billing_ok,
+        "billed {gpu_ms} GPU-ms for {ran_ms} ms of worker running time (issue 15: usage must start at the containers' start)"
+    );
+}
+
+/// `kubectl logs` works against a simulated node: the API server dials
+/// 127.0.1.N:10250 (the node's only address) and gets the container's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodesim_pods_run_and_logs_flow_through_the_api_server() {
+    const TEST: &str = "nodesim_pods_run_and_logs_flow_through_the_api_server";
+    let Some(tc) = local_cluster(TEST) else {
+        return;
+    };
+    init_tracing();
+    let client = tc.client().await.expect("client");
+    let ns = namespace(&client, "e2e-sim").await.expect("namespace");
+    wait_default_sa(&client, &ns).await.expect("default SA");
+    let sim = NodeSim::start(
+        client.clone(),
+        SimConfig {
+            verify_worker: None,
+        },
+    );
+    let node = "e2e-sim-node";
+    sim.add_node(SimNodeSpec::rtx4090(node, 2))
+        .await
+        .expect("node");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mk = |name: &str, ann: serde_json::Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": ann},
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [{"name": "main", "image": "busybox:1.36",
+                    "command": ["sh", "-c", "sleep 1"],
+                    "resources": {"limits": {"solgrid.dev/nvidia-gpu": "1"}}}],
+            },
+        }))
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &mk("ok", serde_json::json!({})))
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &mk(
+            "fails",
+            serde_json::json!({"sim.solgrid.dev/exit-code": "3"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let phases = wait_for(Duration::from_secs(30), || async {
+        let a = pods.get("ok").await.ok()?.status?.phase?;
+        let b = pods.get("fails").await.ok()?.status?.phase?;
+        (a == "Succeeded" && b == "Failed").then_some(())
+    })
+    .await;
+    assert!(phases.is_some(), "pods did not finish as told");
+    let p = pods.get("fails").await.unwrap();
+    let t = p.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(t.exit_code, 3);
+    assert!(t.started_at.is_some() && t.finished_at.is_some());
+    // the log, through the API server's node proxy
+    let log = pods
+        .logs("ok", &Default::default())
+        .await
+        .expect("kubectl logs through the API server");
+    assert!(log.contains("exit code 0"), "{log}");
+    // kubectl itself, when installed
+    if let Some(kubectl) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("kubectl"))
+            .find(|f| f.is_file())
+    }) {
+        let out = Command::new(kubectl)
+            .env("KUBECONFIG", tc.kubeconfig())
+            .args(["logs", "-n", &ns, "fails"])
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl logs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("exit code 3"));
+    }
+    // graceful deletion is finished by the node
+    pods.delete("ok", &Default::default()).await.unwrap();
+    let gone = wait_for(Duration::from_secs(15), || async {
+        pods.get_opt("ok").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "deletion not finished");
+    sim.shutdown().await;
+    delete_namespace(&client, &ns).await;
+}
