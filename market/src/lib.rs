@@ -11,6 +11,7 @@
 //! - [`staking`]: minimum stake, reward eligibility, hourly idle-reward split, unbonding, slashing.
 //! - [`pricing`]: reference prices and the dynamic quote (urgency, complexity, supply, floor, cap).
 //! - [`reputation`]: the 0–1000 node score.
+//! - [`idle`]: the time-weighted idle fraction of a node's GPUs over a reward period.
 //! - [`matching`]: the scheduler extender's filter and score.
 //! - [`gpu`]: GPU vendors, models and per-model tables.
 //! - [`ledger`]: the ledger abstraction implemented by the embedded and Solana ledgers.
@@ -19,6 +20,7 @@
 pub mod emission;
 pub mod fees;
 pub mod gpu;
+pub mod idle;
 pub mod ledger;
 pub mod matching;
 pub mod money;
