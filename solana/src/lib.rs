@@ -20,6 +20,7 @@ mod config;
 mod error;
 mod keys;
 mod ledger;
+pub mod testing;
 pub mod validator;
 
 pub use config::{Commitment, SolanaConfig};

@@ -4,10 +4,9 @@
 use solgrid_market::ledger::{
     Account, Amount, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus,
 };
+use solgrid_solana::testing::LocalChain;
 use solgrid_solana::validator::TestValidator;
-use solgrid_solana::{
-    Authority, Commitment, Keypair, Signer, SolanaConfig, SolanaLedger, create_mint,
-};
+use solgrid_solana::{Keypair, Signer, SolanaConfig, SolanaLedger};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -37,32 +36,18 @@ pub fn setup_full(
     validator_args: &[&str],
     tweak: impl FnOnce(&mut SolanaConfig),
 ) -> Option<Env> {
-    let authority = Authority::generate();
-    let validator = TestValidator::from_env_with_args(test, &authority.address(), validator_args)?;
-    let io = create_mint(
-        validator.rpc_url(),
-        &authority,
-        DECIMALS,
-        Commitment::Confirmed,
-    )
-    .expect("create IO mint");
-    let usdc = create_mint(
-        validator.rpc_url(),
-        &authority,
-        DECIMALS,
-        Commitment::Confirmed,
-    )
-    .expect("create USDC mint");
-    let mut config = SolanaConfig::new(validator.rpc_url(), io, usdc);
-    tweak(&mut config);
-    let ledger = SolanaLedger::connect(config, authority).expect("connect");
+    let chain = LocalChain::start(test, DECIMALS, DECIMALS, validator_args)?;
+    let ledger = chain.ledger_with(tweak).expect("connect");
     let created = ledger.ensure_custody_accounts().expect("custody accounts");
     assert_eq!(created.len(), 8);
     assert!(
         ledger.ensure_custody_accounts().unwrap().is_empty(),
         "idempotent"
     );
-    Some(Env { ledger, validator })
+    Some(Env {
+        ledger,
+        validator: chain.validator,
+    })
 }
 
 pub fn mv(token: Token, op: Op) -> Movement {

@@ -1,0 +1,698 @@
+//! The example job of `example_llm_finetune_runs_and_settles_through_the_extender`,
+//! with the operator binary settling on a real `solana-test-validator` instead of
+//! the embedded ledger (`--solana-rpc-url --io-mint --usdc-mint --authority-keypair`).
+//! The API server, the validator and the operator share the test's network
+//! namespace (`scripts/test-in-netns.sh`: only loopback).
+//!
+//! The chain is read the way any client would, through JSON-RPC
+//! (`getTokenAccountBalance`, `getTokenSupply`, `getSignaturesForAddress`,
+//! `getTransaction`): the provider paid, the fees burned, the escrow refunded, the
+//! IO supply fell by exactly the burn, and the memo (idempotency key) of the escrow
+//! and of each settlement on chain exactly once — against the fee arithmetic of
+//! `solgrid_market::fees`.
+//!
+//! Skips (prints why) without the local control plane or without a validator
+//! (`SOLGRID_VALIDATOR`, `.tools/bin/solana-test-validator`, `PATH`); with
+//! `SOLGRID_REQUIRE_VALIDATOR=1` (`make test`) a missing validator fails.
+
+use super::*;
+use serde_json::{Value, json};
+use solgrid_market::ledger::Amount;
+use solgrid_solana::testing::{IO_DECIMALS, LocalChain, USDC_DECIMALS, fund, keypair_json};
+use solgrid_solana::{Keypair, Signer as _};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+
+/// What the payer holds before the job: 1,000 IO (9 decimals).
+const FUNDED: u64 = 1_000 * 1_000_000_000;
+/// Reward rounds every ~31 years: the operator's first tick distributes the last
+/// ended period once (waited for below, before the balances are taken); none after,
+/// so the supply moves only by the job's burn.
+const REWARD_INTERVAL_S: u64 = 1_000_000_000;
+
+/// Token accounts the test reads (base58).
+struct Accounts {
+    authority: String,
+    io_mint: String,
+    escrow: String,
+    payer: String,
+    providers: Vec<(String, String)>, // (wallet, its IO token account)
+}
+
+#[test]
+fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
+    const TEST: &str = "example_llm_finetune_settles_on_solana_through_the_operator_binary";
+    let Some(tc) = local_cluster(TEST) else {
+        return;
+    };
+    init_tracing();
+    let t0 = Instant::now();
+    // blocking set-up on chain (the blocking RPC client runs its own runtime: before ours)
+    let Some(chain) = LocalChain::start(TEST, IO_DECIMALS, USDC_DECIMALS, &[]) else {
+        return;
+    };
+    let payer = Keypair::new();
+    let providers = [Keypair::new(), Keypair::new()];
+    let accounts = {
+        let ledger = chain.ledger_with(|_| {}).expect("ledger");
+        ledger.ensure_custody_accounts().expect("custody accounts");
+        let wallet = |k: &Keypair| k.pubkey().to_string();
+        fund(
+            &ledger,
+            "e2e-fund/payer",
+            &wallet(&payer),
+            Token::Io,
+            FUNDED,
+        )
+        .expect("payer funded");
+        let ata = |w: String| {
+            ledger
+                .token_account(&Account::Wallet(w), Token::Io)
+                .expect("token account")
+                .to_string()
+        };
+        Accounts {
+            authority: chain.authority_address(),
+            io_mint: chain.io_mint.clone(),
+            escrow: ledger
+                .custody_address(&Account::Escrow, Token::Io)
+                .expect("escrow"),
+            payer: ata(wallet(&payer)),
+            providers: providers
+                .iter()
+                .map(|k| (wallet(k), ata(wallet(k))))
+                .collect(),
+        }
+    };
+    eprintln!(
+        "{TEST}: validator and mints ready at +{:.1} s ({chain:?})",
+        t0.elapsed().as_secs_f64()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(scenario(TEST, tc, &chain, &payer, &accounts, t0));
+    drop(rt);
+    drop(chain);
+}
+
+async fn scenario(
+    test: &str,
+    tc: &'static TestCluster,
+    chain: &LocalChain,
+    payer: &Keypair,
+    acc: &Accounts,
+    t0: Instant,
+) {
+    let rpc_url = chain.rpc_url().to_string();
+    let client = tc.client().await.expect("client");
+    install_crds(&client).await.expect("CRDs installed");
+    let ns = namespace(&client, "e2e-sol").await.expect("namespace");
+    wait_default_sa(&client, &ns).await.expect("default SA");
+
+    let (mut secret_v, mut job_v) = example_job(
+        "computejob-llm-finetune.yaml",
+        &ns,
+        "busybox:1.36",
+        &["sh", "-c", "sleep 6"],
+    )
+    .expect("example");
+    // the payer's wallet: its address and its keypair (a debit needs its signature)
+    let payer_wallet = payer.pubkey().to_string();
+    let payer_json = keypair_json(payer);
+    secret_v["stringData"] = json!({"address": payer_wallet, "keypair": payer_json});
+    let job_name = job_v["metadata"]["name"].as_str().unwrap().to_string();
+
+    // the operator's authority keypair, as a mounted Secret file would hold it
+    let dir = tc.dir().join(&ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    let authority_file = dir.join("authority.json");
+    chain
+        .write_authority_keypair(&authority_file)
+        .expect("authority keypair written");
+
+    // two simulated nodes, each a GpuNode paying out to a fresh wallet
+    let sim = NodeSim::start(
+        client.clone(),
+        SimConfig {
+            verify_worker: Some(workspace_bin("solgrid-operator").expect("operator binary")),
+        },
+    );
+    let nodes: Vec<(String, String)> = acc
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(i, (w, _))| {
+            (
+                format!("e2e-sol-gpu-{}", (b'a' + i as u8) as char),
+                w.clone(),
+            )
+        })
+        .collect();
+    let gpunodes: Api<GpuNode> = Api::all(client.clone());
+    for (node, wallet) in &nodes {
+        sim.add_node(SimNodeSpec::rtx4090(node, 1))
+            .await
+            .expect("simulated node");
+        let gn = json!({
+            "apiVersion": solgrid_crds::API_VERSION, "kind": "GpuNode",
+            "metadata": {"name": node},
+            "spec": {
+                "nodeName": node, "payoutWallet": wallet,
+                "location": {"region": "eu-west", "country": "DE",
+                             "coordinates": {"latitude": 50.11, "longitude": 8.68}},
+            },
+        });
+        gpunodes
+            .patch(
+                node,
+                &PatchParams::apply("solgrid-e2e").force(),
+                &Patch::Apply(gn),
+            )
+            .await
+            .expect("GpuNode applied");
+        sim.publish_inventory(node, node).await.expect("inventory");
+    }
+
+    let mut extender = start_extender_proc(tc, "solgrid-scheduler-sol").expect("extender");
+    let mut operator =
+        start_solana_operator(tc, "solgrid-operator-sol", chain, &authority_file, &ns)
+            .expect("operator");
+
+    // honest fresh nodes verify and become Active
+    let active = wait_for(Duration::from_secs(90), || async {
+        let mut scores = Vec::new();
+        for (node, _) in &nodes {
+            let st = gpunodes.get(node).await.ok()?.status?;
+            if st.phase != GpuNodePhase::Active {
+                return None;
+            }
+            scores.push(st.reputation.score);
+        }
+        Some(scores)
+    })
+    .await;
+    let Some(scores) = active else {
+        fail_with_logs(
+            format!("GpuNodes not Active in 90 s (operator on Solana at {rpc_url})"),
+            &[&operator, &extender],
+        );
+    };
+    eprintln!(
+        "{test}: GpuNodes Active at +{:.1} s, reputation {scores:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    let min_score = scores.iter().copied().min().unwrap_or(0) as u64;
+    if job_v["spec"]["minReputation"].as_u64().unwrap_or(0) > min_score {
+        job_v["spec"]["minReputation"] = min_score.into();
+    }
+
+    // the operator's first reward tick distributes one period (a mint to the emission
+    // pool, maybe payouts): wait for it, then take the balances
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let rewards_done = wait_for(Duration::from_secs(60), || async {
+        let cm = cms
+            .get_opt(solgrid_operator::rewards::CONFIGMAP)
+            .await
+            .ok()??;
+        let text = cm.data?.get(solgrid_operator::rewards::STATE_KEY)?.clone();
+        let st: solgrid_operator::rewards::RewardState = serde_json::from_str(&text).ok()?;
+        (st.last_period.is_some() && st.round.is_none()).then_some(st)
+    })
+    .await;
+    let Some(rewards) = rewards_done else {
+        fail_with_logs(
+            "the operator's first idle-reward round did not complete in 60 s".into(),
+            &[&operator, &extender],
+        );
+    };
+    let before = Snapshot::take(&rpc_url, acc).await;
+    eprintln!(
+        "{test}: first reward round done (distributed {}); before the job: {before:?}",
+        rewards.distributed_total
+    );
+    assert_eq!(before.payer, FUNDED);
+
+    let secret: Secret = serde_json::from_value(secret_v).unwrap();
+    let job: ComputeJob = serde_json::from_value(job_v).unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
+    let created = Instant::now();
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("job created");
+
+    // follow it to Settled
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut seen: Vec<(ComputeJobPhase, f64)> = Vec::new();
+    let mut worker_pods: Vec<Pod> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let settled = loop {
+        if let Ok(j) = jobs.get(&job_name).await
+            && let Some(st) = j.status
+        {
+            if seen.last().map(|s| &s.0) != Some(&st.phase) {
+                eprintln!(
+                    "{test}: +{:.1} s {:?} {}",
+                    created.elapsed().as_secs_f64(),
+                    st.phase,
+                    st.message.clone().unwrap_or_default()
+                );
+                seen.push((st.phase.clone(), created.elapsed().as_secs_f64()));
+            }
+            if st.phase == ComputeJobPhase::Settled {
+                break Some(st);
+            }
+            if st.phase == ComputeJobPhase::Failed {
+                break None;
+            }
+        }
+        if let Ok(l) = pods
+            .list(&ListParams::default().labels(&format!("solgrid.dev/job={job_name}")))
+            .await
+            && !l.items.is_empty()
+        {
+            worker_pods = l.items;
+        }
+        if extender.exited().is_some() || operator.exited().is_some() || Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let Some(st) = settled else {
+        let j = jobs.get(&job_name).await.ok().and_then(|j| j.status);
+        fail_with_logs(
+            format!("the job did not settle on Solana in 120 s; phases {seen:?}; status {j:#?}"),
+            &[&operator, &extender],
+        );
+    };
+    let settle_s = created.elapsed().as_secs_f64();
+    assert!(!worker_pods.is_empty(), "no worker pod seen");
+    for p in &worker_pods {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.scheduler_name.as_deref(), Some("solgrid-scheduler"));
+        let node = spec.node_name.clone().unwrap_or_default();
+        assert!(
+            nodes.iter().any(|(n, _)| *n == node),
+            "{} on {node}",
+            p.name_any()
+        );
+    }
+
+    // the status: exact fee arithmetic (ECONOMICS.md, solgrid_market::fees)
+    let quote = st.quote.clone().expect("quote");
+    let gpu_ms: u64 = st
+        .settlements
+        .iter()
+        .flat_map(|s| s.usage.iter())
+        .map(|u| u.gpu_ms)
+        .sum();
+    let want = fees_for_usage(
+        gpu_ms,
+        quote.price_per_gpu_hour,
+        Token::Io,
+        &FeeConfig::default(),
+    )
+    .unwrap();
+    let c = &st.cost;
+    eprintln!(
+        "{test}: settled at +{settle_s:.1} s: {gpu_ms} GPU-ms at {} per GPU-hour; cost {c:?}",
+        quote.price_per_gpu_hour
+    );
+    assert_eq!(st.payer_wallet.as_deref(), Some(payer_wallet.as_str()));
+    assert_eq!(st.settlements.len(), 1, "one settlement period");
+    assert!(gpu_ms > 0);
+    assert_eq!(c.compute, want.compute);
+    assert_eq!(c.requester_fee, want.requester_fee);
+    assert_eq!(c.provider_fee, want.provider_fee);
+    assert_eq!(c.surcharge, 0);
+    assert_eq!(c.paid, want.paid().unwrap());
+    assert_eq!(c.received, want.received().unwrap());
+    assert_eq!(c.burned, want.protocol().unwrap(), "IO fees are burned");
+    assert_eq!(c.to_treasury, 0);
+    assert_eq!(c.paid + c.refunded, quote.max_cost);
+    assert_eq!(st.escrowed, 0);
+    // what the status says each provider wallet got
+    let mut paid_to: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &st.settlements {
+        for p in &s.payouts {
+            if p.to != solgrid_operator::settlement::REFUND {
+                *paid_to.entry(p.wallet.clone()).or_default() += p.amount;
+            }
+        }
+    }
+    assert_eq!(paid_to.values().sum::<u64>(), c.received);
+
+    // the chain, through JSON-RPC
+    let after = Snapshot::take(&rpc_url, acc).await;
+    eprintln!("{test}: after the job: {after:?}");
+    assert_eq!(after.payer, before.payer - c.paid, "the payer paid C + Fr");
+    assert_eq!(
+        after.escrow, before.escrow,
+        "the escrow holds nothing of the job (refunded)"
+    );
+    for (wallet, _) in &acc.providers {
+        let got = after.providers[wallet] - before.providers[wallet];
+        assert_eq!(
+            got,
+            paid_to.get(wallet).copied().unwrap_or(0),
+            "provider {wallet} paid C - Fp for its share"
+        );
+    }
+    let providers_got: u64 = acc
+        .providers
+        .iter()
+        .map(|(w, _)| after.providers[w] - before.providers[w])
+        .sum();
+    assert_eq!(providers_got, c.received);
+    assert!(
+        acc.providers
+            .iter()
+            .all(|(w, _)| after.providers[w] > before.providers[w]),
+        "both nodes ran a worker: both paid"
+    );
+    assert_eq!(
+        before.supply - after.supply,
+        c.burned,
+        "the IO supply fell by exactly the burn"
+    );
+    assert_eq!(
+        (before.payer - after.payer) - providers_got,
+        c.burned,
+        "paid = received + burned"
+    );
+
+    // the memos: the escrow and each settlement, on chain exactly once
+    let mut records = vec![st.escrow.clone().expect("escrow record")];
+    records.extend(st.settlements.iter().map(|s| s.record.clone()));
+    let history = memo_history(&rpc_url, &acc.authority).await;
+    for r in &records {
+        let sig = r
+            .signature
+            .clone()
+            .unwrap_or_else(|| panic!("{} has no signature", r.key));
+        let memos = transaction_memos(&rpc_url, &sig).await;
+        assert!(
+            memos.iter().any(|m| *m == r.key),
+            "{} ({}): memo {:?} on chain, not the key",
+            sig,
+            r.purpose,
+            memos
+        );
+        let landed: Vec<&String> = history
+            .iter()
+            .filter(|(_, keys)| keys.contains(&r.key))
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(landed, vec![&sig], "{}: landed once, as recorded", r.key);
+    }
+    eprintln!(
+        "{test}: memos on chain: {:?}",
+        records
+            .iter()
+            .map(|r| (&r.key, r.signature.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>()
+    );
+
+    // billed GPU time = the workers' running time (container start to finish)
+    let ran_ms: i64 = worker_pods
+        .iter()
+        .filter_map(|p| {
+            let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+            let t = cs.state.as_ref()?.terminated.as_ref()?;
+            Some(time_ms(t.finished_at.as_ref()?) - time_ms(t.started_at.as_ref()?))
+        })
+        .sum();
+    eprintln!("{test}: workers ran {ran_ms} ms in all, billed {gpu_ms} GPU-ms; phases {seen:?}");
+    let billing_ok = ran_ms > 0 && (gpu_ms as i64 - ran_ms).abs() <= 3_000;
+
+    // no secret in the operator's log
+    let log = operator.log_tail(10_000_000);
+    let authority_json = std::fs::read_to_string(&authority_file).unwrap();
+    for (what, secret) in [("payer", &payer_json), ("authority", &authority_json)] {
+        assert!(
+            !log.contains(&secret[..40]),
+            "the {what} keypair is in the operator's log"
+        );
+    }
+
+    let _ = jobs.delete(&job_name, &Default::default()).await;
+    let gone = wait_for(Duration::from_secs(30), || async {
+        jobs.get_opt(&job_name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    operator.stop(Duration::from_secs(5));
+    extender.stop(Duration::from_secs(5));
+    sim.shutdown().await;
+    for (node, _) in &nodes {
+        let _ = gpunodes.delete(node, &Default::default()).await;
+    }
+    delete_namespace(&client, &ns).await;
+    assert!(gone.is_some(), "the settled job was not released");
+    eprintln!(
+        "{test}: done in {:.1} s (job created to Settled {settle_s:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        billing_ok,
+        "billed {gpu_ms} GPU-ms for {ran_ms} ms of worker running time (issue 15)"
+    );
+}
+
+/// The operator binary settling on `chain`, watching `ns` (its reward state and
+/// verification pods in `ns` too, apart from other scenarios' operators).
+fn start_solana_operator(
+    tc: &TestCluster,
+    name: &str,
+    chain: &LocalChain,
+    authority: &Path,
+    ns: &str,
+) -> Result<Proc> {
+    let bin = workspace_bin("solgrid-operator")?;
+    let mut cmd = Command::new(bin);
+    cmd.env("KUBECONFIG", tc.kubeconfig())
+        .env(
+            "RUST_LOG",
+            std::env::var("SOLGRID_E2E_OPERATOR_LOG")
+                .unwrap_or_else(|_| "solgrid_operator=debug,solgrid_solana=debug,info".into()),
+        )
+        .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
+        .arg(format!("--solana-rpc-url={}", chain.rpc_url()))
+        .arg(format!("--io-mint={}", chain.io_mint))
+        .arg(format!("--usdc-mint={}", chain.usdc_mint))
+        .arg(format!("--authority-keypair={}", authority.display()))
+        .arg(format!("--watch-namespace={ns}"))
+        .arg("--leader-election=false")
+        .arg(format!("--lease-namespace={ns}"))
+        .arg(format!("--reward-interval-seconds={REWARD_INTERVAL_S}"))
+        .arg("--running-requeue-seconds=2")
+        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
+    let log = tc.dir().join(format!("{name}.log"));
+    Ok(Proc::spawn(name, cmd, &log)?)
+}
+
+/// The extender binary where the chart's kube-scheduler calls it, with the market
+/// rules a fresh cluster can meet (copied from `start_extender` in `cluster.rs`,
+/// whose return type is still moving).
+fn start_extender_proc(tc: &TestCluster, name: &str) -> Result<Proc> {
+    let bin = workspace_bin("solgrid-scheduler")?;
+    let market = tc.dir().join(format!("{name}-market.json"));
+    std::fs::write(
+        &market,
+        serde_json::to_vec(&json!({"matching": {"minNodeAgeMs": 0, "requireStake": false}}))?,
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.env("KUBECONFIG", tc.kubeconfig())
+        .env("RUST_LOG", "info")
+        .arg(format!("--listen={}", tc.extender_addr()))
+        .arg(format!("--metrics-listen={}", free_addr("127.0.0.1")?))
+        .arg(format!("--market-config={}", market.display()));
+    let log = tc.dir().join(format!("{name}.log"));
+    Ok(Proc::spawn(name, cmd, &log)?)
+}
+
+/// IO balances (base units) and the IO supply, read through JSON-RPC.
+#[derive(Debug)]
+struct Snapshot {
+    supply: Amount,
+    payer: Amount,
+    escrow: Amount,
+    providers: BTreeMap<String, Amount>,
+}
+
+impl Snapshot {
+    async fn take(url: &str, acc: &Accounts) -> Snapshot {
+        let supply = rpc(url, "getTokenSupply", json!([acc.io_mint, commitment()]))
+            .await
+            .expect("getTokenSupply");
+        assert_eq!(
+            supply["value"]["decimals"], IO_DECIMALS,
+            "IO has 9 decimals"
+        );
+        let mut providers = BTreeMap::new();
+        for (w, a) in &acc.providers {
+            providers.insert(w.clone(), token_balance(url, a).await.unwrap_or(0));
+        }
+        Snapshot {
+            supply: amount(&supply["value"]),
+            payer: token_balance(url, &acc.payer)
+                .await
+                .expect("the payer's token account"),
+            escrow: token_balance(url, &acc.escrow)
+                .await
+                .expect("the escrow account"),
+            providers,
+        }
+    }
+}
+
+fn commitment() -> Value {
+    json!({"commitment": "confirmed"})
+}
+
+fn amount(v: &Value) -> Amount {
+    v["amount"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no amount in {v}"))
+}
+
+/// `getTokenAccountBalance` of a token account; `None` when it does not exist.
+async fn token_balance(url: &str, account: &str) -> Option<Amount> {
+    match rpc(
+        url,
+        "getTokenAccountBalance",
+        json!([account, commitment()]),
+    )
+    .await
+    {
+        Ok(v) => Some(amount(&v["value"])),
+        Err(e) if e.to_string().contains("could not find account") => None,
+        Err(e) => panic!("getTokenAccountBalance {account}: {e:#}"),
+    }
+}
+
+/// The memo texts of a transaction (`getTransaction`, jsonParsed): asserts it
+/// succeeded.
+async fn transaction_memos(url: &str, signature: &str) -> Vec<String> {
+    let tx = rpc(
+        url,
+        "getTransaction",
+        json!([signature, {"encoding": "jsonParsed", "commitment": "confirmed",
+                           "maxSupportedTransactionVersion": 0}]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("getTransaction {signature}: {e:#}"));
+    assert!(!tx.is_null(), "{signature} is not on chain");
+    assert!(
+        tx["meta"]["err"].is_null(),
+        "{signature} failed on chain: {}",
+        tx["meta"]["err"]
+    );
+    tx["transaction"]["message"]["instructions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|ix| ix["program"] == "spl-memo")
+        .filter_map(|ix| ix["parsed"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The successful transactions of `address`'s history with the memo texts of each
+/// (`getSignaturesForAddress`: `memo` is `"[len] text; [len] text"`).
+async fn memo_history(url: &str, address: &str) -> Vec<(String, Vec<String>)> {
+    let page = rpc(
+        url,
+        "getSignaturesForAddress",
+        json!([address, {"limit": 1000, "commitment": "confirmed"}]),
+    )
+    .await
+    .expect("getSignaturesForAddress");
+    page.as_array()
+        .expect("an array")
+        .iter()
+        .filter(|s| s["err"].is_null())
+        .map(|s| {
+            let memos = s["memo"]
+                .as_str()
+                .unwrap_or_default()
+                .split("; ")
+                .map(|m| match m.strip_prefix('[') {
+                    Some(rest) => rest.split_once("] ").map_or(rest, |(_, t)| t).to_string(),
+                    None => m.to_string(),
+                })
+                .collect();
+            (
+                s["signature"].as_str().unwrap_or_default().to_string(),
+                memos,
+            )
+        })
+        .collect()
+}
+
+/// One JSON-RPC call over plain HTTP/1.0 (loopback), off the async threads.
+async fn rpc(url: &str, method: &str, params: Value) -> Result<Value> {
+    let url = url.to_string();
+    let method = method.to_string();
+    tokio::task::spawn_blocking(move || rpc_blocking(&url, &method, params))
+        .await
+        .context("RPC task")?
+}
+
+fn rpc_blocking(url: &str, method: &str, params: Value) -> Result<Value> {
+    let addr = url
+        .strip_prefix("http://")
+        .context("an http:// RPC URL")?
+        .trim_end_matches('/');
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.set_write_timeout(Some(Duration::from_secs(15)))?;
+    write!(
+        s,
+        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw).context("a UTF-8 answer")?;
+    let (head, payload) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{method}: no HTTP header in {text:?}"))?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{method}: {head}"
+    );
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)?
+    } else {
+        payload.to_string()
+    };
+    let v: Value =
+        serde_json::from_str(&payload).with_context(|| format!("{method}: {payload}"))?;
+    if let Some(e) = v.get("error") {
+        anyhow::bail!("{method}: {e}");
+    }
+    Ok(v["result"].clone())
+}
+
+fn dechunk(mut s: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").context("a chunk size")?;
+        let n = usize::from_str_radix(size.trim(), 16).context("a hex chunk size")?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).context("a whole chunk")?);
+        s = rest.get(n + 2..).unwrap_or_default();
+    }
+}
