@@ -27,6 +27,26 @@ pub const MAX_WALLET_ID_LEN: usize = 128;
 /// The longest idempotency key accepted (a Solana memo is small; keys are UID + period).
 pub const MAX_KEY_LEN: usize = 256;
 
+/// File mode of the journal: owner read/write only. `open` creates it so and
+/// tightens an existing journal that is wider (one written by an older version, or
+/// a volume whose group bits the kubelet set for `fsGroup`).
+pub const JOURNAL_MODE: u32 = 0o600;
+
+#[cfg(unix)]
+fn restrict_mode(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o777 != JOURNAL_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(JOURNAL_MODE))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_mode(_: &File) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// When the journal is flushed to stable storage (`fsync`).
 ///
 /// Every committed transaction is written to the file (one `write` system call)
@@ -555,13 +575,14 @@ impl EmbeddedLedger {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        // The journal holds every balance and transaction of the market: readable
+        // and writable by the ledger's own user only (0600), from its first byte.
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, JOURNAL_MODE);
+        let mut file = opts.open(&path).map_err(io)?;
+        restrict_mode(&file).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
