@@ -263,7 +263,7 @@ async fn scenario(
                     st.phase,
                     st.message.clone().unwrap_or_default()
                 );
-                seen.push((st.phase.clone(), created.elapsed().as_secs_f64()));
+                seen.push((st.phase, created.elapsed().as_secs_f64()));
             }
             if st.phase == ComputeJobPhase::Settled {
                 break Some(st);
@@ -398,7 +398,7 @@ async fn scenario(
             .unwrap_or_else(|| panic!("{} has no signature", r.key));
         let memos = transaction_memos(&rpc_url, &sig).await;
         assert!(
-            memos.iter().any(|m| *m == r.key),
+            memos.contains(&r.key),
             "{} ({}): memo {:?} on chain, not the key",
             sig,
             r.purpose,
