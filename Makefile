@@ -8,7 +8,7 @@
 #   make bench   benchmarks: extender, simulator, device plugin, ledger/settlement, operator cache
 #   make e2e     end-to-end tests against the cluster in $KUBECONFIG
 #                (make test runs them on a local control plane: e2e/README.md)
-#   make images  container images (needs a Docker engine)
+#   make images  container images without Docker (umoci, skopeo; out/images, docs/images.md)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -18,7 +18,7 @@ export PATH := $(TOOLS):$(PATH)
 DEMO_OUT ?= out/demo
 DEMO_ARGS ?=
 
-.PHONY: all build test test-unit test-solana tools lint fmt crds crds-check demo bench e2e images clean
+.PHONY: all build test test-unit test-solana tools lint fmt crds crds-check demo bench e2e images images-docker clean
 
 all: build
 
@@ -30,6 +30,7 @@ tools:
 	bash scripts/install-helm.sh
 	bash scripts/install-promtool.sh
 	bash scripts/install-validator.sh
+	bash docker/build-images.sh --fetch
 
 ## Every test. The build runs with the network; the tests run in a network
 ## namespace with only loopback (solana-test-validator listens on every interface
@@ -67,8 +68,19 @@ e2e:
 	@if [ -z "$$KUBECONFIG" ]; then echo "make e2e: KUBECONFIG is not set; tests/computejob.rs skips, tests/cluster.rs starts a local control plane when it finds one (e2e/README.md)"; fi
 	$(CARGO) test --locked -p solgrid-e2e -- --test-threads=1 --nocapture
 
+## The binaries the images carry; `make images` builds them (release) and packs
+## them with docker/build-images.sh (no Docker engine, no registry).
+IMAGE_BINS := solgrid-operator solgrid-scheduler solgrid-device-plugin kubectl-solgrid
+RELEASE_DIR = $$($(CARGO) metadata --format-version 1 --no-deps | jq -r .target_directory)/release
+
 images:
-	bash docker/build-images.sh
+	$(CARGO) build --release --locked $(addprefix -p ,$(IMAGE_BINS)) $(addprefix --bin ,$(IMAGE_BINS))
+	bash docker/build-images.sh --bin-dir "$(RELEASE_DIR)"
+
+## The same images with a Docker engine (docker/*.Dockerfile on distroless).
+images-docker:
+	$(CARGO) build --release --locked $(addprefix -p ,$(IMAGE_BINS)) $(addprefix --bin ,$(IMAGE_BINS))
+	bash docker/build-images-docker.sh --bin-dir "$(RELEASE_DIR)"
 
 clean:
 	$(CARGO) clean

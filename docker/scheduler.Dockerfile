@@ -1,32 +1,20 @@
 # syntax=docker/dockerfile:1.7
-# solgrid-scheduler image: a multi-stage build of the workspace package `solgrid-scheduler` into a
-# distroless runtime (glibc + libgcc, no shell, user nonroot 65532).
+# solgrid-scheduler image with Docker, from the same binary `make images` packs without Docker
+# (docker/build-images.sh): the release build on distroless's cc runtime (glibc +
+# libgcc + CA certificates, no shell, user nonroot 65532), the same entrypoint,
+# user and ports.
 #
-#   docker build -f docker/scheduler.Dockerfile -t ghcr.io/solgrid/solgrid-scheduler:0.1.0 .
+#   cargo build --release --locked -p solgrid-scheduler --bin solgrid-scheduler
+#   docker build -f docker/scheduler.Dockerfile -t ghcr.io/solgrid/solgrid-scheduler:0.1.0 target/release
 #
-# The context is the workspace root; docker/scheduler.Dockerfile.dockerignore keeps
-# target/ and other bulk out of it. `make images` (docker/build-images.sh) builds
-# every image. Not built in this repository's CI: it has no Docker engine.
+# The context is the directory holding the binary (target/release, or
+# $CARGO_TARGET_DIR/release); docker/scheduler.Dockerfile.dockerignore lets only the
+# binary in. docker/build-images-docker.sh builds every image this way.
 #
-# The extender only; the chart runs it next to registry.k8s.io/kube-scheduler.
-ARG RUST_VERSION=1.95
-
-FROM rust:${RUST_VERSION}-bookworm AS build
-# protoc for the device plugin's gRPC codegen; pkg-config, libssl-dev and
-# libudev-dev for the Solana client's native dependencies (the workspace builds
-# with one lock file, so every image's build has the same needs).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler pkg-config libssl-dev libudev-dev \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target,id=solgrid-target \
-    cargo build --release --locked -p solgrid-scheduler --bin solgrid-scheduler \
- && install -D -m 0755 target/release/solgrid-scheduler /out/solgrid-scheduler
-
+# The extender only; the chart runs it next to registry.k8s.io/kube-scheduler. Its
+# filter/prioritize port (8888) listens on 127.0.0.1; 8889 is /metrics.
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /out/solgrid-scheduler /usr/local/bin/solgrid-scheduler
+COPY --chmod=0755 solgrid-scheduler /usr/local/bin/solgrid-scheduler
 USER 65532:65532
-EXPOSE 8888
+EXPOSE 8889
 ENTRYPOINT ["/usr/local/bin/solgrid-scheduler"]
