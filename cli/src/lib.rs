@@ -10,6 +10,7 @@ pub mod format;
 pub mod quote;
 pub mod validate;
 pub mod views;
+pub mod wallet;
 
 use solgrid_market::fees::FeeConfig;
 use solgrid_market::pricing::PricingConfig;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
-use kubectl_solgrid::{MarketConfig, format, quote, validate, views};
+use kubectl_solgrid::{MarketConfig, format, quote, validate, views, wallet};
 use solgrid_crds::{ComputeJob, GpuNode, StakePosition};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use std::process::ExitCode;
     name = "kubectl-solgrid",
     bin_name = "kubectl solgrid",
     version,
-    about = "solgrid from kubectl: quote a job, list jobs, GPU nodes, earnings and stake, validate manifests"
+    about = "solgrid from kubectl: quote a job, list jobs, GPU nodes, earnings and stake, validate manifests, create wallets, fund them (admins)"
 )]
 struct Cli {
     /// Namespace of ComputeJobs and StakePositions (default: the kubeconfig's).
@@ -69,6 +69,50 @@ enum Command {
         /// Files to check (`-` for stdin); repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Wallet Secrets (address + keypair) that ComputeJobs and StakePositions pay from.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
+    /// Fund a wallet on the embedded ledger (cluster admins only): creates a
+    /// LedgerGrant, which the operator executes exactly once, and waits for it.
+    Fund {
+        /// The wallet address (`kubectl solgrid wallet address --secret NAME`).
+        #[arg(long)]
+        wallet: String,
+        /// IO or USDC.
+        #[arg(long, default_value = "IO")]
+        token: String,
+        /// Base units of the token (IO has 9 decimals: 1 IO = 1000000000; USDC 6).
+        #[arg(long)]
+        amount: u64,
+        /// Name of the LedgerGrant (default: generated). Running again with the same
+        /// name never funds twice: it waits for the grant already there.
+        #[arg(long)]
+        name: Option<String>,
+        /// Seconds to wait for the operator to execute it; 0 returns at once.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WalletCommand {
+    /// Generate a new keypair and store it in a Secret (`address`, `keypair`) in the
+    /// namespace (-n); prints the address. Never replaces an existing Secret.
+    New {
+        /// Name of the Secret (what payerSecretRef / ownerSecretRef name).
+        #[arg(long)]
+        secret: String,
+        /// Print the Secret's manifest (with the keypair!) instead of creating it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the wallet address a Secret holds.
+    Address {
+        #[arg(long)]
+        secret: String,
     },
 }
 
@@ -137,9 +181,153 @@ fn parse_docs<T: serde::de::DeserializeOwned>(text: &str, kind: &str) -> Result<
     Ok(out)
 }
 
+/// The namespace of namespaced writes: -n, else the kubeconfig's.
+fn namespace_of(c: &kube::Client, cli: &Cli) -> String {
+    cli.namespace
+        .clone()
+        .unwrap_or_else(|| c.default_namespace().to_string())
+}
+
+async fn wallet_command(cli: &Cli, command: &WalletCommand) -> Result<ExitCode> {
+    use k8s_openapi::api::core::v1::Secret;
+    match command {
+        WalletCommand::New { secret, dry_run } => {
+            let kp = solgrid_ledger::WalletKeypair::generate()?;
+            if *dry_run {
+                let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
+                let s = wallet::wallet_secret(secret, &ns, &kp);
+                let mut v = serde_json::to_value(&s)?;
+                v["apiVersion"] = "v1".into();
+                v["kind"] = "Secret".into();
+                eprintln!(
+                    "note: this manifest holds the wallet's keypair: whoever reads it can spend from {}",
+                    kp.address()
+                );
+                print!("{}", serde_yaml_ng::to_string(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let c = client().await?;
+            let ns = namespace_of(&c, cli);
+            let api: Api<Secret> = Api::namespaced(c, &ns);
+            match api
+                .create(
+                    &kube::api::PostParams::default(),
+                    &wallet::wallet_secret(secret, &ns, &kp),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => bail!(
+                    "Secret {ns}/{secret} already exists: a wallet Secret is never replaced \
+                     (its keypair may hold funds); choose another name"
+                ),
+                Err(e) => return Err(e).with_context(|| format!("creating Secret {ns}/{secret}")),
+            }
+            eprintln!(
+                "created Secret {ns}/{secret} with a new wallet (address and keypair); \
+                 name it in payerSecretRef / ownerSecretRef"
+            );
+            println!("{}", kp.address());
+        }
+        WalletCommand::Address { secret } => {
+            let c = client().await?;
+            let ns = namespace_of(&c, cli);
+            let api: Api<Secret> = Api::namespaced(c, &ns);
+            let s = api
+                .get(secret)
+                .await
+                .with_context(|| format!("reading Secret {ns}/{secret}"))?;
+            match wallet::secret_address(&s) {
+                Some(a) => println!("{a}"),
+                None => bail!("Secret {ns}/{secret} holds no valid wallet `address`"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fund(
+    wallet_address: &str,
+    token: &str,
+    amount: u64,
+    name: Option<&str>,
+    wait: u64,
+) -> Result<ExitCode> {
+    use kube::api::PostParams;
+    use solgrid_crds::LedgerGrant;
+    use wallet::GrantState;
+    let token = wallet::parse_token(token).map_err(|e| anyhow::anyhow!(e))?;
+    let grant = wallet::ledger_grant(name, wallet_address, token, amount)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let c = client().await?;
+    let api: Api<LedgerGrant> = Api::all(c);
+    let created = match api.create(&PostParams::default(), &grant).await {
+        Ok(g) => g,
+        Err(kube::Error::Api(e)) if e.code == 409 && name.is_some() => {
+            let name = name.unwrap_or_default();
+            let existing = api.get(name).await?;
+            if existing.spec != grant.spec {
+                bail!(
+                    "LedgerGrant {name} already exists for another wallet, token or amount: \
+                     choose another --name"
+                );
+            }
+            eprintln!("LedgerGrant {name} already exists: not funding twice, waiting for it");
+            existing
+        }
+        Err(kube::Error::Api(e)) if e.code == 403 => bail!(
+            "not allowed to create LedgerGrants: funding a wallet is for cluster administrators ({})",
+            e.message
+        ),
+        Err(kube::Error::Api(e)) if e.code == 404 => bail!(
+            "the LedgerGrant CRD is not installed (install or upgrade the solgrid chart): {}",
+            e.message
+        ),
+        Err(e) => return Err(e).context("creating the LedgerGrant"),
+    };
+    let gname = kube::ResourceExt::name_any(&created);
+    eprintln!("LedgerGrant {gname}: {amount} {token} base units to {wallet_address}");
+    if wait == 0 {
+        println!("{gname}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let mut current = created;
+    loop {
+        match wallet::grant_state(&current) {
+            GrantState::Executed(msg) => {
+                println!("funded: LedgerGrant {gname}: {msg}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            GrantState::Refused(msg) => {
+                eprintln!("LedgerGrant {gname} {msg}");
+                return Ok(ExitCode::from(1));
+            }
+            GrantState::Pending => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "LedgerGrant {gname} not executed after {wait}s: is the solgrid operator running? \
+                 (`kubectl get ledgergrant {gname}` shows when it is)"
+            );
+            return Ok(ExitCode::from(1));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        current = api.get(&gname).await.context("reading the LedgerGrant")?;
+    }
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let now = chrono::Utc::now();
     match &cli.command {
+        Command::Wallet { command } => return wallet_command(&cli, command).await,
+        Command::Fund {
+            wallet,
+            token,
+            amount,
+            name,
+            wait,
+        } => return fund(wallet, token, *amount, name.as_deref(), *wait).await,
         Command::Validate { files } => {
             let mut bad = false;
             for f in files {
