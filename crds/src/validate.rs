@@ -61,7 +61,7 @@ pub fn validate_object(value: &Value, old: Option<&Value>) -> Result<(), Vec<Fie
         .map(|(_, crd)| crd)
         .find(|crd| crd.spec.names.kind == kind)
         .ok_or_else(|| {
-            vec![err("kind", format!("Unsupported value: {kind:?}: supported values: \"GpuNode\", \"ComputeJob\", \"StakePosition\""))]
+            vec![err("kind", format!("Unsupported value: {kind:?}: supported values: \"GpuNode\", \"ComputeJob\", \"StakePosition\", \"LedgerGrant\""))]
         })?;
     validate_against(&crd, value, old)
 }

@@ -49,6 +49,12 @@ fn names_scope_and_subresources() {
         sp.spec.names.short_names.as_deref(),
         Some(&["sp".to_string()][..])
     );
+    let lg = LedgerGrant::crd();
+    assert_eq!(lg.spec.scope, "Cluster");
+    assert_eq!(
+        lg.spec.names.short_names.as_deref(),
+        Some(&["lgrant".to_string()][..])
+    );
     for (_, crd) in all_crds() {
         assert_eq!(crd.spec.group, GROUP);
         let v = &crd.spec.versions[0];
@@ -128,6 +134,10 @@ fn printer_columns() {
     assert_eq!(
         columns(&StakePosition::crd()),
         ["Node", "Amount", "Phase", "Age"]
+    );
+    assert_eq!(
+        columns(&LedgerGrant::crd()),
+        ["Wallet", "Token", "Amount", "Phase", "Age"]
     );
 }
 
@@ -211,7 +221,12 @@ fn every_integer_is_bounded_below() {
     }
     // the generated schemas (before `served` drops the uint formats), so that every
     // u64/u32/u16 field is found
-    for crd in [GpuNode::crd(), ComputeJob::crd(), StakePosition::crd()] {
+    for crd in [
+        GpuNode::crd(),
+        ComputeJob::crd(),
+        StakePosition::crd(),
+        LedgerGrant::crd(),
+    ] {
         let schema = serde_json::to_value(
             crd.spec.versions[0]
                 .schema
@@ -264,12 +279,16 @@ fn valid_examples_pass_and_parse_as_types() {
                 "StakePosition" => {
                     let _: StakePosition = serde_json::from_value(doc).unwrap();
                 }
+                "LedgerGrant" => {
+                    let g: LedgerGrant = serde_json::from_value(doc).unwrap();
+                    assert!(g.spec.amount > 0);
+                }
                 other => panic!("unexpected kind {other}"),
             }
             seen.insert(kind);
         }
     }
-    assert_eq!(seen.len(), 3, "an example for each kind: {seen:?}");
+    assert_eq!(seen.len(), 4, "an example for each kind: {seen:?}");
 }
 
 #[test]
@@ -431,4 +450,83 @@ fn status_round_trips() {
     assert_eq!(v["status"]["escrowed"], json!(u64::MAX));
     let back: ComputeJob = serde_json::from_value(v).unwrap();
     assert_eq!(back.status.unwrap().escrowed, u64::MAX);
+}
+
+fn grant(wallet: &str, amount: u64) -> Value {
+    json!({
+        "apiVersion": API_VERSION, "kind": "LedgerGrant",
+        "metadata": {"name": "g"},
+        "spec": {"wallet": wallet, "token": "IO", "amount": amount},
+    })
+}
+
+#[test]
+fn a_ledger_grant_is_immutable() {
+    let w = "Dy7gxWpurMmzfdypQ9jBfofMFn6pGTfC3D2vkJhajeMy";
+    let old = grant(w, 5);
+    assert!(validate_object(&old, None).is_ok());
+    assert!(validate_object(&grant(w, 5), Some(&old)).is_ok());
+    let errors = validate_object(&grant(w, 6), Some(&old)).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.to_string().contains("immutable")),
+        "{errors:?}"
+    );
+    let other = "HpSE3YfBJusgofj9NLG2nWGeUfBxFi3eFQB2tNkedAQ";
+    assert!(validate_object(&grant(other, 5), Some(&old)).is_err());
+}
+
+/// Every wallet Secret the examples ship carries a keypair whose public key is its
+/// address (a debit needs the owner's keypair on every ledger), and says it is a
+/// test-only keypair.
+#[test]
+fn example_wallet_secrets_carry_their_own_keypair() {
+    let mut n = 0;
+    for file in yaml_files(&repo().join("examples")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in parse_yaml_stream(&text).unwrap() {
+            if doc["kind"] != "Secret" {
+                continue;
+            }
+            n += 1;
+            let address = doc["stringData"]["address"].as_str().unwrap();
+            let keypair = doc["stringData"]["keypair"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: a Secret without keypair", file.display()));
+            let bytes: Vec<u8> = keypair
+                .trim_matches(['[', ']'])
+                .split(',')
+                .map(|b| b.trim().parse().unwrap())
+                .collect();
+            assert_eq!(bytes.len(), 64, "{}", file.display());
+            assert_eq!(
+                bs58_encode(&bytes[32..]),
+                address,
+                "{}: the keypair's public half is not the address",
+                file.display()
+            );
+            assert!(text.contains("TEST-ONLY"), "{}", file.display());
+        }
+    }
+    assert!(n >= 2, "wallet Secrets in the examples: {n}");
+}
+
+fn bs58_encode(bytes: &[u8]) -> String {
+    const A: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut digits: Vec<u32> = Vec::new();
+    for &b in bytes {
+        let mut carry = b as u32;
+        for d in digits.iter_mut() {
+            carry += *d << 8;
+            *d = carry % 58;
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push(carry % 58);
+            carry /= 58;
+        }
+    }
+    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
+    std::iter::repeat_n('1', zeros)
+        .chain(digits.iter().rev().map(|&d| A[d as usize] as char))
+        .collect()
 }
