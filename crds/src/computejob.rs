@@ -310,6 +310,51 @@ pub struct JobSettlement {
     pub cost: CostBreakdown,
 }
 
+/// How a job ended, as its GpuNodes count it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum JobOutcome {
+    /// Not counted (the job never ran, or its workers never formed a gang).
+    #[default]
+    None,
+    /// Succeeded, Expired or Cancelled.
+    Succeeded,
+    /// A worker was lost or failed for a node-side reason.
+    FailedByProvider,
+    /// A worker exited non-zero.
+    FailedByRequester,
+}
+
+/// What a job has recorded on its GpuNodes: each step at most once (the GpuNodes
+/// also keep the keys, so a step replayed after a crash changes nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBook {
+    /// The allocation is written on every node of the job.
+    #[serde(default)]
+    pub allocated: bool,
+    /// How the job ended (decided when it finished).
+    #[serde(default)]
+    pub outcome: JobOutcome,
+    /// The nodes whose fault a `FailedByProvider` was (the others count nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faulty_nodes: Vec<String>,
+    /// The allocation is released and the outcome counted on every node.
+    #[serde(default)]
+    pub released: bool,
+    /// How many of `settlements` (in order) have their earnings added to the nodes.
+    #[serde(default)]
+    pub settlements_booked: u32,
+}
+
+impl NodeBook {
+    /// Nothing recorded yet.
+    pub fn is_empty(&self) -> bool {
+        *self == NodeBook::default()
+    }
+}
+
 /// What the operator knows about a job.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -365,6 +410,9 @@ pub struct ComputeJobStatus {
     pub cost: CostBreakdown,
     #[serde(default)]
     pub settlements: Vec<JobSettlement>,
+    /// What the job has recorded on its GpuNodes.
+    #[serde(default, skip_serializing_if = "NodeBook::is_empty")]
+    pub node_book: NodeBook,
     #[serde(default)]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -122,11 +122,14 @@ pub struct ReputationStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Earnings {
-    /// Compute paid in IO (after the provider fee).
+    /// Compute paid in IO (after the provider fee), by confirmed settlements.
+    #[serde(default)]
     pub compute_io: u64,
-    /// Compute paid in the stablecoin (after the provider fee).
+    /// Compute paid in the stablecoin (after the provider fee), by confirmed settlements.
+    #[serde(default)]
     pub compute_usdc: u64,
     /// Idle rewards (IO) to the provider's commission.
+    #[serde(default)]
     pub idle_rewards_io: u64,
 }
 
@@ -149,10 +152,52 @@ pub struct VerificationStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobCounts {
+    /// Jobs whose workers ended well (Succeeded, Expired at their maximum duration,
+    /// or Cancelled by the requester).
+    #[serde(default)]
     pub succeeded: u32,
-    /// Failures the provider caused (node lost, GPU fault), which cost reputation.
+    /// Failures the provider caused (worker lost, pod evicted or lost by the node),
+    /// which cost reputation.
+    #[serde(default)]
     pub failed_by_provider: u32,
+    /// Failures the requester's code caused (a worker exited non-zero); no effect on
+    /// reputation.
+    #[serde(default)]
+    pub failed_by_requester: u32,
+    /// Jobs with workers on the node now (the number of `allocations`).
+    #[serde(default)]
     pub running: u32,
+    /// When the last outcome was counted (reputation decays from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Time>,
+}
+
+/// GPUs of the node held by a running job (written by the ComputeJob controller).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Allocation {
+    /// The ComputeJob's UID.
+    #[schemars(length(max = 64))]
+    pub uid: String,
+    /// `<namespace>/<name>` of the ComputeJob.
+    #[schemars(length(max = 317))]
+    pub job: String,
+    /// GPUs held: the job's workers on this node × `gpus.count`.
+    pub gpus: u32,
+    /// Since when (the job's `startTime`).
+    pub since: Time,
+}
+
+/// A finished allocation: the GPUs a job held over `[from, to)`, kept for a few
+/// hours so that idle rewards are weighted by the time a GPU was not allocated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationSpan {
+    #[schemars(length(max = 64))]
+    pub uid: String,
+    pub gpus: u32,
+    pub from: Time,
+    pub to: Time,
 }
 
 /// What the operator and the device plugin know about a node.
@@ -167,7 +212,7 @@ pub struct GpuNodeStatus {
     /// Number of GPUs (for printing).
     #[serde(default)]
     pub gpu_count: u32,
-    /// GPUs currently allocated to jobs.
+    /// GPUs currently allocated to jobs (the sum of `allocations`).
     #[serde(default)]
     pub allocated_gpus: u32,
     /// The main GPU model (for printing).
@@ -201,6 +246,20 @@ pub struct GpuNodeStatus {
     pub verification: VerificationStatus,
     #[serde(default)]
     pub jobs: JobCounts,
+    /// Running jobs holding GPUs here; `allocatedGpus` is their sum and
+    /// `jobs.running` their number (written together, by the ComputeJob controller).
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub allocations: Vec<Allocation>,
+    /// Allocations that ended in the last hours (idle rewards by time).
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub allocation_history: Vec<AllocationSpan>,
+    /// Idempotency keys of the last bookings on this node (job outcomes and
+    /// settlement earnings), the most recent last: each is applied exactly once.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub recorded: Vec<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use solgrid_crds::*;
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_operator::computejob::reconcile;
-use solgrid_operator::conditions::time;
+use solgrid_operator::conditions::{from_time, time};
 use solgrid_operator::config::OperatorConfig;
 use std::sync::Arc;
 
@@ -407,6 +407,19 @@ async fn all_workers_running_makes_the_job_running() {
         assert_eq!(st["workers"][1]["payoutWallet"], PROVIDER2);
         assert!(st["deadline"].is_string());
         assert_eq!(srv.event().await.1, "Running");
+        // the allocation on each node (2 GPUs per worker), then the progress
+        for (name, wallet) in [("n1", PROVIDER1), ("n2", PROVIDER2)] {
+            let g = srv.gpunode_cas(&gpunode(name, wallet)).await;
+            let gs = g.status.unwrap();
+            assert_eq!(gs.allocations.len(), 1);
+            assert_eq!(gs.allocations[0].uid, UID);
+            assert_eq!(gs.allocations[0].job, format!("{NS}/{NAME}"));
+            assert_eq!(gs.allocations[0].gpus, 2);
+            assert_eq!(from_time(&gs.allocations[0].since), start);
+            assert_eq!((gs.allocated_gpus, gs.jobs.running), (2, 1));
+        }
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["nodeBook"]["allocated"], true);
         srv.done().await;
     });
     reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
@@ -441,6 +454,29 @@ async fn finished_job_records_usage_and_settles_exactly_once() {
             ..Default::default()
         },
     ];
+    st.node_book.allocated = true;
+    let since = t0() - chrono::Duration::seconds(1800);
+    let held = |name: &str, wallet: &str| {
+        gpunode_with(
+            name,
+            wallet,
+            GpuNodeStatus {
+                allocations: vec![Allocation {
+                    uid: UID.into(),
+                    job: format!("{NS}/{NAME}"),
+                    gpus: 2,
+                    since: time(since),
+                }],
+                allocated_gpus: 2,
+                jobs: JobCounts {
+                    running: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+    };
+    let (g1, g2) = (held("n1", PROVIDER1), held("n2", PROVIDER2));
     let j = job(2, Some(st), true);
     let jj = j.clone();
     let ledger = env.ctx.ledger.clone();
@@ -459,7 +495,24 @@ async fn finished_job_records_usage_and_settles_exactly_once() {
         assert_eq!(st["usage"][0]["gpuMs"], 3_600_000);
         assert_eq!(st["usage"][1]["wallet"], PROVIDER2);
         assert_eq!(st["gpuSeconds"], 7200);
+        assert_eq!(st["nodeBook"]["outcome"], "Succeeded");
         assert_eq!(srv.event().await.1, "Succeeded");
+        // the allocations are released, the outcome counted once per node
+        let mut released = Vec::new();
+        for g in [&g1, &g2] {
+            let after = srv.gpunode_cas(g).await;
+            let gs = after.status.clone().unwrap();
+            assert!(gs.allocations.is_empty());
+            assert_eq!((gs.allocated_gpus, gs.jobs.running), (0, 0));
+            assert_eq!(gs.jobs.succeeded, 1);
+            assert_eq!(gs.allocation_history.len(), 1);
+            assert_eq!(from_time(&gs.allocation_history[0].from), since);
+            assert_eq!(from_time(&gs.allocation_history[0].to), t0());
+            assert_eq!(gs.recorded, vec![format!("{UID}/outcome")]);
+            released.push(after);
+        }
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["nodeBook"]["released"], true);
         // settlement plan recorded before sending
         let st = srv.status_patch(&jj).await;
         let s0 = &st["settlements"][0];
@@ -480,9 +533,17 @@ async fn finished_job_records_usage_and_settles_exactly_once() {
         assert!(st["settlements"][0]["record"]["signature"].is_string());
         let st = srv.status_patch(&jj).await;
         assert_eq!(st["settlements"][0]["record"]["state"], "Confirmed");
+        // each provider's share of the settlement, once, on its GpuNode
+        for g in &released {
+            let gs = srv.gpunode_cas(g).await.status.unwrap();
+            assert_eq!(gs.earnings.compute_io, 997_500_000);
+            assert_eq!(gs.earnings.compute_usdc, 0);
+            assert_eq!(gs.recorded[1], format!("{UID}/0/earned"));
+        }
         assert_eq!(srv.event().await.1, "PeriodSettled");
         let st = srv.status_patch(&jj).await;
         assert_eq!(st["phase"], "Settled");
+        assert_eq!(st["nodeBook"]["settlementsBooked"], 1);
         assert_eq!(st["cost"]["paid"], 2_005_000_000);
         assert_eq!(st["cost"]["received"], 1_995_000_000);
         assert_eq!(st["cost"]["burned"], 10_000_000);
@@ -554,6 +615,7 @@ async fn deleting_a_running_job_cancels_settles_then_releases() {
         phase: "Running".into(),
         ..Default::default()
     }];
+    st.node_book.allocated = true;
     let mut j = job(1, Some(st), true);
     j.metadata.deletion_timestamp = Some(time(t0()));
     let jj = j.clone();
@@ -569,9 +631,18 @@ async fn deleting_a_running_job_cancels_settles_then_releases() {
         assert_eq!(st["phase"], "Cancelled");
         assert_eq!(st["usage"][0]["gpuMs"], 2 * 360_000);
         assert_eq!(srv.event().await.1, "Cancelled");
+        // a cancelled job counts as a success for its node
+        let g = srv.gpunode_cas(&gpunode("n1", PROVIDER1)).await;
+        assert_eq!(g.status.as_ref().unwrap().jobs.succeeded, 1);
+        srv.status_patch(&jj).await; // released
         srv.status_patch(&jj).await; // Planned
         srv.status_patch(&jj).await; // Sent
         srv.status_patch(&jj).await; // Confirmed
+        let gs = srv.gpunode_cas(&g).await.status.unwrap();
+        assert_eq!(
+            gs.earnings.compute_io,
+            2 * 360 * 1_000_000_000 / 3600 * 9975 / 10_000
+        );
         assert_eq!(srv.event().await.1, "PeriodSettled");
         let st = srv.status_patch(&jj).await;
         assert_eq!(st["phase"], "Settled");
@@ -660,6 +731,15 @@ async fn restart_with_sent_settlement(landed: bool) {
                 tx.signature.as_str()
             );
         }
+        // earned once: a job finished by an older operator (no outcome decided)
+        // counts no outcome, only the settlement
+        let gs = srv
+            .gpunode_cas(&gpunode("n1", PROVIDER1))
+            .await
+            .status
+            .unwrap();
+        assert_eq!(gs.earnings.compute_io, 997_500_000);
+        assert_eq!(gs.jobs, JobCounts::default());
         assert_eq!(srv.event().await.1, "PeriodSettled");
         let st = srv.status_patch(&jj).await;
         assert_eq!(st["phase"], "Settled");

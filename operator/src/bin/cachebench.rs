@@ -200,6 +200,7 @@ fn main() -> anyhow::Result<()> {
             deleting: false,
             started: Some(now),
             finished: None,
+            node_fault: false,
         })
         .collect();
     let rounds = 5;

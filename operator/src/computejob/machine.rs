@@ -33,6 +33,8 @@ pub struct PodView {
     pub started: Option<DateTime<Utc>>,
     /// When its container finished (`state.terminated.finishedAt`).
     pub finished: Option<DateTime<Utc>>,
+    /// The node, not the workload, ended it (evicted, node lost, ...).
+    pub node_fault: bool,
 }
 
 /// A pod's phase.
@@ -472,6 +474,7 @@ mod tests {
             deleting: false,
             started: None,
             finished: None,
+            node_fault: false,
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod billing;
 pub mod machine;
+pub mod nodebook;
 pub mod pods;
 pub mod quote;
 
@@ -333,6 +334,8 @@ pub async fn drive(job: &ComputeJob, ctx: &Context, deleting: bool) -> Result<Ou
     }
 
     let mut observed = observe_pods(ctx, &r.ns, &r.name).await?;
+    // what an earlier reconcile left unrecorded on the nodes (it died in between)
+    nodebook::sync(&mut r, true).await?;
     for _ in 0..16 {
         r.now = ctx.clock.now();
         let view = View {
@@ -417,6 +420,7 @@ pub async fn drive(job: &ComputeJob, ctx: &Context, deleting: bool) -> Result<Ou
                 r.condition(cond::RUNNING, true, "GangRunning", msg.clone());
                 r.write().await?;
                 r.event(EventType::Normal, "Running", msg, "Start").await;
+                nodebook::sync(&mut r, true).await?;
                 return Ok(Outcome {
                     action: Action::requeue(ctx.config.running_requeue),
                     phase: r.st.phase,
@@ -455,6 +459,7 @@ pub async fn drive(job: &ComputeJob, ctx: &Context, deleting: bool) -> Result<Ou
                     .await;
             }
             Step::Finish(f) => {
+                nodebook::decide_outcome(&mut r, &f, &observed);
                 let live: Vec<String> = observed
                     .iter()
                     .filter(|p| {
@@ -502,6 +507,7 @@ pub async fn drive(job: &ComputeJob, ctx: &Context, deleting: bool) -> Result<Ou
                     EventType::Warning
                 };
                 r.event(t, f.reason, f.message, "Finish").await;
+                nodebook::sync(&mut r, true).await?;
             }
             Step::DeletePods { names } => {
                 delete_pods(&r, &names).await?;
@@ -594,7 +600,22 @@ pub fn pod_view(p: &Pod) -> Option<PodView> {
         deleting: p.metadata.deletion_timestamp.is_some(),
         started: container_time(p, ContainerTime::Started),
         finished: container_time(p, ContainerTime::Finished),
+        node_fault: pod_node_fault(p),
     })
+}
+
+/// Whether the node ended the pod: its `status.reason` (Evicted, NodeLost, ...) or
+/// a `DisruptionTarget` condition the kubelet or the taint manager set.
+fn pod_node_fault(p: &Pod) -> bool {
+    let Some(st) = p.status.as_ref() else {
+        return false;
+    };
+    nodebook::node_fault(st.reason.as_deref())
+        || st.conditions.iter().flatten().any(|c| {
+            c.type_ == "DisruptionTarget"
+                && c.status == "True"
+                && nodebook::node_fault(c.reason.as_deref())
+        })
 }
 
 #[derive(Clone, Copy)]
@@ -955,6 +976,8 @@ async fn step_settle(
     let (totals, left) = billing::totals(&r.st);
     r.st.cost = totals;
     r.st.escrowed = left;
+    // the nodes' earnings, before the status that says they are recorded
+    let booked = nodebook::sync(r, false).await?;
     let after = machine::settlements(&r.st);
     for s in &newly {
         let msg = format!(
@@ -1005,7 +1028,7 @@ async fn step_settle(
         r.event(EventType::Normal, "Settled", msg, "Settle").await;
         return Ok(None);
     }
-    if !newly.is_empty() {
+    if !newly.is_empty() || booked {
         r.write().await?;
     }
     if after.in_flight > 0 {
