@@ -25,9 +25,11 @@ use std::io::{Read as _, Write as _};
 
 /// What the payer holds before the job: 1,000 IO (9 decimals).
 const FUNDED: u64 = 1_000 * 1_000_000_000;
-/// Reward rounds every ~31 years: the operator's first tick distributes the last
-/// ended period once (waited for below, before the balances are taken); none after,
-/// so the supply moves only by the job's burn.
+/// Reward periods of ~31 years, the last ended one marked distributed before the
+/// operator starts ([`seed_reward_state`]): no idle-reward round mints or pays
+/// during the scenario, so the supply moves only by the job's burn. (Left alone, the
+/// operator's first tick distributes the last ended period — on Solana confirmed
+/// only at the next tick, a minute later.)
 const REWARD_INTERVAL_S: u64 = 1_000_000_000;
 
 /// Token accounts the test reads (base58).
@@ -45,6 +47,8 @@ fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
     let Some(tc) = local_cluster(TEST) else {
         return;
     };
+    // one operator and one extender at a time (cluster-wide singletons)
+    let _exclusive = tc.exclusive_blocking();
     init_tracing();
     let t0 = Instant::now();
     // blocking set-up on chain (the blocking RPC client runs its own runtime: before ours)
@@ -176,6 +180,7 @@ async fn scenario(
         sim.publish_inventory(node, node).await.expect("inventory");
     }
 
+    seed_reward_state(&client, &ns).await.expect("reward state");
     let mut extender = start_extender_proc(tc, "solgrid-scheduler-sol").expect("extender");
     let mut operator =
         start_solana_operator(tc, "solgrid-operator-sol", chain, &authority_file, &ns)
@@ -209,30 +214,9 @@ async fn scenario(
         job_v["spec"]["minReputation"] = min_score.into();
     }
 
-    // the operator's first reward tick distributes one period (a mint to the emission
-    // pool, maybe payouts): wait for it, then take the balances
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let rewards_done = wait_for(Duration::from_secs(60), || async {
-        let cm = cms
-            .get_opt(solgrid_operator::rewards::CONFIGMAP)
-            .await
-            .ok()??;
-        let text = cm.data?.get(solgrid_operator::rewards::STATE_KEY)?.clone();
-        let st: solgrid_operator::rewards::RewardState = serde_json::from_str(&text).ok()?;
-        (st.last_period.is_some() && st.round.is_none()).then_some(st)
-    })
-    .await;
-    let Some(rewards) = rewards_done else {
-        fail_with_logs(
-            "the operator's first idle-reward round did not complete in 60 s".into(),
-            &[&operator, &extender],
-        );
-    };
     let before = Snapshot::take(&rpc_url, acc).await;
-    eprintln!(
-        "{test}: first reward round done (distributed {}); before the job: {before:?}",
-        rewards.distributed_total
-    );
+    eprintln!("{test}: before the job: {before:?}");
+    assert_eq!(before.supply, FUNDED, "only the payer's funding minted");
     assert_eq!(before.payer, FUNDED);
 
     let secret: Secret = serde_json::from_value(secret_v).unwrap();
@@ -494,6 +478,29 @@ fn start_solana_operator(
         .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
+}
+
+/// Marks the last ended reward period distributed in the operator's reward state
+/// (ConfigMap `solgrid-rewards` in `ns`, its `--lease-namespace`).
+async fn seed_reward_state(client: &Client, ns: &str) -> Result<()> {
+    use solgrid_operator::rewards::{CONFIGMAP, RewardState, STATE_KEY};
+    let period_ms = REWARD_INTERVAL_S * 1000;
+    let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+    let ended = (now_ms / period_ms).checked_sub(1);
+    let state = RewardState {
+        genesis_period: ended,
+        last_period: ended,
+        ..RewardState::default()
+    };
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": CONFIGMAP, "namespace": ns},
+        "data": {STATE_KEY: serde_json::to_string(&state)?},
+    }))?;
+    Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await?;
+    Ok(())
 }
 
 /// The extender binary where the chart's kube-scheduler calls it, with the market
