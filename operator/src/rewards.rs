@@ -31,7 +31,12 @@
 //! crash between a counter's patch and the progress save can count that one
 //! counter twice; the ledger itself is never paid twice.
 //!
-//! Idle fraction: a snapshot at distribution time, `(gpus - allocatedGpus) / gpus`.
+//! Idle fraction: by time over the period `[start, end)` distributed
+//! ([`solgrid_market::idle`]): `1 - busy GPU-ms / (gpus × period)`, where the busy
+//! time comes from the GpuNode's `status.allocations` (held since `since`, through
+//! the end of the period) and `status.allocationHistory` (finished spans
+//! `[from, to)`, kept a few hours), both written by the ComputeJob controller. A
+//! GPU allocated for 15 minutes of the hour earns for 45.
 
 use crate::gpunode::machine::{dominant_model, gpu_groups};
 use crate::{Context, Error, Result};
@@ -39,9 +44,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use solgrid_crds::{GpuNode, StakePhase, StakePosition};
+use solgrid_crds::{GpuNode, GpuNodeStatus, StakePhase, StakePosition};
 use solgrid_ledger::{Executor, ExecutorConfig, Settlement, SettlementState, SettlementStore};
 use solgrid_market::emission::EmissionSchedule;
+use solgrid_market::idle::{BusySpan, IdleWindow};
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_market::staking::{Recipient, RewardNode, StakeShare, StakingConfig, split_rewards};
 use std::collections::BTreeMap;
@@ -97,11 +103,41 @@ pub struct RewardState {
     pub round: Option<Round>,
 }
 
-/// The eligible nodes of a round, from the GpuNodes and StakePositions.
+/// The spans a node's GPUs were held by jobs: its allocations (still held: until
+/// `until_ms`) and its recent history (an allocation in both counts once).
+pub fn busy_spans(st: &GpuNodeStatus, until_ms: u64) -> Vec<BusySpan> {
+    let ms = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+        crate::conditions::from_time(t).timestamp_millis().max(0) as u64
+    };
+    let mut out: Vec<BusySpan> = st
+        .allocations
+        .iter()
+        .map(|a| BusySpan {
+            gpus: a.gpus,
+            from_ms: ms(&a.since),
+            to_ms: until_ms,
+        })
+        .collect();
+    out.extend(
+        st.allocation_history
+            .iter()
+            .filter(|h| !st.allocations.iter().any(|a| a.uid == h.uid))
+            .map(|h| BusySpan {
+                gpus: h.gpus,
+                from_ms: ms(&h.from),
+                to_ms: ms(&h.to),
+            }),
+    );
+    out
+}
+
+/// The eligible nodes of a round, from the GpuNodes and StakePositions; each
+/// node's idle fraction over the period `[from_ms, to_ms)` (module docs).
 pub fn reward_nodes(
     cfg: &StakingConfig,
     nodes: &[GpuNode],
     stakes: &[StakePosition],
+    (from_ms, to_ms): (u64, u64),
 ) -> Vec<RewardNode> {
     let mut out = Vec::new();
     for n in nodes {
@@ -120,8 +156,12 @@ pub fn reward_nodes(
         let mult = dominant_model(&groups)
             .map(|(m, _)| cfg.multiplier(m))
             .unwrap_or(1000);
-        let idle = gpus.saturating_sub(st.allocated_gpus) as u64;
-        let idle_ppm = (idle * 1_000_000 / gpus as u64) as u32;
+        let window = IdleWindow {
+            gpus,
+            from_ms,
+            to_ms,
+        };
+        let idle_ppm = window.idle_ppm(&busy_spans(st, to_ms));
         let mut shares: Vec<StakeShare> = stakes
             .iter()
             .filter(|p| p.spec.node_name == name)
@@ -546,7 +586,8 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
         let nodes = gpunodes.list(&ListParams::default()).await?.items;
         let positions = stakes.list(&ListParams::default()).await?.items;
         let cfg = &ctx.config.market.staking;
-        let rn = reward_nodes(cfg, &nodes, &positions);
+        let window = (ended * period_ms, (ended + 1) * period_ms);
+        let rn = reward_nodes(cfg, &nodes, &positions, window);
         let schedule = schedule(io_decimals(ctx.ledger.unit(Token::Io)))?;
         let ledger = ctx.ledger.clone();
         let round = plan_round(cfg, &schedule, &store.state, ended, &rn, |i| {
@@ -680,7 +721,7 @@ async fn credit(ctx: &Context, c: &Credit) -> Result<()> {
 mod tests {
     use super::*;
     use solgrid_crds::{
-        GpuDevice, GpuNodeSpec, GpuNodeStatus, StakePositionSpec, StakePositionStatus,
+        Allocation, AllocationSpan, GpuDevice, GpuNodeSpec, StakePositionSpec, StakePositionStatus,
         WalletSecretRef,
     };
 
@@ -710,10 +751,65 @@ mod tests {
                 })
                 .collect(),
             allocated_gpus: alloc,
+            // held since long before the period
+            allocations: (alloc > 0)
+                .then(|| Allocation {
+                    uid: "u".into(),
+                    job: "ns/j".into(),
+                    gpus: alloc,
+                    since: crate::conditions::time(chrono::DateTime::UNIX_EPOCH),
+                })
+                .into_iter()
+                .collect(),
             reward_eligible: eligible,
             ..Default::default()
         });
         n
+    }
+
+    const H: u64 = 3_600_000;
+    const HOUR: (u64, u64) = (100 * H, 101 * H);
+
+    #[test]
+    fn idle_fraction_is_by_time_in_the_period() {
+        let cfg = StakingConfig::default();
+        let at = |ms: u64| {
+            crate::conditions::time(chrono::DateTime::from_timestamp_millis(ms as i64).unwrap())
+        };
+        let mut busy = node("busy", "h100", 2, 0, true, 0);
+        let st = busy.status.as_mut().unwrap();
+        // both GPUs for the first 15 minutes (a finished job), one GPU since the half hour
+        st.allocation_history.push(AllocationSpan {
+            uid: "a".into(),
+            gpus: 2,
+            from: at(99 * H),
+            to: at(100 * H + H / 4),
+        });
+        st.allocations.push(Allocation {
+            uid: "b".into(),
+            job: "ns/b".into(),
+            gpus: 1,
+            since: at(100 * H + H / 2),
+        });
+        // a span both current and in history counts once; one after the period not at all
+        st.allocation_history.push(AllocationSpan {
+            uid: "b".into(),
+            gpus: 1,
+            from: at(100 * H + H / 2),
+            to: at(101 * H),
+        });
+        st.allocation_history.push(AllocationSpan {
+            uid: "c".into(),
+            gpus: 2,
+            from: at(101 * H),
+            to: at(102 * H),
+        });
+        let idle = node("idle", "h100", 2, 0, true, 0);
+        let rn = reward_nodes(&cfg, &[busy, idle], &[], HOUR);
+        // busy: 2×15 + 1×30 = 60 GPU-minutes of 120
+        assert_eq!((rn[0].node.as_str(), rn[0].idle_ppm), ("busy", 500_000));
+        assert_eq!((rn[1].node.as_str(), rn[1].idle_ppm), ("idle", 1_000_000));
+        assert!(rn[0].weight() < rn[1].weight());
     }
 
     fn stake(ns: &str, name: &str, node: &str, phase: StakePhase, locked: u64) -> StakePosition {
@@ -750,7 +846,7 @@ mod tests {
             stake("ns", "s3", "b", StakePhase::Pending, 100),
             stake("ns", "s4", "b", StakePhase::Slashed, 100),
         ];
-        let rn = reward_nodes(&cfg, &nodes, &stakes);
+        let rn = reward_nodes(&cfg, &nodes, &stakes, HOUR);
         assert_eq!(rn.len(), 2);
         assert_eq!(rn[0].node, "a");
         assert_eq!(
@@ -777,7 +873,7 @@ mod tests {
                 )
             })
             .collect();
-        let rn = reward_nodes(&cfg, &nodes, &stakes);
+        let rn = reward_nodes(&cfg, &nodes, &stakes, HOUR);
         let fits =
             |i: &Intent| solgrid_ledger::txsize::estimate_tx_size(std::slice::from_ref(i)) <= 1232;
         let state = RewardState {

@@ -188,7 +188,12 @@ async fn a_round_recorded_before_a_crash_is_resumed_not_replanned() {
     let schedule = EmissionSchedule::new(9).unwrap();
     let nodes: Vec<solgrid_crds::GpuNode> =
         vec![serde_json::from_value(gpunode("gpu-1", true)).unwrap()];
-    let rn = solgrid_operator::rewards::reward_nodes(&ctx.config.market.staking, &nodes, &[]);
+    let rn = solgrid_operator::rewards::reward_nodes(
+        &ctx.config.market.staking,
+        &nodes,
+        &[],
+        (period * H, (period + 1) * H),
+    );
     let round = solgrid_operator::rewards::plan_round(
         &ctx.config.market.staking,
         &schedule,
@@ -222,4 +227,44 @@ async fn a_round_recorded_before_a_crash_is_resumed_not_replanned() {
         ctx.ledger.embedded().unwrap().confirmed_key_counts()[&format!("rewards/{period}")],
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_node_earns_less_idle_reward_than_an_idle_one() {
+    let (ctx, server, _clock) = env(OperatorConfig::default());
+    let period = T0_MS as u64 / H - 1;
+    let at = |ms: u64| {
+        chrono::DateTime::from_timestamp_millis(ms as i64)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let start = period * H;
+    let mut busy = gpunode("gpu-busy", true);
+    // one GPU held by a running job since before the hour, the other by a job that
+    // ended 15 minutes into it: (60 + 15) of 120 GPU-minutes busy
+    busy["status"]["allocatedGpus"] = json!(1);
+    busy["status"]["allocations"] =
+        json!([{"uid": "j1", "job": "ml/j1", "gpus": 1, "since": at(start - H)}]);
+    busy["status"]["allocationHistory"] =
+        json!([{"uid": "j2", "gpus": 1, "from": at(start - H), "to": at(start + H / 4)}]);
+    server.put("/apis/solgrid.dev/v1alpha1/gpunodes/gpu-busy", busy);
+    server.put(
+        "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-idle",
+        gpunode("gpu-idle", true),
+    );
+    let r = tick(&ctx).await.unwrap();
+    assert_eq!(r.completed, Some(period));
+    let credited = |name: &str| {
+        server
+            .get(&format!("/apis/solgrid.dev/v1alpha1/gpunodes/{name}"))
+            .unwrap()["status"]["earnings"]["idleRewardsIo"]
+            .as_u64()
+            .unwrap()
+    };
+    let (b, i) = (credited("gpu-busy"), credited("gpu-idle"));
+    assert!(b > 0 && b < i, "busy {b}, idle {i}");
+    // weights 45 : 120 (idle GPU-minutes), floors only
+    let e = EmissionSchedule::new(9).unwrap().hourly(0) as u128;
+    assert_eq!(b as u128, e * 375_000 / 1_375_000);
+    assert_eq!(i as u128, e * 1_000_000 / 1_375_000);
 }
