@@ -66,6 +66,8 @@ pub struct TestCluster {
 }
 
 static SHARED: OnceLock<Result<Option<TestCluster>, String>> = OnceLock::new();
+/// See [`TestCluster::exclusive`].
+static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn require() -> bool {
     std::env::var("SOLGRID_E2E_REQUIRE_CLUSTER").is_ok_and(|v| v == "1")
@@ -190,6 +192,19 @@ impl TestCluster {
     /// How long the local control plane took to become ready.
     pub fn started_in(&self) -> Duration {
         self.started_in
+    }
+
+    /// Serialises the scenarios that run cluster-wide singletons: an operator (it
+    /// reconciles every GpuNode and verification pod) or the extender at
+    /// [`Self::extender_addr`]. Hold the guard for the whole scenario; the tests of
+    /// one binary otherwise run in parallel.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'static, ()> {
+        EXCLUSIVE.lock().await
+    }
+
+    /// [`Self::exclusive`] for a plain `#[test]` (not from within a runtime).
+    pub fn exclusive_blocking(&self) -> tokio::sync::MutexGuard<'static, ()> {
+        EXCLUSIVE.blocking_lock()
     }
 
     /// Where the chart's kube-scheduler expects the solgrid extender.

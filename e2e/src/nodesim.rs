@@ -719,11 +719,12 @@ async fn run_verify_worker(inner: &Inner, node: &SimNode, args: &[String]) -> Ou
     let corrupt = node.faults.corrupt_proof.load(Ordering::Relaxed);
     // a corrupting node computes another challenge's product and claims it is this one's
     let mut real_seed = None;
-    if corrupt && let Some(i) = args.iter().position(|a| a == "--seed") {
-        if let Some(s) = args.get(i + 1).and_then(|s| s.parse::<u64>().ok()) {
-            real_seed = Some(s);
-            args[i + 1] = s.wrapping_add(1).to_string();
-        }
+    if corrupt
+        && let Some(i) = args.iter().position(|a| a == "--seed")
+        && let Some(s) = args.get(i + 1).and_then(|s| s.parse::<u64>().ok())
+    {
+        real_seed = Some(s);
+        args[i + 1] = s.wrapping_add(1).to_string();
     }
     let out = tokio::process::Command::new(&bin)
         .arg("verify-worker")

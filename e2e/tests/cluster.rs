@@ -96,6 +96,31 @@ fn read_journal(path: &Path) -> Result<EmbeddedLedger> {
     Ok(l)
 }
 
+/// IO balances in the embedded ledger at one moment.
+#[derive(Debug)]
+struct Balances {
+    payer: u64,
+    escrow: u64,
+    providers: std::collections::BTreeMap<String, u64>,
+    supply: u128,
+}
+
+impl Balances {
+    fn read(journal: &Path, payer: &str, providers: &[String]) -> Result<Balances> {
+        let l = read_journal(journal)?;
+        let bal = |a: Account| l.balance(&a, Token::Io);
+        Ok(Balances {
+            payer: bal(Account::Wallet(payer.into()))?,
+            escrow: bal(Account::Escrow)?,
+            providers: providers
+                .iter()
+                .map(|w| Ok((w.clone(), bal(Account::Wallet(w.clone()))?)))
+                .collect::<Result<_>>()?,
+            supply: l.total_balances(Token::Io),
+        })
+    }
+}
+
 /// The operator binary, as a process of its own with the admin kubeconfig.
 fn start_operator(tc: &TestCluster, name: &str, journal: &Path, watch_ns: &str) -> Result<Proc> {
     let bin = workspace_bin("solgrid-operator")?;
@@ -112,6 +137,8 @@ fn start_operator(tc: &TestCluster, name: &str, journal: &Path, watch_ns: &str) 
         .arg("--leader-election=false")
         .arg("--lease-namespace=solgrid-system")
         .arg("--running-requeue-seconds=2")
+        // idle-reward rounds (which mint) only at start: the supply then moves only by burns
+        .arg("--reward-interval-seconds=1000000000")
         .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
@@ -180,6 +207,7 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
     let Some(tc) = local_cluster(TEST) else {
         return;
     };
+    let _exclusive = tc.exclusive().await;
     init_tracing();
     let t0 = Instant::now();
     let client = tc.client().await.expect("client");
@@ -325,6 +353,9 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("secret");
+    let wallets: Vec<String> = nodes.iter().map(|(_, w)| w.to_string()).collect();
+    let before = Balances::read(&journal, &payer, &wallets).expect("journal before");
+    assert_eq!(before.payer, funded);
     let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
     let created = Instant::now();
     jobs.create(&PostParams::default(), &job)
@@ -347,7 +378,7 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
                     st.phase,
                     st.message.clone().unwrap_or_default()
                 );
-                seen.push((st.phase.clone(), created.elapsed().as_secs_f64()));
+                seen.push((st.phase, created.elapsed().as_secs_f64()));
             }
             if st.phase == ComputeJobPhase::Settled {
                 break Some(st);
@@ -438,32 +469,26 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
     assert_eq!(c.paid + c.refunded, quote.max_cost);
     assert_eq!(st.escrowed, 0);
 
-    let ledger = read_journal(&journal).expect("journal");
-    let bal = |a: Account| ledger.balance(&a, Token::Io).unwrap();
-    assert_eq!(bal(Account::Wallet(payer.clone())), funded - c.paid);
-    assert_eq!(bal(Account::Escrow), 0);
-    let mut received = 0;
+    let after = Balances::read(&journal, &payer, &wallets).expect("journal after");
+    eprintln!("{TEST}: ledger before the job {before:?}, after {after:?}");
+    assert_eq!(before.payer - after.payer, c.paid, "the payer paid C + Fr");
+    assert_eq!(after.escrow, before.escrow, "escrow back where it was");
     for u in st.settlements.iter().flat_map(|s| s.usage.iter()) {
-        let share = bal(Account::Wallet(u.wallet.clone()));
-        assert!(share > 0, "{} got nothing", u.wallet);
-        received += share;
+        assert!(wallets.contains(&u.wallet), "usage paid to {}", u.wallet);
     }
-    let wallets: std::collections::BTreeSet<_> = st
-        .settlements
-        .iter()
-        .flat_map(|s| s.usage.iter().map(|u| u.wallet.clone()))
-        .collect();
-    let received_total: u64 = wallets
-        .iter()
-        .map(|w| bal(Account::Wallet(w.clone())))
-        .sum();
-    assert!(received >= received_total);
-    assert_eq!(received_total, c.received);
+    let mut received = 0;
+    for w in &wallets {
+        let got = after.providers[w] - before.providers[w];
+        assert!(got > 0, "{w} got nothing");
+        received += got;
+    }
+    assert_eq!(received, c.received, "providers got C - Fp");
     assert_eq!(
-        ledger.total_balances(Token::Io),
-        (funded - c.burned) as u128,
+        before.supply - after.supply,
+        c.burned as u128,
         "supply fell by exactly the burn"
     );
+    let ledger = read_journal(&journal).expect("journal");
     let keys = ledger.confirmed_key_counts();
     assert!(
         keys.values().all(|n| *n == 1),
