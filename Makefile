@@ -26,10 +26,12 @@ build:
 	$(CARGO) build --workspace --all-targets --locked
 
 ## Tools the tests need (idempotent: reuses what the machine has).
+## install-kube: kube-apiserver & co for the e2e tests' local control plane.
 tools:
 	bash scripts/install-helm.sh
 	bash scripts/install-promtool.sh
 	bash scripts/install-validator.sh
+	bash scripts/install-kube.sh >/dev/null
 	bash docker/build-images.sh --fetch
 
 ## Every test. The build runs with the network; the tests run in a network
@@ -38,7 +40,7 @@ tools:
 test: tools
 	$(CARGO) test --workspace --locked --no-run
 	SOLGRID_VALIDATOR="$$(bash scripts/install-validator.sh)" SOLGRID_REQUIRE_VALIDATOR=1 \
-	SOLGRID_E2E_REQUIRE_CLUSTER=1 KUBECONFIG= \
+	SOLGRID_KUBE_BIN_DIR="$$(bash scripts/install-kube.sh)" SOLGRID_E2E_REQUIRE_CLUSTER=1 KUBECONFIG= \
 	bash scripts/test-in-netns.sh $(CARGO) test --workspace --locked --offline
 
 lint:

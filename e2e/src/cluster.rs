@@ -11,8 +11,10 @@
 //!
 //! Binaries: `SOLGRID_KUBE_BIN_DIR` (kube-apiserver, kube-controller-manager,
 //! kube-scheduler), else `<repo>/.tools/bin`, else the `.xz` files in
-//! `<repo>/../shared/bin` (checked against `SHA256SUMS`, decompressed once into
-//! `<repo>/.tools/bin`). etcd: `SOLGRID_ETCD`, else `etcd` on `PATH` (Debian's
+//! `$SOLGRID_SHARED_DIR/bin` or `<repo>/../shared/bin` (checked against `SHA256SUMS`,
+//! decompressed once into `<repo>/.tools/bin`); `scripts/install-kube.sh` (run by
+//! `make tools`) does the same and downloads the release binaries where there is no
+//! shared folder. etcd: `SOLGRID_ETCD`, else `etcd` on `PATH` (Debian's
 //! `etcd-server`).
 //!
 //! Two kube-schedulers run, as in a cluster with the chart installed: the cluster's
@@ -351,18 +353,20 @@ pub fn find_binaries() -> std::result::Result<Binaries, String> {
     } else {
         let tools = repo_root().join(".tools/bin");
         if !in_dir(&tools) {
-            let shared = [
-                repo_root().join("../shared/bin"),
-                repo_root().join("shared/bin"),
-            ]
-            .into_iter()
-            .find(|d| d.join("SHA256SUMS").is_file())
-            .ok_or_else(|| {
-                format!(
-                    "{COMPONENTS:?} are not in {} and there is no ../shared/bin",
-                    tools.display()
-                )
-            })?;
+            let shared = std::env::var_os("SOLGRID_SHARED_DIR")
+                .map(|d| PathBuf::from(d).join("bin"))
+                .into_iter()
+                .chain([
+                    repo_root().join("../shared/bin"),
+                    repo_root().join("shared/bin"),
+                ])
+                .find(|d| d.join("SHA256SUMS").is_file())
+                .ok_or_else(|| {
+                    format!(
+                        "{COMPONENTS:?} are not in {} and there is no ../shared/bin",
+                        tools.display()
+                    )
+                })?;
             unpack(&shared, &tools).map_err(|e| format!("{e:#}"))?;
         }
         tools
