@@ -21,6 +21,7 @@ pub mod error;
 pub mod gpunode;
 pub mod grant;
 pub mod http;
+pub mod kstatus;
 pub mod leader;
 pub mod market_gauges;
 pub mod metrics;

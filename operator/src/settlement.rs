@@ -232,7 +232,7 @@ pub fn status_patch(
     let mut body = json!({
         "apiVersion": solgrid_crds::API_VERSION,
         "kind": "ComputeJob",
-        "status": status,
+        "status": crate::kstatus::computejob(status),
     });
     if let Some(rv) = resource_version {
         body["metadata"] = json!({ "resourceVersion": rv });

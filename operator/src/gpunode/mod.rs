@@ -354,6 +354,7 @@ pub fn period_of(ms: u64, period_ms: u64) -> u64 {
 
 /// The status fields this controller owns, as an apply body.
 pub fn status_apply(gn: &GpuNode, st: &GpuNodeStatus) -> serde_json::Value {
+    let st = &crate::kstatus::gpunode(st);
     let mut status = serde_json::json!({
         "phase": st.phase,
         "reputation": st.reputation,

@@ -65,7 +65,7 @@ pub fn status_apply(
     status: &StakePositionStatus,
     guard: bool,
 ) -> serde_json::Value {
-    let mut st = serde_json::to_value(status).unwrap_or_default();
+    let mut st = serde_json::to_value(crate::kstatus::stake(status)).unwrap_or_default();
     if let Some(m) = st.as_object_mut() {
         m.remove("rewardsAccrued");
     }
