@@ -585,6 +585,7 @@ fn start(bins: &Binaries) -> Result<(TestCluster, Vec<Proc>)> {
     remove_at_exit(&dir);
     // etcd's fsyncs are the slowest part: keep its data in memory where possible
     let shm = Path::new("/dev/shm");
+    remove_dead_etcd_dirs(shm);
     let etcd_data = if shm.is_dir() {
         let d = shm.join(format!("solgrid-e2e-etcd-{}", std::process::id()));
         remove_at_exit(&d);
@@ -808,6 +809,25 @@ fn start(bins: &Binaries) -> Result<(TestCluster, Vec<Proc>)> {
         },
         procs,
     ))
+}
+
+/// Removes the in-memory etcd data of earlier runs whose test process is gone (a
+/// SIGKILLed test binary runs no exit hook; its children die with it, its data
+/// would stay in RAM).
+fn remove_dead_etcd_dirs(shm: &Path) {
+    let Ok(entries) = std::fs::read_dir(shm) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("solgrid-e2e-etcd-")
+            .and_then(|p| p.parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The chart's KubeSchedulerConfiguration, made to run here: no leader election,
