@@ -831,3 +831,176 @@ async fn a_stale_writer_never_sends_the_escrow_twice() {
     assert_eq!(l.tx_count(), txs_before, "nothing was sent");
     assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 0);
 }
+
+/// A running job (no escrow: nothing to settle) whose single worker on n1 was
+/// evicted; its allocation is on n1.
+fn evicted_job() -> (ComputeJob, Value) {
+    let st = ComputeJobStatus {
+        phase: ComputeJobPhase::Running,
+        attempts: 1,
+        start_time: Some(time(t0() - chrono::Duration::seconds(600))),
+        workers: vec![WorkerStatus {
+            index: 0,
+            pod: format!("{NAME}-a1-w0"),
+            node: Some("n1".into()),
+            phase: "Running".into(),
+            payout_wallet: Some(PROVIDER1.into()),
+        }],
+        node_book: NodeBook {
+            allocated: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut p = pod(1, 0, "Failed", Some("n1"));
+    p["status"]["reason"] = "Evicted".into();
+    (job(1, Some(st), true), p)
+}
+
+/// The requests of a reconcile of [`evicted_job`] up to the nodes' bookkeeping.
+async fn evicted_job_finishes(srv: &mut ApiServer, jj: &ComputeJob, p: &Value) {
+    srv.list_pods(vec![p.clone()]).await;
+    let st = srv.status_patch(jj).await;
+    assert_eq!(st["phase"], "Failed");
+    assert_eq!(st["nodeBook"]["outcome"], "FailedByProvider");
+    assert_eq!(st["nodeBook"]["faultyNodes"], serde_json::json!(["n1"]));
+    assert_eq!(srv.event().await.1, "WorkerFailed");
+}
+
+/// The requests after the bookkeeping: the progress, then nothing to settle.
+async fn evicted_job_settles(srv: &mut ApiServer, jj: &ComputeJob) {
+    let st = srv.status_patch(jj).await;
+    assert_eq!(st["nodeBook"]["released"], true);
+    let st = srv.status_patch(jj).await;
+    assert_eq!(st["phase"], "Settled");
+    assert_eq!(srv.event().await.1, "Settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_is_counted_once_even_when_the_finish_is_replayed() {
+    let mut g = gpunode("n1", PROVIDER1);
+    g.status = Some(GpuNodeStatus {
+        allocations: vec![Allocation {
+            uid: UID.into(),
+            job: format!("{NS}/{NAME}"),
+            gpus: 2,
+            since: time(t0() - chrono::Duration::seconds(600)),
+        }],
+        allocated_gpus: 2,
+        jobs: JobCounts {
+            running: 1,
+            succeeded: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let (j, p) = evicted_job();
+
+    // first reconcile: the GpuNode changed between read and write (409): read again
+    let env1 = env_with(OperatorConfig::default(), gpunode_cache(vec![g.clone()]));
+    let mut srv = env1.server;
+    let (jj, pp, g0) = (j.clone(), p.clone(), g.clone());
+    let server = tokio::spawn(async move {
+        evicted_job_finishes(&mut srv, &jj, &pp).await;
+        srv.gpunode_cas_answered(&g0, 409).await;
+        let after = srv.gpunode_cas(&g0).await;
+        let gs = after.status.clone().unwrap();
+        assert!(gs.allocations.is_empty());
+        assert_eq!((gs.allocated_gpus, gs.jobs.running), (0, 0));
+        assert_eq!((gs.jobs.succeeded, gs.jobs.failed_by_provider), (4, 1));
+        assert!(gs.jobs.last_outcome.is_some());
+        evicted_job_settles(&mut srv, &jj).await;
+        srv.done().await;
+        after
+    });
+    reconcile(Arc::new(j.clone()), env1.ctx.clone())
+        .await
+        .unwrap();
+    let after = server.await.unwrap();
+
+    // the operator died before the job's progress was stored: the same Finish again
+    // finds the outcome's key on the GpuNode and writes nothing there
+    let env2 = env_with(
+        OperatorConfig::default(),
+        gpunode_cache(vec![after.clone()]),
+    );
+    let mut srv = env2.server;
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        evicted_job_finishes(&mut srv, &jj, &p).await;
+        srv.gpunode_get(&after, "8").await; // read, nothing to change: no write
+        evicted_job_settles(&mut srv, &jj).await;
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env2.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_is_earned_once_across_a_crash() {
+    // settled, its earnings written to n1 but the job's progress lost: the reconcile
+    // after the restart finds the settlement's key on n1 and only stores the progress
+    let mut st = funded_status(0);
+    st.phase = ComputeJobPhase::Settled;
+    st.attempts = 1;
+    st.start_time = Some(time(t0() - chrono::Duration::seconds(1800)));
+    st.end_time = Some(time(t0()));
+    st.workers = vec![WorkerStatus {
+        index: 0,
+        pod: format!("{NAME}-a1-w0"),
+        node: Some("n1".into()),
+        phase: "Succeeded".into(),
+        payout_wallet: Some(PROVIDER1.into()),
+    }];
+    st.node_book = NodeBook {
+        allocated: true,
+        outcome: JobOutcome::Succeeded,
+        released: true,
+        ..Default::default()
+    };
+    st.settlements = vec![JobSettlement {
+        period: 0,
+        record: LedgerRecord {
+            key: format!("{UID}/0"),
+            purpose: "settle".into(),
+            state: SettlementState::Confirmed,
+            ..Default::default()
+        },
+        usage: vec![NodeUsage {
+            node: "n1".into(),
+            wallet: PROVIDER1.into(),
+            gpu_ms: 3_600_000,
+        }],
+        payouts: vec![Payout {
+            to: "n1".into(),
+            wallet: PROVIDER1.into(),
+            amount: 997_500_000,
+        }],
+        ..Default::default()
+    }];
+    let g = gpunode_with(
+        "n1",
+        PROVIDER1,
+        GpuNodeStatus {
+            earnings: Earnings {
+                compute_io: 997_500_000,
+                ..Default::default()
+            },
+            recorded: vec![format!("{UID}/outcome"), format!("{UID}/0/earned")],
+            ..Default::default()
+        },
+    );
+    let env = env_with(OperatorConfig::default(), gpunode_cache(vec![g.clone()]));
+    let mut srv = env.server;
+    let j = job(1, Some(st), true);
+    let jj = j.clone();
+    let server = tokio::spawn(async move {
+        srv.list_pods(vec![]).await;
+        srv.gpunode_get(&g, "7").await; // no second credit
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["nodeBook"]["settlementsBooked"], 1);
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+}

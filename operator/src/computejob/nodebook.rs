@@ -464,3 +464,321 @@ pub(super) fn decide_outcome(r: &mut Run<'_>, f: &Finish, pods: &[PodView]) {
     r.st.node_book.outcome = outcome;
     r.st.node_book.faulty_nodes = faulty;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use solgrid_crds::{GpuRequest, NodeUsage, Payout, WorkerStatus};
+
+    const H: u64 = 3_600_000;
+
+    fn t(ms: u64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms as i64).unwrap()
+    }
+
+    fn spec() -> ComputeJobSpec {
+        ComputeJobSpec {
+            gpus: GpuRequest {
+                count: 2,
+                ..Default::default()
+            },
+            workers: 3,
+            ..Default::default()
+        }
+    }
+
+    fn worker(index: u32, node: &str) -> WorkerStatus {
+        WorkerStatus {
+            index,
+            pod: format!("j-a1-w{index}"),
+            node: Some(node.into()),
+            phase: "Running".into(),
+            payout_wallet: None,
+        }
+    }
+
+    fn running() -> ComputeJobStatus {
+        ComputeJobStatus {
+            phase: ComputeJobPhase::Running,
+            attempts: 1,
+            start_time: Some(time(t(10 * H))),
+            workers: vec![worker(0, "a"), worker(1, "b"), worker(2, "a")],
+            ..Default::default()
+        }
+    }
+
+    fn pod(index: u32, node: &str, phase: PodPhase, node_fault: bool) -> PodView {
+        PodView {
+            name: format!("j-a1-w{index}"),
+            index,
+            attempt: 1,
+            phase,
+            node: Some(node.into()),
+            deleting: false,
+            started: None,
+            finished: None,
+            node_fault,
+        }
+    }
+
+    fn settlement(period: u32, state: SettlementState) -> JobSettlement {
+        JobSettlement {
+            period,
+            record: solgrid_crds::LedgerRecord {
+                key: format!("u/{period}"),
+                state,
+                ..Default::default()
+            },
+            usage: vec![
+                NodeUsage {
+                    node: "a".into(),
+                    wallet: "W1".into(),
+                    gpu_ms: 3,
+                },
+                NodeUsage {
+                    node: "b".into(),
+                    wallet: "W1".into(),
+                    gpu_ms: 1,
+                },
+            ],
+            payouts: vec![
+                Payout {
+                    to: "a,b".into(),
+                    wallet: "W1".into(),
+                    amount: 1_001,
+                },
+                Payout {
+                    to: REFUND.into(),
+                    wallet: "P".into(),
+                    amount: 50,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn running_job_allocates_per_node_once() {
+        let st = running();
+        let (due, nb) = plan(&spec(), &st, "u", "ns/j");
+        assert!(nb.allocated);
+        assert_eq!(
+            due["a"],
+            vec![Booking::Allocate {
+                uid: "u".into(),
+                job: "ns/j".into(),
+                gpus: 4,
+                since: t(10 * H)
+            }]
+        );
+        assert_eq!(due.len(), 2);
+        let mut st2 = st.clone();
+        st2.node_book = nb;
+        assert!(
+            plan(&spec(), &st2, "u", "ns/j").0.is_empty(),
+            "nothing due twice"
+        );
+        // a job that is not running yet books nothing
+        let mut sched = st.clone();
+        sched.phase = ComputeJobPhase::Scheduling;
+        sched.start_time = None;
+        assert!(plan(&spec(), &sched, "u", "ns/j").0.is_empty());
+    }
+
+    #[test]
+    fn finished_job_releases_with_its_outcome_and_earnings_in_order() {
+        let mut st = running();
+        st.phase = ComputeJobPhase::Failed;
+        st.end_time = Some(time(t(11 * H)));
+        st.node_book = NodeBook {
+            allocated: true,
+            outcome: JobOutcome::FailedByProvider,
+            faulty_nodes: vec!["b".into()],
+            ..Default::default()
+        };
+        st.settlements = vec![
+            settlement(0, SettlementState::Confirmed),
+            settlement(1, SettlementState::Sent),
+            settlement(2, SettlementState::Confirmed),
+        ];
+        let (due, nb) = plan(&spec(), &st, "u", "ns/j");
+        assert!(nb.released);
+        assert_eq!(nb.settlements_booked, 1, "stops at the first unconfirmed");
+        let release = |gpus, outcome| Booking::Release {
+            uid: "u".into(),
+            gpus,
+            from: t(10 * H),
+            to: t(11 * H),
+            outcome,
+        };
+        let earn = |amount| Booking::Earn {
+            key: "u/0".into(),
+            token: PaymentToken::Io,
+            amount,
+        };
+        // the shared wallet's payout split 3:1 by usage, remainder to the first
+        assert_eq!(due["a"], vec![release(4, JobOutcome::None), earn(751)]);
+        assert_eq!(
+            due["b"],
+            vec![release(2, JobOutcome::FailedByProvider), earn(250)]
+        );
+        // an old finished job (no outcome, never allocated) counts nothing
+        let mut old = st.clone();
+        old.node_book = NodeBook::default();
+        old.settlements.clear();
+        assert!(plan(&spec(), &old, "u", "ns/j").0.is_empty());
+    }
+
+    #[test]
+    fn outcomes_by_cause() {
+        let st = running();
+        let fin = |phase, end: bool| Finish {
+            phase,
+            reason: "x",
+            message: String::new(),
+            end: end.then(|| t(11 * H)),
+        };
+        let ok = [
+            pod(0, "a", PodPhase::Succeeded, false),
+            pod(1, "b", PodPhase::Succeeded, false),
+            pod(2, "a", PodPhase::Succeeded, false),
+        ];
+        for p in [
+            ComputeJobPhase::Succeeded,
+            ComputeJobPhase::Expired,
+            ComputeJobPhase::Cancelled,
+        ] {
+            assert_eq!(
+                outcome_of(&fin(p, true), &ok, &st, 3),
+                (JobOutcome::Succeeded, vec![])
+            );
+        }
+        assert_eq!(
+            outcome_of(&fin(ComputeJobPhase::Cancelled, false), &ok, &st, 3).0,
+            JobOutcome::None,
+            "cancelled before it ran"
+        );
+        let failed = fin(ComputeJobPhase::Failed, true);
+        let mut exit1 = ok.clone();
+        exit1[1] = pod(1, "b", PodPhase::Failed, false);
+        assert_eq!(
+            outcome_of(&failed, &exit1, &st, 3),
+            (JobOutcome::FailedByRequester, vec![])
+        );
+        let mut evicted = ok.clone();
+        evicted[1] = pod(1, "b", PodPhase::Failed, true);
+        assert_eq!(
+            outcome_of(&failed, &evicted, &st, 3),
+            (JobOutcome::FailedByProvider, vec!["b".to_string()])
+        );
+        // worker 2 vanished: its node (from the status) is at fault
+        assert_eq!(
+            outcome_of(&failed, &ok[..2], &st, 3),
+            (JobOutcome::FailedByProvider, vec!["a".to_string()])
+        );
+        assert!(node_fault(Some("Evicted")) && node_fault(Some("NodeLost")));
+        assert!(!node_fault(Some("Error")) && !node_fault(None));
+    }
+
+    #[test]
+    fn apply_is_idempotent_and_keeps_counts_consistent() {
+        let mut st = GpuNodeStatus::default();
+        let now = 12 * H;
+        let alloc = |uid: &str, gpus| Booking::Allocate {
+            uid: uid.into(),
+            job: "ns/j".into(),
+            gpus,
+            since: t(10 * H),
+        };
+        assert!(apply(&mut st, &alloc("u", 4), now, 2 * H));
+        assert!(apply(&mut st, &alloc("v", 2), now, 2 * H));
+        assert!(!apply(&mut st, &alloc("u", 4), now, 2 * H));
+        assert_eq!((st.allocated_gpus, st.jobs.running), (6, 2));
+        let release = Booking::Release {
+            uid: "u".into(),
+            gpus: 4,
+            from: t(10 * H),
+            to: t(11 * H),
+            outcome: JobOutcome::FailedByRequester,
+        };
+        assert!(apply(&mut st, &release, now, 2 * H));
+        assert!(!apply(&mut st, &release, now, 2 * H), "replayed: nothing");
+        assert_eq!((st.allocated_gpus, st.jobs.running), (2, 1));
+        assert_eq!(st.jobs.failed_by_requester, 1);
+        assert_eq!(st.allocation_history.len(), 1);
+        // a stale allocate after the release never resurrects the job
+        assert!(!apply(&mut st, &alloc("u", 4), now, 2 * H));
+        let earn = Booking::Earn {
+            key: "u/0".into(),
+            token: PaymentToken::Usdc,
+            amount: 7,
+        };
+        assert!(apply(&mut st, &earn, now, 2 * H));
+        assert!(!apply(&mut st, &earn, now, 2 * H));
+        assert_eq!((st.earnings.compute_usdc, st.earnings.compute_io), (7, 0));
+        // history older than the keep window is pruned with the next change
+        assert!(apply(&mut st, &alloc("w", 1), 14 * H, 2 * H));
+        assert!(st.allocation_history.is_empty());
+        // the ring is bounded, oldest out first
+        for i in 0..(RING as u64 + 5) {
+            let e = Booking::Earn {
+                key: format!("k/{i}"),
+                token: PaymentToken::Io,
+                amount: 1,
+            };
+            assert!(apply(&mut st, &e, now, 2 * H));
+        }
+        assert_eq!(st.recorded.len(), RING);
+        assert_eq!(
+            st.recorded.last().unwrap(),
+            &format!("k/{}/earned", RING + 4)
+        );
+    }
+
+    #[test]
+    fn patch_names_only_these_fields_and_the_version() {
+        let p = status_patch(&GpuNodeStatus::default(), Some("9"));
+        assert_eq!(p["metadata"]["resourceVersion"], "9");
+        let keys: Vec<&String> = p["status"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "allocatedGpus",
+                "allocationHistory",
+                "allocations",
+                "earnings",
+                "jobs",
+                "recorded"
+            ]
+        );
+        assert!(p["status"]["earnings"].get("idleRewardsIo").is_none());
+    }
+
+    #[test]
+    fn the_gpunode_controllers_apply_never_claims_these_fields() {
+        let mut st = GpuNodeStatus::default();
+        apply(
+            &mut st,
+            &Booking::Allocate {
+                uid: "u".into(),
+                job: "ns/j".into(),
+                gpus: 1,
+                since: t(H),
+            },
+            H,
+            H,
+        );
+        let gn = GpuNode::new("n", Default::default());
+        let body = crate::gpunode::status_apply(&gn, &st);
+        for k in [
+            "allocations",
+            "allocatedGpus",
+            "allocationHistory",
+            "recorded",
+            "jobs",
+            "earnings",
+        ] {
+            assert!(body["status"].get(k).is_none(), "{k} in {body}");
+        }
+    }
+}
