@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod cluster;
+pub mod market;
 pub mod nodesim;
 pub mod process;
 

@@ -1,0 +1,432 @@
+//! A whole market on the local control plane, for one scenario: a namespace, an
+//! embedded-ledger journal with a funded payer, simulated GPU nodes with their
+//! GpuNodes, the real `solgrid-scheduler` extender where the chart's kube-scheduler
+//! calls it, and one or more real `solgrid-operator` processes.
+//!
+//! [`Market::up`] brings it up and waits until the honest nodes are `Active`;
+//! [`Market::submit`] creates a job from an example; [`Market::wait_job`] follows it;
+//! [`Market::balances`] reads the ledger; [`Market::down`] tears it down. Every
+//! failure message carries the tail of the operators' and the extender's logs.
+
+use crate::cluster::{TestCluster, free_addr};
+use crate::nodesim::{Faults, NodeSim, SimConfig, SimNodeSpec};
+use crate::process::Proc;
+use crate::{
+    delete_namespace, example_job, install_crds, namespace, wait_default_sa, wait_for,
+    workspace_bin,
+};
+use anyhow::{Context as _, Result, anyhow};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt as _};
+use solgrid_crds::{ComputeJob, ComputeJobStatus, GpuNode, GpuNodePhase};
+use solgrid_ledger::embedded::{EmbeddedConfig, EmbeddedLedger};
+use solgrid_market::ledger::{Account, Intent, Ledger as _, Movement, Op, Token};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Provider wallets the scenarios' nodes are paid to (valid base58 addresses).
+pub const PROVIDER_WALLETS: [&str; 4] = [
+    "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM",
+    "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T",
+    "3ZpJ5b1F8kq8pP7oQYvK1wqK5X3nBDmCzk6UXhN5Lr2g",
+    "8qbHbw2BbbTHBW1sbeqakYXVKRQM8Ne7pLK7m6CVfeR",
+];
+
+/// What a market is made of.
+#[derive(Clone, Debug)]
+pub struct MarketOpts {
+    /// Namespace prefix (also names the logs).
+    pub prefix: String,
+    /// Nodes (name, GPUs); each gets a GpuNode paying `PROVIDER_WALLETS[i]`.
+    pub nodes: Vec<(String, u32)>,
+    /// IO the example's payer holds.
+    pub payer_funds: u64,
+    /// Operator processes (more than one: leader election on one Lease).
+    pub operators: usize,
+    /// Extra operator flags.
+    pub operator_args: Vec<String>,
+    /// Nodes that corrupt their proof of work from the start.
+    pub corrupt_proof: Vec<String>,
+}
+
+impl MarketOpts {
+    pub fn new(prefix: &str, nodes: &[(&str, u32)]) -> Self {
+        MarketOpts {
+            prefix: prefix.into(),
+            nodes: nodes.iter().map(|(n, g)| (n.to_string(), *g)).collect(),
+            payer_funds: 1_000_000_000_000,
+            operators: 1,
+            operator_args: Vec::new(),
+            corrupt_proof: Vec::new(),
+        }
+    }
+}
+
+/// A running market.
+pub struct Market {
+    pub tc: &'static TestCluster,
+    pub client: Client,
+    pub ns: String,
+    pub dir: PathBuf,
+    pub journal: PathBuf,
+    pub sim: NodeSim,
+    pub operators: Vec<Proc>,
+    pub extender: Proc,
+    /// (node, payout wallet)
+    pub nodes: Vec<(String, String)>,
+    opts: MarketOpts,
+}
+
+/// IO balances in the embedded ledger at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balances {
+    pub payer: u64,
+    pub escrow: u64,
+    pub providers: BTreeMap<String, u64>,
+    pub supply: u128,
+}
+
+impl Market {
+    /// Brings the market up: CRDs, namespace, funded journal, nodes (those named in
+    /// `honest` must become Active), extender, operators.
+    pub async fn up(tc: &'static TestCluster, opts: MarketOpts, payer: &str) -> Result<Market> {
+        let client = tc.client().await?;
+        install_crds(&client).await?;
+        ensure_namespace(&client, "solgrid-system").await?;
+        let ns = namespace(&client, &opts.prefix).await?;
+        wait_default_sa(&client, &ns).await?;
+        let dir = tc.dir().join(&ns);
+        std::fs::create_dir_all(&dir)?;
+        let journal = dir.join("ledger.jsonl");
+        fund_journal(&journal, payer, opts.payer_funds)?;
+        let sim = NodeSim::start(
+            client.clone(),
+            SimConfig {
+                verify_worker: Some(workspace_bin("solgrid-operator")?),
+            },
+        );
+        let mut nodes = Vec::new();
+        for (i, (node, gpus)) in opts.nodes.iter().enumerate() {
+            let wallet = PROVIDER_WALLETS[i % PROVIDER_WALLETS.len()].to_string();
+            add_gpunode(&client, &sim, node, *gpus, &wallet).await?;
+            if opts.corrupt_proof.contains(node)
+                && let Some(f) = sim.faults(node)
+            {
+                f.corrupt_proof
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            nodes.push((node.clone(), wallet));
+        }
+        let extender = start_extender(tc, &dir, &format!("{}-extender", opts.prefix))?;
+        let mut m = Market {
+            tc,
+            client,
+            ns,
+            dir,
+            journal,
+            sim,
+            operators: Vec::new(),
+            extender,
+            nodes,
+            opts,
+        };
+        for i in 0..m.opts.operators {
+            let p = m.start_operator(i)?;
+            m.operators.push(p);
+        }
+        Ok(m)
+    }
+
+    /// Starts operator replica `i` (its log: `<dir>/<prefix>-operator-<i>.log`).
+    pub fn start_operator(&self, i: usize) -> Result<Proc> {
+        let name = format!("{}-operator-{i}", self.opts.prefix);
+        let mut cmd = Command::new(workspace_bin("solgrid-operator")?);
+        cmd.env("KUBECONFIG", self.tc.kubeconfig())
+            .env(
+                "RUST_LOG",
+                std::env::var("SOLGRID_E2E_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "solgrid_operator=debug,info".into()),
+            )
+            .env("POD_NAME", &name)
+            .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
+            .arg(format!("--ledger-path={}", self.journal.display()))
+            .arg(format!("--watch-namespace={}", self.ns))
+            .arg(format!("--leader-election={}", self.opts.operators > 1))
+            .arg(format!("--lease-name={}", self.ns))
+            .arg("--lease-namespace=solgrid-system")
+            .arg("--running-requeue-seconds=2")
+            // idle-reward rounds (which mint) only at start: the supply moves only by burns
+            .arg("--reward-interval-seconds=1000000000")
+            .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
+            .args(&self.opts.operator_args);
+        let log = self.dir.join(format!("{name}.log"));
+        Ok(Proc::spawn(&name, cmd, &log)?)
+    }
+
+    /// Waits until the named nodes' GpuNodes are `Active`; their reputations.
+    pub async fn wait_active(&self, names: &[&str], timeout: Duration) -> Result<Vec<u16>> {
+        let api: Api<GpuNode> = Api::all(self.client.clone());
+        let got = wait_for(timeout, || async {
+            let mut scores = Vec::new();
+            for n in names {
+                let st = api.get(n).await.ok()?.status?;
+                (st.phase == GpuNodePhase::Active).then_some(())?;
+                scores.push(st.reputation.score);
+            }
+            Some(scores)
+        })
+        .await;
+        match got {
+            Some(s) => Ok(s),
+            None => {
+                let mut phases = Vec::new();
+                for n in names {
+                    let st = api.get(n).await.ok().and_then(|g| g.status);
+                    phases.push(format!(
+                        "{n}: {:?}",
+                        st.map(|s| (s.phase, s.eligibility_reason, s.verification))
+                    ));
+                }
+                Err(self.with_logs(format!("GpuNodes not Active in {timeout:?}: {phases:?}")))
+            }
+        }
+    }
+
+    /// The example's Secret and job in this namespace, the job's worker replaced by
+    /// `command` (the simulated kubelet runs `sleep N` for N seconds).
+    pub fn example(&self, command: &[&str]) -> Result<(serde_json::Value, serde_json::Value)> {
+        example_job(
+            "computejob-llm-finetune.yaml",
+            &self.ns,
+            "busybox:1.36",
+            command,
+        )
+    }
+
+    /// Creates the Secret (if missing) and the job.
+    pub async fn submit(&self, secret: &serde_json::Value, job: &serde_json::Value) -> Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let s: Secret = serde_json::from_value(secret.clone())?;
+        if secrets.get_opt(&s.name_any()).await?.is_none() {
+            secrets.create(&PostParams::default(), &s).await?;
+        }
+        let j: ComputeJob = serde_json::from_value(job.clone())?;
+        self.jobs().create(&PostParams::default(), &j).await?;
+        Ok(())
+    }
+
+    pub fn jobs(&self) -> Api<ComputeJob> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Follows job `name` until `done` holds for its status (printing each phase).
+    pub async fn wait_job(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&ComputeJobStatus) -> bool,
+    ) -> Result<ComputeJobStatus> {
+        let start = Instant::now();
+        let mut last = None;
+        loop {
+            if let Some(st) = self.jobs().get_opt(name).await?.and_then(|j| j.status) {
+                if last.as_ref() != Some(&st.phase) {
+                    eprintln!(
+                        "[{}] +{:.1} s {name}: {:?} {}",
+                        self.ns,
+                        start.elapsed().as_secs_f64(),
+                        st.phase,
+                        st.message.clone().unwrap_or_default()
+                    );
+                    last = Some(st.phase);
+                }
+                if done(&st) {
+                    return Ok(st);
+                }
+            }
+            if start.elapsed() > timeout {
+                let st = self
+                    .jobs()
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|j| j.status);
+                return Err(self.with_logs(format!(
+                    "job {name} not done in {timeout:?}; status {st:#?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Balances of the payer, the escrow and the providers (a copy of the journal).
+    pub fn balances(&self, payer: &str) -> Result<Balances> {
+        let l = read_journal(&self.journal)?;
+        let bal = |a: Account| l.balance(&a, Token::Io);
+        Ok(Balances {
+            payer: bal(Account::Wallet(payer.into()))?,
+            escrow: bal(Account::Escrow)?,
+            providers: self
+                .nodes
+                .iter()
+                .map(|(_, w)| Ok((w.clone(), bal(Account::Wallet(w.clone()))?)))
+                .collect::<Result<_>>()?,
+            supply: l.total_balances(Token::Io),
+        })
+    }
+
+    /// Every intent key confirmed at most once in the journal.
+    pub fn confirmed_once(&self) -> Result<()> {
+        let l = read_journal(&self.journal)?;
+        let keys = l.confirmed_key_counts();
+        match keys.iter().find(|(_, n)| **n > 1) {
+            Some((k, n)) => Err(anyhow!("intent {k} confirmed {n} times")),
+            None => Ok(()),
+        }
+    }
+
+    /// The faults switch of a node.
+    pub fn faults(&self, node: &str) -> Arc<Faults> {
+        self.sim.faults(node).unwrap_or_default()
+    }
+
+    /// Adds a node (with its GpuNode) while the market runs.
+    pub async fn add_node(&mut self, node: &str, gpus: u32) -> Result<()> {
+        let wallet = PROVIDER_WALLETS[self.nodes.len() % PROVIDER_WALLETS.len()].to_string();
+        add_gpunode(&self.client, &self.sim, node, gpus, &wallet).await?;
+        self.nodes.push((node.to_string(), wallet));
+        Ok(())
+    }
+
+    /// An error with the tail of every component's log.
+    pub fn with_logs(&self, msg: String) -> anyhow::Error {
+        let mut s = msg;
+        for p in self.operators.iter().chain(std::iter::once(&self.extender)) {
+            s.push_str(&format!(
+                "\n--- {} ({}):\n{}",
+                p.name(),
+                p.log_path().display(),
+                p.log_tail(3000)
+            ));
+        }
+        anyhow!(s)
+    }
+
+    /// Stops everything and deletes what the scenario made.
+    pub async fn down(mut self) {
+        for p in &mut self.operators {
+            p.stop(Duration::from_secs(5));
+        }
+        self.extender.stop(Duration::from_secs(5));
+        let gpunodes: Api<GpuNode> = Api::all(self.client.clone());
+        for (n, _) in &self.nodes {
+            let _ = gpunodes.delete(n, &Default::default()).await;
+        }
+        self.sim.shutdown().await;
+        delete_namespace(&self.client, &self.ns).await;
+    }
+}
+
+/// Creates namespace `name` if missing and waits for its default ServiceAccount.
+pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_none() {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        }))?;
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    wait_default_sa(client, name).await
+}
+
+/// A simulated node, its GpuNode (provider-owned spec) and its inventory.
+async fn add_gpunode(
+    client: &Client,
+    sim: &NodeSim,
+    node: &str,
+    gpus: u32,
+    wallet: &str,
+) -> Result<()> {
+    sim.add_node(SimNodeSpec::rtx4090(node, gpus)).await?;
+    let gn = serde_json::json!({
+        "apiVersion": solgrid_crds::API_VERSION, "kind": "GpuNode",
+        "metadata": {"name": node},
+        "spec": {
+            "nodeName": node, "payoutWallet": wallet,
+            "location": {"region": "eu-west", "country": "DE",
+                         "coordinates": {"latitude": 50.11, "longitude": 8.68}},
+        },
+    });
+    Api::<GpuNode>::all(client.clone())
+        .patch(
+            node,
+            &PatchParams::apply("solgrid-e2e").force(),
+            &Patch::Apply(gn),
+        )
+        .await
+        .with_context(|| format!("GpuNode {node}"))?;
+    sim.publish_inventory(node, node).await
+}
+
+/// Writes an embedded-ledger journal where `payer` holds `amount` IO (before an
+/// operator opens it).
+pub fn fund_journal(path: &Path, payer: &str, amount: u64) -> Result<()> {
+    let ledger = EmbeddedLedger::open(path, journal_config())?;
+    ledger.apply(&[Intent {
+        key: format!("e2e-fund-{payer}"),
+        movements: vec![Movement {
+            token: Token::Io,
+            op: Op::Mint {
+                to: Account::Wallet(payer.to_string()),
+                amount,
+            },
+        }],
+    }])?;
+    ledger.sync()?;
+    Ok(())
+}
+
+fn journal_config() -> EmbeddedConfig {
+    EmbeddedConfig {
+        block_time: Some(Duration::from_millis(400)),
+        ..EmbeddedConfig::default()
+    }
+}
+
+/// Reads a journal an operator holds (locked) through a copy.
+pub fn read_journal(path: &Path) -> Result<EmbeddedLedger> {
+    let copy = path.with_extension(format!("copy-{}.jsonl", std::process::id()));
+    std::fs::copy(path, &copy)?;
+    let l = EmbeddedLedger::open(&copy, EmbeddedConfig::default())
+        .with_context(|| format!("replaying a copy of {}", path.display()))?;
+    let _ = std::fs::remove_file(&copy);
+    Ok(l)
+}
+
+/// The extender binary where the chart's kube-scheduler calls it, with the market
+/// rules a fresh cluster can meet (nodes hired at once, no stake required).
+pub fn start_extender(tc: &TestCluster, dir: &Path, name: &str) -> Result<Proc> {
+    let market = dir.join(format!("{name}-market.json"));
+    std::fs::write(
+        &market,
+        serde_json::to_vec(&serde_json::json!({
+            "matching": {"minNodeAgeMs": 0, "requireStake": false}
+        }))?,
+    )?;
+    let mut cmd = Command::new(workspace_bin("solgrid-scheduler")?);
+    cmd.env("KUBECONFIG", tc.kubeconfig())
+        .env("RUST_LOG", "info")
+        .arg(format!("--listen={}", tc.extender_addr()))
+        .arg(format!("--metrics-listen={}", free_addr("127.0.0.1")?))
+        .arg(format!("--market-config={}", market.display()));
+    Ok(Proc::spawn(name, cmd, &dir.join(format!("{name}.log")))?)
+}
