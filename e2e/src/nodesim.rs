@@ -736,10 +736,7 @@ async fn run_verify_worker(inner: &Inner, node: &SimNode, args: &[String]) -> Ou
         Ok(o) => {
             let mut log = String::from_utf8_lossy(&o.stdout).into_owned();
             if let Some(s) = real_seed {
-                log = log.replace(
-                    &format!("\"seed\":\"{}\"", s.wrapping_add(1)),
-                    &format!("\"seed\":\"{s}\""),
-                );
+                log = claim_seed(&log, s.wrapping_add(1), s);
             }
             log.push_str(&String::from_utf8_lossy(&o.stderr));
             Outcome {
@@ -754,6 +751,15 @@ async fn run_verify_worker(inner: &Inner, node: &SimNode, args: &[String]) -> Ou
             log: format!("solgrid-nodesim: running {}: {e}\n", bin.display()),
         },
     }
+}
+
+/// A worker report for challenge seed `computed`, relabelled as the answer to `claimed`
+/// (what a cheating node sends: a valid-looking product of the wrong matrices).
+pub fn claim_seed(report: &str, computed: u64, claimed: u64) -> String {
+    report.replace(
+        &format!("\"seed\":\"{computed}\""),
+        &format!("\"seed\":\"{claimed}\""),
+    )
 }
 
 fn cond(ty: &str, status: &str, t: &str, reason: Option<&str>) -> serde_json::Value {
@@ -955,6 +961,24 @@ mod tests {
             Some(30.0)
         );
         assert_eq!(sleep_seconds(&w(&["torchrun", "train.py"])), None);
+    }
+
+    #[test]
+    fn a_corrupted_proof_is_caught_as_cheating() {
+        use solgrid_operator::verification::{
+            Challenge, SpeedConfig, WorkerReport, check_report, run_worker,
+        };
+        let c = Challenge { seed: 42, n: 16 };
+        let (honest, _) = run_worker(&c, || 0).unwrap();
+        let (other, _) = run_worker(&Challenge { seed: 43, n: 16 }, || 0).unwrap();
+        let forged = claim_seed(&other, 43, 42);
+        assert_ne!(forged, other, "the seed was relabelled");
+        let check = |log: &str| {
+            let r = WorkerReport::from_log(log).expect("a report");
+            check_report(&c, &r, None, Some(1), &SpeedConfig::default(), 3, 7)
+        };
+        assert!(!check(&honest).is_cheating());
+        assert!(check(&forged).is_cheating(), "{:?}", check(&forged));
     }
 
     #[test]
