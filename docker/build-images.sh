@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds solgrid's container images with no Docker engine and no registry: the
 # binaries in BIN_DIR on a distroless-style runtime layer made from Debian's own
-# packages (docker/runtime-packages.lock: glibc, libgcc, CA certificates, as distroless's
-# cc image), with umoci
-# (OCI layout) and skopeo (archives). `make images` runs it on the release build.
+# packages (docker/runtime-packages.lock: glibc, libgcc, CA certificates, as in
+# distroless's cc image), with umoci (OCI layout) and skopeo (archives).
+# `make images` runs it on the release build; docs/images.md.
 #
 #   docker/build-images.sh --bin-dir DIR [--out DIR] [--only IMAGE]...
 #   docker/build-images.sh --fetch          download the locked .debs into the cache (needs the network)

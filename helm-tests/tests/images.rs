@@ -300,8 +300,17 @@ fn tool(name: &str) -> Option<PathBuf> {
 
 /// Why the images cannot be built and run here, if they cannot.
 fn unable() -> Option<String> {
-    if run(Command::new("id").arg("-u")).stdout.trim() != "0" {
-        return Some("not root (chroot, unshare -m and root-owned image files need it)".into());
+    // root of the machine, not of a user namespace (which would not map uid 65532)
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let maps_all = uid_map.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 3 && f[0] == "0" && f[1] == "0" && f[2].parse::<u64>().unwrap_or(0) > 65532
+    });
+    if run(Command::new("id").arg("-u")).stdout.trim() != "0" || !maps_all {
+        return Some(
+            "not root (chroot, unshare -m and files owned by 65532 need it; a user namespace's root cannot)"
+                .into(),
+        );
     }
     let missing: Vec<&str> = ["umoci", "skopeo", "jq", "unshare", "chroot", "dpkg-deb"]
         .into_iter()
