@@ -107,6 +107,7 @@ impl LedgerHandle {
                     s.usdc_mint.clone(),
                 );
                 let ledger = solgrid_solana::SolanaLedger::connect(config, authority)?;
+                check_units(&cfg.market.pricing, |t| ledger.unit(t))?;
                 ledger.ensure_custody_accounts()?;
                 Ok(LedgerHandle::Solana(ledger))
             }
@@ -188,6 +189,31 @@ impl LedgerHandle {
             LedgerHandle::Solana(_) => None,
         }
     }
+}
+
+/// Refuses mints whose decimals are not the ones the market converts prices with
+/// (`pricing.ioRate.unit`, `pricing.usdcRate.unit`): every quote, escrow and payout
+/// would be off by a power of ten.
+pub fn check_units(
+    pricing: &solgrid_market::pricing::PricingConfig,
+    unit: impl Fn(Token) -> Amount,
+) -> Result<(), LedgerHandleError> {
+    for (token, rate, field) in [
+        (Token::Io, &pricing.io_rate, "ioRate"),
+        (Token::Usdc, &pricing.usdc_rate, "usdcRate"),
+    ] {
+        let on_chain = unit(token);
+        if on_chain != rate.unit {
+            return Err(LedgerHandleError::Other(format!(
+                "the {token} mint has {} decimals ({on_chain} base units per token) but prices \
+                 are converted with pricing.{field}.unit = {} (--market-config): use the right \
+                 mint or set the unit to match",
+                on_chain.checked_ilog10().unwrap_or(0),
+                rate.unit
+            )));
+        }
+    }
+    Ok(())
 }
 
 macro_rules! each {
@@ -396,5 +422,27 @@ impl Context {
         tokio::task::spawn_blocking(move || f(&ledger))
             .await
             .map_err(|e| crate::error::Error::Join(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn mints_must_have_the_decimals_prices_are_converted_with() {
+        let pricing = solgrid_market::pricing::PricingConfig::default();
+        let chain =
+            |io: Amount, usdc: Amount| move |t: Token| if t == Token::Io { io } else { usdc };
+        assert!(check_units(&pricing, chain(1_000_000_000, 1_000_000)).is_ok());
+        let e = check_units(&pricing, chain(1_000_000, 1_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IO mint has 6 decimals"), "{e}");
+        assert!(e.contains("pricing.ioRate.unit = 1000000000"), "{e}");
+        let e = check_units(&pricing, chain(1_000_000_000, 1_000_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("USDC mint has 9 decimals"), "{e}");
     }
 }

@@ -19,7 +19,7 @@ use super::*;
 use serde_json::{Value, json};
 use solgrid_market::ledger::Amount;
 use solgrid_solana::testing::{IO_DECIMALS, LocalChain, USDC_DECIMALS, fund, keypair_json};
-use solgrid_solana::{Keypair, Signer as _};
+use solgrid_solana::{Commitment, Keypair, Signer as _, create_mint};
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 
@@ -55,6 +55,14 @@ fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
     let Some(chain) = LocalChain::start(TEST, IO_DECIMALS, USDC_DECIMALS, &[]) else {
         return;
     };
+    // a mint with decimals other than those the market prices IO in (9)
+    let io_mint_6 = create_mint(
+        chain.rpc_url(),
+        &chain.authority(),
+        6,
+        Commitment::Confirmed,
+    )
+    .expect("a 6-decimal mint");
     let payer = Keypair::new();
     let providers = [Keypair::new(), Keypair::new()];
     let accounts = {
@@ -97,7 +105,9 @@ fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(scenario(TEST, tc, &chain, &payer, &accounts, t0));
+    rt.block_on(scenario(
+        TEST, tc, &chain, &io_mint_6, &payer, &accounts, t0,
+    ));
     drop(rt);
     drop(chain);
 }
@@ -106,6 +116,7 @@ async fn scenario(
     test: &str,
     tc: &'static TestCluster,
     chain: &LocalChain,
+    io_mint_6: &str,
     payer: &Keypair,
     acc: &Accounts,
     t0: Instant,
@@ -182,9 +193,52 @@ async fn scenario(
 
     seed_reward_state(&client, &ns).await.expect("reward state");
     let mut extender = start_extender_proc(tc, "solgrid-scheduler-sol").expect("extender");
-    let mut operator =
-        start_solana_operator(tc, "solgrid-operator-sol", chain, &authority_file, &ns)
-            .expect("operator");
+    // an IO mint whose decimals are not those prices are converted with is refused
+    // at start (else every IO amount would be off by a factor of 1,000)
+    let mut wrong = start_solana_operator(
+        tc,
+        "solgrid-operator-sol-6-decimals",
+        chain,
+        io_mint_6,
+        &authority_file,
+        &ns,
+    )
+    .expect("operator");
+    let refused = {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = wrong.exited() {
+                break Some(st);
+            }
+            if Instant::now() > until {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let wrong_log = wrong.log_tail(20_000);
+    wrong.stop(Duration::from_secs(2));
+    assert!(
+        refused.is_some_and(|st| !st.success()) && wrong_log.contains("decimals"),
+        "an operator with a 6-decimal IO mint (prices in 9) did not refuse to start: {refused:?}\n{wrong_log}"
+    );
+    eprintln!(
+        "{test}: a 6-decimal IO mint refused: {}",
+        wrong_log
+            .lines()
+            .rfind(|l| l.contains("decimals"))
+            .unwrap_or_default()
+    );
+
+    let mut operator = start_solana_operator(
+        tc,
+        "solgrid-operator-sol",
+        chain,
+        &chain.io_mint,
+        &authority_file,
+        &ns,
+    )
+    .expect("operator");
 
     // honest fresh nodes verify and become Active
     let active = wait_for(Duration::from_secs(90), || async {
@@ -454,6 +508,7 @@ fn start_solana_operator(
     tc: &TestCluster,
     name: &str,
     chain: &LocalChain,
+    io_mint: &str,
     authority: &Path,
     ns: &str,
 ) -> Result<Proc> {
@@ -467,7 +522,7 @@ fn start_solana_operator(
         )
         .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
         .arg(format!("--solana-rpc-url={}", chain.rpc_url()))
-        .arg(format!("--io-mint={}", chain.io_mint))
+        .arg(format!("--io-mint={io_mint}"))
         .arg(format!("--usdc-mint={}", chain.usdc_mint))
         .arg(format!("--authority-keypair={}", authority.display()))
         .arg(format!("--watch-namespace={ns}"))
