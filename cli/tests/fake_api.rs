@@ -3,7 +3,8 @@
 //! and `quote` print from the objects the API returns, and that `quote` picks up the
 //! chart's market ConfigMap.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,54 +16,24 @@ fn serve(routes: Vec<(&'static str, String)>) -> u16 {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
+            let Some(req) = support::read_request(&stream) else {
                 continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let mut content_length = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    content_length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; content_length];
-            let _ = reader.read_exact(&mut body);
-            let path_only = path.split('?').next().unwrap().to_string();
-            let (status, body) = match routes.iter().find(|(p, _)| *p == path_only) {
+            };
+            let (status, body) = match routes.iter().find(|(p, _)| *p == req.path) {
                 Some((_, b)) => ("200 OK", b.clone()),
                 None => (
                     "404 Not Found",
                     r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"not found","reason":"NotFound","code":404}"#.to_string(),
                 ),
             };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            support::respond(&mut stream, status, &body);
         }
     });
     port
 }
 
 fn kubeconfig(dir: &Path, port: u16) -> PathBuf {
-    let p = dir.join("kubeconfig");
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: u\n    namespace: ml\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    p
+    support::kubeconfig(dir, port, "ml")
 }
 
 fn list(api_version: &str, kind: &str, items: &str) -> String {

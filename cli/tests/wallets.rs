@@ -3,9 +3,10 @@
 //! plays the operator too: a LedgerGrant it stores is reported executed (or
 //! unsupported, as on Solana) on the next read.
 
+mod support;
+
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -95,56 +96,18 @@ fn serve(grant_phase: &str) -> (u16, Arc<Mutex<Fake>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
+            let Some(req) = support::read_request(&stream) else {
                 continue;
-            }
-            let mut parts = line.split_whitespace();
-            let method = parts.next().unwrap_or("").to_string();
-            let path = parts
-                .next()
-                .unwrap_or("/")
-                .split('?')
-                .next()
-                .unwrap()
-                .to_string();
-            let mut content_length = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    content_length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; content_length];
-            let _ = reader.read_exact(&mut body);
-            let (code, value) = handle(&mut f.lock().unwrap(), &method, &path, &body);
-            let body = value.to_string();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            };
+            let (code, value) = handle(&mut f.lock().unwrap(), &req.method, &req.path, &req.body);
+            support::respond(&mut stream, &format!("{code} X"), &value.to_string());
         }
     });
     (port, fake)
 }
 
 fn kubeconfig(dir: &Path, port: u16) -> PathBuf {
-    let p = dir.join("kubeconfig");
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: u\n    namespace: ml-team\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    p
+    support::kubeconfig(dir, port, "ml-team")
 }
 
 fn run(kubeconfig: &Path, args: &[&str]) -> Output {
