@@ -20,6 +20,17 @@
 //! Decay: with no fresh evidence, a score moves toward `P`:
 //! `score' = P + (score - P) * r(t)` where `r` halves every `half_life`
 //! (linear between halvings; integer ppm).
+//!
+//! [`ReputationConfig::score_decayed`] applies it to the evidence itself: the job
+//! and verification counts weigh `r(age)` of their face value, `age` being the time
+//! since the last job outcome (verification run) was recorded:
+//!
+//! ```text
+//! job_success = (1000*ok*r + P*k_jobs*1e6) / ((ok + failed)*r + k_jobs*1e6)    (r in ppm)
+//! ```
+//!
+//! a weighted mean of the observed rate and the prior, so an old record moves
+//! toward `P` (never past it) and a fresh outcome (age 0) counts in full.
 
 use serde::{Deserialize, Serialize};
 
@@ -86,35 +97,60 @@ pub struct Reputation {
 }
 
 fn smoothed(good: u32, bad: u32, prior: u16, k: u32) -> u16 {
-    let (g, b, p, k) = (
+    smoothed_weighted(good, bad, prior, k, 1_000_000)
+}
+
+/// `smoothed` with the observations weighing `retain_ppm` / 1e6 each.
+fn smoothed_weighted(good: u32, bad: u32, prior: u16, k: u32, retain_ppm: u32) -> u16 {
+    let (g, b, p, k, r) = (
         good as u128,
         bad as u128,
         prior.min(MAX_SCORE) as u128,
         k as u128,
+        retain_ppm.min(1_000_000) as u128,
     );
-    let den = g + b + k;
+    let den = (g + b) * r + k * 1_000_000;
     if den == 0 {
         return p as u16;
     }
-    ((1000 * g + p * k) / den).min(1000) as u16
+    ((1000 * g * r + p * k * 1_000_000) / den).min(1000) as u16
+}
+
+/// How old a node's evidence is, ms (`None`: none recorded, nothing to decay).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceAge {
+    /// Since the last job outcome was counted.
+    pub jobs_ms: Option<u64>,
+    /// Since the last verification ran.
+    pub verification_ms: Option<u64>,
 }
 
 impl ReputationConfig {
     /// Computes the reputation from evidence (module docs give the formula).
     pub fn score(&self, i: &ReputationInputs) -> Reputation {
+        self.score_decayed(i, EvidenceAge::default())
+    }
+
+    /// [`Self::score`] with the job and verification evidence decayed by its age
+    /// (module docs): with no fresh evidence those components move toward the prior.
+    pub fn score_decayed(&self, i: &ReputationInputs, age: EvidenceAge) -> Reputation {
         let p = self.prior.min(MAX_SCORE);
+        let retain = |a: Option<u64>| a.map_or(1_000_000, |ms| self.retain_ppm(ms));
         let uptime = i.uptime_ppm.map_or(p, |u| (u.min(1_000_000) / 1000) as u16);
-        let job_success = smoothed(
+        let job_success = smoothed_weighted(
             i.jobs_succeeded,
             i.jobs_failed_provider,
             p,
             self.job_prior_count,
+            retain(age.jobs_ms),
         );
-        let verification = smoothed(
+        let verification = smoothed_weighted(
             i.verifications_passed,
             i.verifications_failed,
             p,
             self.verification_prior_count,
+            retain(age.verification_ms),
         );
         let age = if self.full_age_ms == 0 {
             MAX_SCORE
@@ -289,6 +325,30 @@ mod tests {
         assert_eq!(cfg.decay_count(10, hl), 5);
     }
 
+    #[test]
+    fn decayed_evidence_exact_numbers() {
+        let cfg = ReputationConfig::default();
+        let hl = cfg.decay_half_life_ms;
+        let i = ReputationInputs {
+            jobs_succeeded: 95,
+            ..Default::default()
+        };
+        let at = |ms| {
+            cfg.score_decayed(
+                &i,
+                EvidenceAge {
+                    jobs_ms: Some(ms),
+                    verification_ms: None,
+                },
+            )
+            .job_success
+        };
+        assert_eq!(at(0), 975); // (95000 + 2500) / 100
+        // one half-life: the 95 successes weigh 47.5: (47500 + 2500) / 52.5
+        assert_eq!(at(hl), 952);
+        assert_eq!(at(40 * hl), 500, "no evidence left: the prior");
+    }
+
     proptest! {
         #[test]
         fn monotone_and_bounded(up1 in 0u32..=1_100_000, up2 in 0u32..=1_100_000,
@@ -313,6 +373,41 @@ mod tests {
             prop_assert!(w.verification <= b.verification && w.age <= b.age);
             prop_assert!(b.score <= 1000);
             prop_assert_eq!(cfg.score(&ReputationInputs { slashed: true, ..better }).score, 0);
+        }
+
+        #[test]
+        fn old_evidence_moves_toward_the_prior(ok in 0u32..100_000, f in 0u32..100_000,
+                                              vp in 0u32..10_000, vf in 0u32..10_000,
+                                              t1 in 0u64..100_000_000_000, t2 in 0u64..100_000_000_000,
+                                              prior in 0u16..=1000) {
+            let cfg = ReputationConfig { prior, ..Default::default() };
+            let i = ReputationInputs {
+                uptime_ppm: Some(900_000), jobs_succeeded: ok, jobs_failed_provider: f,
+                verifications_passed: vp, verifications_failed: vf, age_ms: 0, slashed: false,
+            };
+            let (e1, e2) = (t1.min(t2), t1.max(t2));
+            let at = |ms| cfg.score_decayed(&i, EvidenceAge { jobs_ms: Some(ms), verification_ms: Some(ms) });
+            let (fresh, d1, d2) = (cfg.score(&i), at(e1), at(e2));
+            prop_assert_eq!(at(0), fresh);
+            let dist = |x: u16| (x as i32 - prior as i32).abs();
+            for (a, b) in [(fresh, d1), (d1, d2)] {
+                prop_assert!(dist(b.job_success) <= dist(a.job_success));
+                prop_assert!(dist(b.verification) <= dist(a.verification));
+                // never past the prior
+                prop_assert!((a.job_success as i32 - prior as i32) * (b.job_success as i32 - prior as i32) >= 0);
+                prop_assert!(b.score <= 1000 && b.uptime == a.uptime && b.age == a.age);
+            }
+        }
+
+        #[test]
+        fn decayed_score_is_still_monotone(ok1 in 0u32..10_000, ok2 in 0u32..10_000,
+                                           f1 in 0u32..10_000, f2 in 0u32..10_000,
+                                           age in 0u64..100_000_000_000) {
+            let cfg = ReputationConfig::default();
+            let a = EvidenceAge { jobs_ms: Some(age), verification_ms: None };
+            let worse = ReputationInputs { jobs_succeeded: ok1.min(ok2), jobs_failed_provider: f1.max(f2), ..Default::default() };
+            let better = ReputationInputs { jobs_succeeded: ok1.max(ok2), jobs_failed_provider: f1.min(f2), ..Default::default() };
+            prop_assert!(cfg.score_decayed(&worse, a).score <= cfg.score_decayed(&better, a).score);
         }
 
         #[test]

@@ -20,7 +20,7 @@ use solgrid_crds::GpuNodePhase;
 use solgrid_market::GpuModel;
 use solgrid_market::matching::NodePhase;
 use solgrid_market::money::MoneyError;
-use solgrid_market::reputation::{Reputation, ReputationConfig, ReputationInputs};
+use solgrid_market::reputation::{EvidenceAge, Reputation, ReputationConfig, ReputationInputs};
 use solgrid_market::staking::{EligibilityInput, Ineligible, StakingConfig};
 
 /// The facts the phase is decided from.
@@ -266,19 +266,24 @@ pub struct ReputationFacts {
     pub verifications_failed: u32,
     pub age_ms: u64,
     pub slashed: bool,
+    /// How old the job and verification evidence is (it decays toward the prior).
+    pub evidence_age: EvidenceAge,
 }
 
-/// The node's reputation (the market library's formula).
+/// The node's reputation (the market library's formula, with decay).
 pub fn reputation(cfg: &ReputationConfig, f: &ReputationFacts) -> Reputation {
-    cfg.score(&ReputationInputs {
-        uptime_ppm: f.uptime_ppm,
-        jobs_succeeded: f.jobs_succeeded,
-        jobs_failed_provider: f.jobs_failed_provider,
-        verifications_passed: f.verifications_passed,
-        verifications_failed: f.verifications_failed,
-        age_ms: f.age_ms,
-        slashed: f.slashed,
-    })
+    cfg.score_decayed(
+        &ReputationInputs {
+            uptime_ppm: f.uptime_ppm,
+            jobs_succeeded: f.jobs_succeeded,
+            jobs_failed_provider: f.jobs_failed_provider,
+            verifications_passed: f.verifications_passed,
+            verifications_failed: f.verifications_failed,
+            age_ms: f.age_ms,
+            slashed: f.slashed,
+        },
+        f.evidence_age,
+    )
 }
 
 /// GPU groups of an inventory: `(model, count)` for models the market knows, and

@@ -48,6 +48,7 @@ use solgrid_crds::{
     GpuNode, GpuNodePhase, GpuNodeSpec, GpuNodeStatus, LedgerRecord, Location, ReputationStatus,
     SettlementState, StakePosition,
 };
+use solgrid_market::reputation::EvidenceAge;
 use solgrid_market::staking::EligibilityInput;
 use std::sync::Arc;
 use std::time::Duration;
@@ -597,6 +598,18 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
             verifications_failed: st.verification.failed,
             age_ms,
             slashed: st.phase == GpuNodePhase::Slashed,
+            evidence_age: EvidenceAge {
+                jobs_ms: st
+                    .jobs
+                    .last_outcome
+                    .as_ref()
+                    .map(|t| now.saturating_sub(time_ms(t))),
+                verification_ms: st
+                    .verification
+                    .last_run
+                    .as_ref()
+                    .map(|t| now.saturating_sub(time_ms(t))),
+            },
         },
     );
     st.reputation = ReputationStatus {
