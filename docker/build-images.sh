@@ -148,6 +148,11 @@ while read -r pkg _ _ _ path; do
   mkdir -p "$BASE/var/lib/dpkg/status.d"
   dpkg-deb -f "${DEB[$pkg]}" >"$BASE/var/lib/dpkg/status.d/$pkg"
 done < <(lock_lines)
+for pkg in libc6 libgcc-s1 ca-certificates; do
+  [ -n "${DEB[$pkg]:-}" ] || die "docker/runtime-packages.lock has no $pkg for $ARCH (docker/build-images.sh --update-lock on a $ARCH machine)"
+done
+# the Debian packages of the runtime layer, as a label and in the history
+RUNTIME=$(lock_lines | awk '{ printf "%s%s=%s", s, $1, $2; s = " " }')
 MULTIARCH=$(find "$WORK/x-libc6/lib" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | head -n1)
 [ -n "$MULTIARCH" ] || die "libc6 has no lib/<multiarch> directory"
 # glibc's shared libraries (the loader, libc, libm, the libdl/libpthread/librt stubs
@@ -235,7 +240,7 @@ for line in "${IMAGES[@]}"; do
   umoci unpack --image "$layout:$TAG" "$WORK/bundle-$name" >/dev/null
   cp -a "$BASE/." "$WORK/bundle-$name/rootfs/"
   touch -h -d "@$SOURCE_DATE_EPOCH" "$WORK/bundle-$name/rootfs"
-  umoci repack "${hist[@]}" --history.created_by "docker/build-images.sh: runtime from $(lock_lines | awk '{ printf "%s%s=%s", s, $1, $2; s = " " }')" \
+  umoci repack "${hist[@]}" --history.created_by "docker/build-images.sh: runtime from $RUNTIME" \
     --image "$layout:$TAG" "$WORK/bundle-$name"
   rm -rf "$WORK/bundle-$name"
   umoci insert "${hist[@]}" --history.created_by "docker/build-images.sh: /usr/local/bin/$bin" \
@@ -252,7 +257,7 @@ for line in "${IMAGES[@]}"; do
     --config.label "org.opencontainers.image.version=$TAG"
     --config.label "org.opencontainers.image.source=https://github.com/solgrid/solgrid"
     --config.label "org.opencontainers.image.licenses=Apache-2.0"
-    --config.label "org.opencontainers.image.base.name=debian:12 (${DEB[libc6]##*/} ${DEB[libgcc-s1]##*/} ${DEB[ca-certificates]##*/})"
+    --config.label "dev.solgrid.runtime.packages=$RUNTIME"
   )
   for p in ${ports//,/ }; do args+=(--config.exposedports "$p"); done
   umoci config "${args[@]}"
