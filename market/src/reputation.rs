@@ -96,10 +96,6 @@ pub struct Reputation {
     pub age: u16,
 }
 
-fn smoothed(good: u32, bad: u32, prior: u16, k: u32) -> u16 {
-    smoothed_weighted(good, bad, prior, k, 1_000_000)
-}
-
 /// `smoothed` with the observations weighing `retain_ppm` / 1e6 each.
 fn smoothed_weighted(good: u32, bad: u32, prior: u16, k: u32, retain_ppm: u32) -> u16 {
     let (g, b, p, k, r) = (
