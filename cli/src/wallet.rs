@@ -56,18 +56,7 @@ pub fn wallet_secret(name: &str, namespace: &str, keypair: &WalletKeypair) -> Se
 
 /// The wallet address a Secret names (its `address`), when it is a valid one.
 pub fn secret_address(secret: &Secret) -> Option<String> {
-    let raw = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SECRET_ADDRESS_KEY))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(SECRET_ADDRESS_KEY))
-                .map(|s| s.clone().into_bytes())
-        })?;
+    let raw = solgrid_crds::secret_value(secret, SECRET_ADDRESS_KEY)?;
     let a = String::from_utf8(raw).ok()?.trim().to_string();
     solgrid_ledger::wallet::is_wallet_address(&a).then_some(a)
 }

@@ -107,6 +107,23 @@ pub const SECRET_ADDRESS_KEY: &str = "address";
 /// Keys of a wallet Secret.
 pub const SECRET_KEYPAIR_KEY: &str = "keypair";
 
+/// The bytes under `key` in a wallet Secret: `data`, or `stringData` (a Secret not
+/// stored yet, or one a test server echoes back).
+pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.as_bytes().to_vec())
+        })
+}
+
 /// Where a settlement stands in the exactly-once protocol (ECONOMICS.md).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,

@@ -86,20 +86,7 @@ async fn read_wallet(
         Some(s) => s,
         None => return Ok(Err(format!("owner Secret {name:?} not found"))),
     };
-    let field = |k: &str| -> Option<Vec<u8>> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|s| s.as_bytes().to_vec())
-            })
-    };
+    let field = |k: &str| solgrid_crds::secret_value(&secret, k);
     let Some(addr) = field(solgrid_crds::SECRET_ADDRESS_KEY) else {
         return Ok(Err(format!("owner Secret {name:?} has no `address` key")));
     };
