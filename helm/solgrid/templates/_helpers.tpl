@@ -125,8 +125,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
 {{/* The schema defaults of the GpuNode status fields, from the chart's CRD, as a
-     JSON (and CEL) map: a status field absent before a write counts as unchanged
-     when it is written with its default (the API server fills defaults in). */}}
+     CEL map literal (each value wrapped in dyn(): CEL map literals are otherwise of
+     one value type): a status field absent before a write counts as unchanged when
+     it is written with its default (the API server fills defaults in). */}}
 {{- define "solgrid.gpuNodeStatusDefaults" -}}
 {{- $crd := .Files.Get "crds/gpunode.yaml" | fromYaml -}}
 {{- $defaults := dict -}}
@@ -138,5 +139,23 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 {{- if not $defaults }}{{ fail "crds/gpunode.yaml: no status defaults found (is the CRD there?)" }}{{ end -}}
-{{- $defaults | toJson -}}
+{{- include "solgrid.celLiteral" $defaults -}}
+{{- end -}}
+
+{{/* A value as a CEL literal whose map values and list items are each wrapped in
+     dyn(), so that maps and lists of mixed types compile. */}}
+{{- define "solgrid.celLiteral" -}}
+{{- if kindIs "map" . -}}
+{{- $entries := list -}}
+{{- range $k := keys . | sortAlpha -}}
+{{- $entries = append $entries (printf "%s: dyn(%s)" (toJson $k) (include "solgrid.celLiteral" (index $ $k))) -}}
+{{- end -}}
+{{- printf "{%s}" (join ", " $entries) -}}
+{{- else if kindIs "slice" . -}}
+{{- $items := list -}}
+{{- range . }}{{ $items = append $items (printf "dyn(%s)" (include "solgrid.celLiteral" .)) }}{{ end -}}
+{{- printf "[%s]" (join ", " $items) -}}
+{{- else -}}
+{{- toJson . -}}
+{{- end -}}
 {{- end -}}
