@@ -9,7 +9,8 @@
 //! `getTransaction`): the provider paid, the fees burned, the escrow refunded, the
 //! IO supply fell by exactly the burn, and the memo (idempotency key) of the escrow
 //! and of each settlement on chain exactly once — against the fee arithmetic of
-//! `solgrid_market::fees`.
+//! `solgrid_market::fees`. Then the same job paid in USDC (6 decimals): the 2 %
+//! surcharge, the protocol's share to the treasury account, the USDC supply unmoved.
 //!
 //! Skips (prints why) without the local control plane or without a validator
 //! (`SOLGRID_VALIDATOR`, `.tools/bin/solana-test-validator`, `PATH`); with
@@ -23,8 +24,9 @@ use solgrid_solana::{Commitment, Keypair, Signer as _, create_mint};
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 
-/// What the payer holds before the job: 1,000 IO (9 decimals).
+/// What the payer holds before the jobs: 1,000 IO (9 decimals) and 1,000 USDC (6).
 const FUNDED: u64 = 1_000 * 1_000_000_000;
+const FUNDED_USDC: u64 = 1_000 * 1_000_000;
 /// Reward periods of ~31 years, the last ended one marked distributed before the
 /// operator starts ([`seed_reward_state`]): no idle-reward round mints or pays
 /// during the scenario, so the supply moves only by the job's burn. (Left alone, the
@@ -32,13 +34,15 @@ const FUNDED: u64 = 1_000 * 1_000_000_000;
 /// only at the next tick, a minute later.)
 const REWARD_INTERVAL_S: u64 = 1_000_000_000;
 
-/// Token accounts the test reads (base58).
+/// The token accounts of one mint the test reads (base58).
 struct Accounts {
-    authority: String,
-    io_mint: String,
+    token: Token,
+    mint: String,
+    decimals: u8,
     escrow: String,
+    treasury: String,
     payer: String,
-    providers: Vec<(String, String)>, // (wallet, its IO token account)
+    providers: Vec<(String, String)>, // (wallet, its token account)
 }
 
 #[test]
@@ -69,32 +73,35 @@ fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
         let ledger = chain.ledger_with(|_| {}).expect("ledger");
         ledger.ensure_custody_accounts().expect("custody accounts");
         let wallet = |k: &Keypair| k.pubkey().to_string();
-        fund(
-            &ledger,
-            "e2e-fund/payer",
-            &wallet(&payer),
-            Token::Io,
-            FUNDED,
-        )
-        .expect("payer funded");
-        let ata = |w: String| {
-            ledger
-                .token_account(&Account::Wallet(w), Token::Io)
-                .expect("token account")
-                .to_string()
-        };
-        Accounts {
-            authority: chain.authority_address(),
-            io_mint: chain.io_mint.clone(),
-            escrow: ledger
-                .custody_address(&Account::Escrow, Token::Io)
-                .expect("escrow"),
-            payer: ata(wallet(&payer)),
-            providers: providers
-                .iter()
-                .map(|k| (wallet(k), ata(wallet(k))))
-                .collect(),
+        for (token, amount) in [(Token::Io, FUNDED), (Token::Usdc, FUNDED_USDC)] {
+            let key = format!("e2e-fund/payer/{token}");
+            fund(&ledger, &key, &wallet(&payer), token, amount).expect("payer funded");
         }
+        let accounts = |token: Token, mint: &str, decimals: u8| {
+            let ata = |w: String| {
+                ledger
+                    .token_account(&Account::Wallet(w), token)
+                    .expect("token account")
+                    .to_string()
+            };
+            let custody = |a: Account| ledger.custody_address(&a, token).expect("custody");
+            Accounts {
+                token,
+                mint: mint.to_string(),
+                decimals,
+                escrow: custody(Account::Escrow),
+                treasury: custody(Account::Treasury),
+                payer: ata(wallet(&payer)),
+                providers: providers
+                    .iter()
+                    .map(|k| (wallet(k), ata(wallet(k))))
+                    .collect(),
+            }
+        };
+        [
+            accounts(Token::Io, &chain.io_mint, IO_DECIMALS),
+            accounts(Token::Usdc, &chain.usdc_mint, USDC_DECIMALS),
+        ]
     };
     eprintln!(
         "{TEST}: validator and mints ready at +{:.1} s ({chain:?})",
@@ -118,10 +125,11 @@ async fn scenario(
     chain: &LocalChain,
     io_mint_6: &str,
     payer: &Keypair,
-    acc: &Accounts,
+    accounts: &[Accounts; 2],
     t0: Instant,
 ) {
     let rpc_url = chain.rpc_url().to_string();
+    let authority = chain.authority_address();
     let client = tc.client().await.expect("client");
     install_crds(&client).await.expect("CRDs installed");
     let ns = namespace(&client, "e2e-sol").await.expect("namespace");
@@ -138,7 +146,6 @@ async fn scenario(
     let payer_wallet = payer.pubkey().to_string();
     let payer_json = keypair_json(payer);
     secret_v["stringData"] = json!({"address": payer_wallet, "keypair": payer_json});
-    let job_name = job_v["metadata"]["name"].as_str().unwrap().to_string();
 
     // the operator's authority keypair, as a mounted Secret file would hold it
     let dir = tc.dir().join(&ns);
@@ -155,7 +162,7 @@ async fn scenario(
             verify_worker: Some(workspace_bin("solgrid-operator").expect("operator binary")),
         },
     );
-    let nodes: Vec<(String, String)> = acc
+    let nodes: Vec<(String, String)> = accounts[0]
         .providers
         .iter()
         .enumerate()
@@ -268,206 +275,43 @@ async fn scenario(
         job_v["spec"]["minReputation"] = min_score.into();
     }
 
-    let before = Snapshot::take(&rpc_url, acc).await;
-    eprintln!("{test}: before the job: {before:?}");
-    assert_eq!(before.supply, FUNDED, "only the payer's funding minted");
-    assert_eq!(before.payer, FUNDED);
+    for (acc, funded) in accounts.iter().zip([FUNDED, FUNDED_USDC]) {
+        let s = Snapshot::take(&rpc_url, acc).await;
+        assert_eq!(
+            (s.supply, s.payer),
+            (funded, funded),
+            "{}: only the payer's funding minted",
+            acc.token
+        );
+    }
 
     let secret: Secret = serde_json::from_value(secret_v).unwrap();
-    let job: ComputeJob = serde_json::from_value(job_v).unwrap();
     Api::<Secret>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &secret)
         .await
         .expect("secret");
     let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
-    let created = Instant::now();
-    jobs.create(&PostParams::default(), &job)
-        .await
-        .expect("job created");
-
-    // follow it to Settled
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut seen: Vec<(ComputeJobPhase, f64)> = Vec::new();
-    let mut worker_pods: Vec<Pod> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let settled = loop {
-        if let Ok(j) = jobs.get(&job_name).await
-            && let Some(st) = j.status
-        {
-            if seen.last().map(|s| &s.0) != Some(&st.phase) {
-                eprintln!(
-                    "{test}: +{:.1} s {:?} {}",
-                    created.elapsed().as_secs_f64(),
-                    st.phase,
-                    st.message.clone().unwrap_or_default()
-                );
-                seen.push((st.phase, created.elapsed().as_secs_f64()));
-            }
-            if st.phase == ComputeJobPhase::Settled {
-                break Some(st);
-            }
-            if st.phase == ComputeJobPhase::Failed {
-                break None;
-            }
-        }
-        if let Ok(l) = pods
-            .list(&ListParams::default().labels(&format!("solgrid.dev/job={job_name}")))
-            .await
-            && !l.items.is_empty()
-        {
-            worker_pods = l.items;
-        }
-        if extender.exited().is_some() || operator.exited().is_some() || Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut run = JobRun {
+        test,
+        rpc_url: &rpc_url,
+        authority: &authority,
+        payer: &payer_wallet,
+        nodes: &nodes,
+        jobs: jobs.clone(),
+        pods: Api::namespaced(client.clone(), &ns),
+        operator: &mut operator,
+        extender: &mut extender,
     };
-    let Some(st) = settled else {
-        let j = jobs.get(&job_name).await.ok().and_then(|j| j.status);
-        fail_with_logs(
-            format!("the job did not settle on Solana in 120 s; phases {seen:?}; status {j:#?}"),
-            &[&operator, &extender],
-        );
-    };
-    let settle_s = created.elapsed().as_secs_f64();
-    assert!(!worker_pods.is_empty(), "no worker pod seen");
-    for p in &worker_pods {
-        let spec = p.spec.as_ref().unwrap();
-        assert_eq!(spec.scheduler_name.as_deref(), Some("solgrid-scheduler"));
-        let node = spec.node_name.clone().unwrap_or_default();
-        assert!(
-            nodes.iter().any(|(n, _)| *n == node),
-            "{} on {node}",
-            p.name_any()
-        );
-    }
 
-    // the status: exact fee arithmetic (ECONOMICS.md, solgrid_market::fees)
-    let quote = st.quote.clone().expect("quote");
-    let gpu_ms: u64 = st
-        .settlements
-        .iter()
-        .flat_map(|s| s.usage.iter())
-        .map(|u| u.gpu_ms)
-        .sum();
-    let want = fees_for_usage(
-        gpu_ms,
-        quote.price_per_gpu_hour,
-        Token::Io,
-        &FeeConfig::default(),
-    )
-    .unwrap();
-    let c = &st.cost;
-    eprintln!(
-        "{test}: settled at +{settle_s:.1} s: {gpu_ms} GPU-ms at {} per GPU-hour; cost {c:?}",
-        quote.price_per_gpu_hour
-    );
-    assert_eq!(st.payer_wallet.as_deref(), Some(payer_wallet.as_str()));
-    assert_eq!(st.settlements.len(), 1, "one settlement period");
-    assert!(gpu_ms > 0);
-    assert_eq!(c.compute, want.compute);
-    assert_eq!(c.requester_fee, want.requester_fee);
-    assert_eq!(c.provider_fee, want.provider_fee);
-    assert_eq!(c.surcharge, 0);
-    assert_eq!(c.paid, want.paid().unwrap());
-    assert_eq!(c.received, want.received().unwrap());
-    assert_eq!(c.burned, want.protocol().unwrap(), "IO fees are burned");
-    assert_eq!(c.to_treasury, 0);
-    assert_eq!(c.paid + c.refunded, quote.max_cost);
-    assert_eq!(st.escrowed, 0);
-    // what the status says each provider wallet got
-    let mut paid_to: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &st.settlements {
-        for p in &s.payouts {
-            if p.to != solgrid_operator::settlement::REFUND {
-                *paid_to.entry(p.wallet.clone()).or_default() += p.amount;
-            }
-        }
-    }
-    assert_eq!(paid_to.values().sum::<u64>(), c.received);
-
-    // the chain, through JSON-RPC
-    let after = Snapshot::take(&rpc_url, acc).await;
-    eprintln!("{test}: after the job: {after:?}");
-    assert_eq!(after.payer, before.payer - c.paid, "the payer paid C + Fr");
-    assert_eq!(
-        after.escrow, before.escrow,
-        "the escrow holds nothing of the job (refunded)"
-    );
-    for (wallet, _) in &acc.providers {
-        let got = after.providers[wallet] - before.providers[wallet];
-        assert_eq!(
-            got,
-            paid_to.get(wallet).copied().unwrap_or(0),
-            "provider {wallet} paid C - Fp for its share"
-        );
-    }
-    let providers_got: u64 = acc
-        .providers
-        .iter()
-        .map(|(w, _)| after.providers[w] - before.providers[w])
-        .sum();
-    assert_eq!(providers_got, c.received);
-    assert!(
-        acc.providers
-            .iter()
-            .all(|(w, _)| after.providers[w] > before.providers[w]),
-        "both nodes ran a worker: both paid"
-    );
-    assert_eq!(
-        before.supply - after.supply,
-        c.burned,
-        "the IO supply fell by exactly the burn"
-    );
-    assert_eq!(
-        (before.payer - after.payer) - providers_got,
-        c.burned,
-        "paid = received + burned"
-    );
-
-    // the memos: the escrow and each settlement, on chain exactly once
-    let mut records = vec![st.escrow.clone().expect("escrow record")];
-    records.extend(st.settlements.iter().map(|s| s.record.clone()));
-    let history = memo_history(&rpc_url, &acc.authority).await;
-    for r in &records {
-        let sig = r
-            .signature
-            .clone()
-            .unwrap_or_else(|| panic!("{} has no signature", r.key));
-        let memos = transaction_memos(&rpc_url, &sig).await;
-        assert!(
-            memos.contains(&r.key),
-            "{} ({}): memo {:?} on chain, not the key",
-            sig,
-            r.purpose,
-            memos
-        );
-        let landed: Vec<&String> = history
-            .iter()
-            .filter(|(_, keys)| keys.contains(&r.key))
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(landed, vec![&sig], "{}: landed once, as recorded", r.key);
-    }
-    eprintln!(
-        "{test}: memos on chain: {:?}",
-        records
-            .iter()
-            .map(|r| (&r.key, r.signature.as_deref().unwrap_or("")))
-            .collect::<Vec<_>>()
-    );
-
-    // billed GPU time = the workers' running time (container start to finish)
-    let ran_ms: i64 = worker_pods
-        .iter()
-        .filter_map(|p| {
-            let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
-            let t = cs.state.as_ref()?.terminated.as_ref()?;
-            Some(time_ms(t.finished_at.as_ref()?) - time_ms(t.started_at.as_ref()?))
-        })
-        .sum();
-    eprintln!("{test}: workers ran {ran_ms} ms in all, billed {gpu_ms} GPU-ms; phases {seen:?}");
-    let billing_ok = ran_ms > 0 && (gpu_ms as i64 - ran_ms).abs() <= 3_000;
+    // the example, paid in IO: fees burned
+    let io = run.settle_and_check(job_v, &accounts[0]).await;
+    // the same job paid in USDC (the other mint, 6 decimals): surcharge, treasury
+    let mut usdc_job = io.job.clone();
+    usdc_job["metadata"] = json!({"name": format!("{}-usdc", io.name), "namespace": ns});
+    usdc_job["spec"]["paymentToken"] = "USDC".into();
+    // $3.50 per GPU-hour at most (the USDC example's cap)
+    usdc_job["spec"]["maxPricePerGpuHour"] = 3_500_000u64.into();
+    let usdc = run.settle_and_check(usdc_job, &accounts[1]).await;
 
     // no secret in the operator's log
     let log = operator.log_tail(10_000_000);
@@ -479,11 +323,15 @@ async fn scenario(
         );
     }
 
-    let _ = jobs.delete(&job_name, &Default::default()).await;
-    let gone = wait_for(Duration::from_secs(30), || async {
-        jobs.get_opt(&job_name).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    let mut gone = true;
+    for name in [&io.name, &usdc.name] {
+        let _ = jobs.delete(name, &Default::default()).await;
+        gone &= wait_for(Duration::from_secs(30), || async {
+            jobs.get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await
+        .is_some();
+    }
     operator.stop(Duration::from_secs(5));
     extender.stop(Duration::from_secs(5));
     sim.shutdown().await;
@@ -491,15 +339,262 @@ async fn scenario(
         let _ = gpunodes.delete(node, &Default::default()).await;
     }
     delete_namespace(&client, &ns).await;
-    assert!(gone.is_some(), "the settled job was not released");
+    assert!(gone, "a settled job was not released");
     eprintln!(
-        "{test}: done in {:.1} s (job created to Settled {settle_s:.1} s)",
-        t0.elapsed().as_secs_f64()
+        "{test}: done in {:.1} s (jobs created to Settled: IO {:.1} s, USDC {:.1} s)",
+        t0.elapsed().as_secs_f64(),
+        io.settle_s,
+        usdc.settle_s
     );
-    assert!(
-        billing_ok,
-        "billed {gpu_ms} GPU-ms for {ran_ms} ms of worker running time (issue 15)"
-    );
+    for j in [&io, &usdc] {
+        assert!(
+            j.ran_ms > 0 && (j.gpu_ms as i64 - j.ran_ms).abs() <= 3_000,
+            "{}: billed {} GPU-ms for {} ms of worker running time (issue 15)",
+            j.name,
+            j.gpu_ms,
+            j.ran_ms
+        );
+    }
+}
+
+/// What a scenario's jobs share: the API, the chain, the processes.
+struct JobRun<'a> {
+    test: &'a str,
+    rpc_url: &'a str,
+    authority: &'a str,
+    payer: &'a str,
+    nodes: &'a [(String, String)],
+    jobs: Api<ComputeJob>,
+    pods: Api<Pod>,
+    operator: &'a mut Proc,
+    extender: &'a mut Proc,
+}
+
+/// A settled job, checked.
+struct Settled {
+    name: String,
+    job: Value,
+    settle_s: f64,
+    gpu_ms: u64,
+    ran_ms: i64,
+}
+
+impl JobRun<'_> {
+    /// Creates `job`, follows it to Settled, and checks its status against the fee
+    /// arithmetic and the chain (`acc`: the accounts of its payment token).
+    async fn settle_and_check(&mut self, job: Value, acc: &Accounts) -> Settled {
+        let test = self.test;
+        let token = acc.token;
+        let before = Snapshot::take(self.rpc_url, acc).await;
+        eprintln!("{test}: {token} before the job: {before:?}");
+        let name = job["metadata"]["name"].as_str().unwrap().to_string();
+        let created = Instant::now();
+        self.jobs
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(job.clone()).unwrap(),
+            )
+            .await
+            .expect("job created");
+
+        // follow it to Settled (keep the last view of the workers: deleted after)
+        let mut seen: Vec<(ComputeJobPhase, f64)> = Vec::new();
+        let mut worker_pods: Vec<Pod> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let settled = loop {
+            if let Ok(j) = self.jobs.get(&name).await
+                && let Some(st) = j.status
+            {
+                if seen.last().map(|s| &s.0) != Some(&st.phase) {
+                    eprintln!(
+                        "{test}: {name} +{:.1} s {:?} {}",
+                        created.elapsed().as_secs_f64(),
+                        st.phase,
+                        st.message.clone().unwrap_or_default()
+                    );
+                    seen.push((st.phase, created.elapsed().as_secs_f64()));
+                }
+                match st.phase {
+                    ComputeJobPhase::Settled => break Some(st),
+                    ComputeJobPhase::Failed => break None,
+                    _ => {}
+                }
+            }
+            let lp = ListParams::default().labels(&format!("solgrid.dev/job={name}"));
+            if let Ok(l) = self.pods.list(&lp).await
+                && !l.items.is_empty()
+            {
+                worker_pods = l.items;
+            }
+            if self.extender.exited().is_some()
+                || self.operator.exited().is_some()
+                || Instant::now() > deadline
+            {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let Some(st) = settled else {
+            let j = self.jobs.get(&name).await.ok().and_then(|j| j.status);
+            fail_with_logs(
+                format!("{name} did not settle on Solana in 120 s; phases {seen:?}; status {j:#?}"),
+                &[self.operator, self.extender],
+            );
+        };
+        let settle_s = created.elapsed().as_secs_f64();
+        assert!(!worker_pods.is_empty(), "no worker pod seen");
+        for p in &worker_pods {
+            let spec = p.spec.as_ref().unwrap();
+            assert_eq!(spec.scheduler_name.as_deref(), Some("solgrid-scheduler"));
+            let node = spec.node_name.clone().unwrap_or_default();
+            assert!(
+                self.nodes.iter().any(|(n, _)| *n == node),
+                "{} on {node}",
+                p.name_any()
+            );
+        }
+
+        // the status: exact fee arithmetic (ECONOMICS.md, solgrid_market::fees)
+        let quote = st.quote.clone().expect("quote");
+        let gpu_ms: u64 = st
+            .settlements
+            .iter()
+            .flat_map(|s| s.usage.iter())
+            .map(|u| u.gpu_ms)
+            .sum();
+        let want = fees_for_usage(
+            gpu_ms,
+            quote.price_per_gpu_hour,
+            token,
+            &FeeConfig::default(),
+        )
+        .unwrap();
+        let c = &st.cost;
+        eprintln!(
+            "{test}: {name} settled at +{settle_s:.1} s: {gpu_ms} GPU-ms at {} {token} base units per GPU-hour; cost {c:?}",
+            quote.price_per_gpu_hour
+        );
+        assert_eq!(st.payer_wallet.as_deref(), Some(self.payer));
+        assert_eq!(st.settlements.len(), 1, "one settlement period");
+        assert!(gpu_ms > 0);
+        assert_eq!(c.compute, want.compute);
+        assert_eq!(c.requester_fee, want.requester_fee);
+        assert_eq!(c.provider_fee, want.provider_fee);
+        assert_eq!(c.surcharge, want.surcharge);
+        assert_eq!(c.paid, want.paid().unwrap());
+        assert_eq!(c.received, want.received().unwrap());
+        let protocol = want.protocol().unwrap();
+        if token == Token::Io {
+            assert_eq!(c.surcharge, 0);
+            assert_eq!((c.burned, c.to_treasury), (protocol, 0), "IO fees burned");
+        } else {
+            assert!(c.surcharge > 0, "the stablecoin surcharge");
+            assert_eq!(
+                (c.burned, c.to_treasury),
+                (0, protocol),
+                "USDC fees to the treasury"
+            );
+        }
+        assert_eq!(c.paid + c.refunded, quote.max_cost);
+        assert_eq!(st.escrowed, 0);
+        // what the status says each provider wallet got
+        let mut paid_to: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &st.settlements {
+            for p in &s.payouts {
+                if p.to != solgrid_operator::settlement::REFUND {
+                    *paid_to.entry(p.wallet.clone()).or_default() += p.amount;
+                }
+            }
+        }
+        assert_eq!(paid_to.values().sum::<u64>(), c.received);
+
+        // the chain, through JSON-RPC
+        let after = Snapshot::take(self.rpc_url, acc).await;
+        eprintln!("{test}: {token} after the job: {after:?}");
+        assert_eq!(
+            after.payer,
+            before.payer - c.paid,
+            "the payer paid C + Fr + S"
+        );
+        assert_eq!(after.escrow, before.escrow, "the escrow refunded the rest");
+        let mut providers_got = 0;
+        for (wallet, _) in &acc.providers {
+            let got = after.providers[wallet] - before.providers[wallet];
+            assert!(got > 0, "both nodes ran a worker: {wallet} paid");
+            assert_eq!(
+                got,
+                paid_to.get(wallet).copied().unwrap_or(0),
+                "provider {wallet} paid C - Fp for its share"
+            );
+            providers_got += got;
+        }
+        assert_eq!(providers_got, c.received);
+        assert_eq!(
+            before.supply - after.supply,
+            c.burned,
+            "the {token} supply fell by exactly the burn"
+        );
+        assert_eq!(
+            after.treasury - before.treasury,
+            c.to_treasury,
+            "the treasury got the protocol's share"
+        );
+        assert_eq!(
+            (before.payer - after.payer) - providers_got,
+            c.burned + c.to_treasury,
+            "paid = received + protocol"
+        );
+
+        // the memos: the escrow and each settlement, on chain exactly once
+        let mut records = vec![st.escrow.clone().expect("escrow record")];
+        records.extend(st.settlements.iter().map(|s| s.record.clone()));
+        let history = memo_history(self.rpc_url, self.authority).await;
+        for r in &records {
+            let sig = r
+                .signature
+                .clone()
+                .unwrap_or_else(|| panic!("{} has no signature", r.key));
+            let memos = transaction_memos(self.rpc_url, &sig).await;
+            assert!(
+                memos.contains(&r.key),
+                "{sig} ({}): memo {memos:?} on chain, not the key",
+                r.purpose
+            );
+            let landed: Vec<&String> = history
+                .iter()
+                .filter(|(_, keys)| keys.contains(&r.key))
+                .map(|(s, _)| s)
+                .collect();
+            assert_eq!(landed, vec![&sig], "{}: landed once, as recorded", r.key);
+        }
+        eprintln!(
+            "{test}: memos on chain: {:?}",
+            records
+                .iter()
+                .map(|r| (&r.key, r.signature.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+        );
+
+        // billed GPU time = the workers' running time (container start to finish)
+        let ran_ms: i64 = worker_pods
+            .iter()
+            .filter_map(|p| {
+                let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+                let t = cs.state.as_ref()?.terminated.as_ref()?;
+                Some(time_ms(t.finished_at.as_ref()?) - time_ms(t.started_at.as_ref()?))
+            })
+            .sum();
+        eprintln!(
+            "{test}: {name}: workers ran {ran_ms} ms in all, billed {gpu_ms} GPU-ms; phases {seen:?}"
+        );
+        Settled {
+            name,
+            job,
+            settle_s,
+            gpu_ms,
+            ran_ms,
+        }
+    }
 }
 
 /// The operator binary settling on `chain`, watching `ns` (its reward state and
@@ -578,24 +673,22 @@ fn start_extender_proc(tc: &TestCluster, name: &str) -> Result<Proc> {
     Ok(Proc::spawn(name, cmd, &log)?)
 }
 
-/// IO balances (base units) and the IO supply, read through JSON-RPC.
+/// Balances (base units) of one mint's accounts and its supply, read through JSON-RPC.
 #[derive(Debug)]
 struct Snapshot {
     supply: Amount,
     payer: Amount,
     escrow: Amount,
+    treasury: Amount,
     providers: BTreeMap<String, Amount>,
 }
 
 impl Snapshot {
     async fn take(url: &str, acc: &Accounts) -> Snapshot {
-        let supply = rpc(url, "getTokenSupply", json!([acc.io_mint, commitment()]))
+        let supply = rpc(url, "getTokenSupply", json!([acc.mint, commitment()]))
             .await
             .expect("getTokenSupply");
-        assert_eq!(
-            supply["value"]["decimals"], IO_DECIMALS,
-            "IO has 9 decimals"
-        );
+        assert_eq!(supply["value"]["decimals"], acc.decimals, "{}", acc.token);
         let mut providers = BTreeMap::new();
         for (w, a) in &acc.providers {
             providers.insert(w.clone(), token_balance(url, a).await.unwrap_or(0));
@@ -608,6 +701,9 @@ impl Snapshot {
             escrow: token_balance(url, &acc.escrow)
                 .await
                 .expect("the escrow account"),
+            treasury: token_balance(url, &acc.treasury)
+                .await
+                .expect("the treasury account"),
             providers,
         }
     }
