@@ -541,6 +541,9 @@ async fn nodesim_pods_run_and_logs_flow_through_the_api_server() {
     let Some(tc) = local_cluster(TEST) else {
         return;
     };
+    // scenarios that hold this remove leftover `e2e-*` Nodes, and their operators
+    // would put verification pods on this node's GPUs
+    let _exclusive = tc.exclusive().await;
     init_tracing();
     let client = tc.client().await.expect("client");
     let ns = namespace(&client, "e2e-sim").await.expect("namespace");
