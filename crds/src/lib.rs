@@ -36,10 +36,31 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "solgrid.dev";
 /// The API version.
 pub const VERSION: &str = "v1alpha1";
-/// Node label the operator keeps equal to its GpuNode's market state (phase,
-/// reputation, eligibility), so that kube-scheduler retries waiting workers when
-/// a node becomes usable (a Node label change is a cluster event it acts on).
+/// Node label the extender keeps equal to its GpuNode's market state (phase,
+/// reputation, eligibility) as the extender's own cache sees it, so that
+/// kube-scheduler retries waiting workers when a node becomes usable (a Node label
+/// change is a cluster event it acts on; a GpuNode change is not).
 pub const LABEL_MARKET_STATE: &str = "solgrid.dev/market-state";
+
+/// The [`LABEL_MARKET_STATE`] value of a GpuNode status, e.g. `Active.r550.eligible`:
+/// it changes only with what the extender filters on (phase, reputation score,
+/// reward eligibility), never with heartbeats, so it does not churn.
+pub fn market_state(st: &GpuNodeStatus) -> String {
+    let phase = match st.phase {
+        GpuNodePhase::Pending => "Pending",
+        GpuNodePhase::Verifying => "Verifying",
+        GpuNodePhase::Active => "Active",
+        GpuNodePhase::Draining => "Draining",
+        GpuNodePhase::Offline => "Offline",
+        GpuNodePhase::Slashed => "Slashed",
+    };
+    let eligible = if st.reward_eligible {
+        "eligible"
+    } else {
+        "ineligible"
+    };
+    format!("{phase}.r{}.{eligible}", st.reputation.score)
+}
 /// `apiVersion` of every solgrid object.
 pub const API_VERSION: &str = "solgrid.dev/v1alpha1";
 

@@ -530,3 +530,26 @@ fn bs58_encode(bytes: &[u8]) -> String {
         .chain(digits.iter().rev().map(|&d| A[d as usize] as char))
         .collect()
 }
+
+#[test]
+fn market_state_label_is_a_valid_label_value_and_ignores_heartbeats() {
+    let mut st = GpuNodeStatus {
+        phase: GpuNodePhase::Active,
+        reward_eligible: true,
+        ..Default::default()
+    };
+    st.reputation.score = 550;
+    let v = market_state(&st);
+    assert_eq!(v, "Active.r550.eligible");
+    assert!(v.len() <= 63);
+    assert!(
+        v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    );
+    st.last_heartbeat = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    assert_eq!(market_state(&st), v, "a heartbeat does not change it");
+    st.reputation.score = 560;
+    assert_ne!(market_state(&st), v);
+}

@@ -96,6 +96,7 @@ impl Market {
     pub async fn up(tc: &'static TestCluster, opts: MarketOpts, payer: &str) -> Result<Market> {
         let client = tc.client().await?;
         install_crds(&client).await?;
+        remove_leftovers(&client).await?;
         ensure_namespace(&client, "solgrid-system").await?;
         let ns = namespace(&client, &opts.prefix).await?;
         wait_default_sa(&client, &ns).await?;
@@ -330,6 +331,25 @@ impl Market {
         self.sim.shutdown().await;
         delete_namespace(&self.client, &self.ns).await;
     }
+}
+
+/// Deletes the GpuNodes and Nodes an earlier scenario left behind (one that failed
+/// before its teardown): every scenario's nodes are named `e2e-*`, and scenarios run
+/// one at a time.
+async fn remove_leftovers(client: &Client) -> Result<()> {
+    let gpunodes: Api<GpuNode> = Api::all(client.clone());
+    for g in gpunodes.list(&Default::default()).await? {
+        if g.spec.node_name.starts_with("e2e-") {
+            let _ = gpunodes.delete(&g.name_any(), &Default::default()).await;
+        }
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    for n in nodes.list(&Default::default()).await? {
+        if n.name_any().starts_with("e2e-") {
+            let _ = nodes.delete(&n.name_any(), &Default::default()).await;
+        }
+    }
+    Ok(())
 }
 
 /// Creates namespace `name` if missing and waits for its default ServiceAccount.

@@ -102,7 +102,7 @@ pub async fn run(
         strip_node,
     );
     spawn_reflector(
-        Api::<ComputeJob>::all(client),
+        Api::<ComputeJob>::all(client.clone()),
         job_writer,
         notify.clone(),
         strip_job,
@@ -112,6 +112,7 @@ pub async fn run(
     node_store.wait_until_ready().await?;
     job_store.wait_until_ready().await?;
     let mut memo: FxHashMap<String, (String, Arc<NodeSnapshot>)> = FxHashMap::default();
+    let mut labels_sent: FxHashMap<String, String> = FxHashMap::default();
     loop {
         let gns = gn_store.state();
         let mut next_memo = FxHashMap::default();
@@ -145,6 +146,8 @@ pub async fn run(
         metrics.set_cache_sizes(index.gpunode_count, index.node_count, index.jobs.len());
         metrics.cache_rebuilds.inc();
         cache.publish(index);
+        // now that filters see the new state: tell kube-scheduler which nodes changed
+        crate::requeue::sync(&client, &gns, &node_store, &mut labels_sent);
         if !cache.is_ready() {
             cache.set_ready();
             metrics.cache_ready.set(1);

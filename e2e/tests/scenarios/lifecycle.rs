@@ -69,8 +69,9 @@ async fn gang_timeout_retries_and_waiting_workers_follow_a_node_that_becomes_usa
     m.wait_active(&["e2e-gang-a"], 2 * MIN)
         .await
         .expect("node a");
-    let (secret, mut j, payer) = job(&m, "gang", 2, &["sleep", "4"]);
-    j["spec"]["gangTimeoutSeconds"] = 20.into();
+    // workers that outlast the gang timeout: the one GPU never holds both at once
+    let (secret, mut j, payer) = job(&m, "gang", 2, &["sleep", "35"]);
+    j["spec"]["gangTimeoutSeconds"] = 30.into();
     m.submit(&secret, &j).await.expect("submit");
     let before = m.balances(&payer).unwrap().payer;
     m.wait_job("gang", 2 * MIN, |st| st.attempts >= 2)
@@ -105,8 +106,10 @@ async fn gang_timeout_retries_and_waiting_workers_follow_a_node_that_becomes_usa
         "worker bound {:.1} s after node b became Active",
         waited.as_secs_f64()
     );
+    // kube-scheduler's own retry (the 5-minute flush, or an unrelated event) would
+    // take far longer; the extender's market-state label brings it at once
     assert!(
-        waited < Duration::from_secs(30),
+        waited < Duration::from_secs(10),
         "the waiting worker took {waited:?} (kube-scheduler was not told the node changed)"
     );
     let st = m.wait_job("gang", 2 * MIN, settled).await.expect("settled");

@@ -29,7 +29,6 @@
 pub mod common;
 pub mod heartbeat;
 pub mod machine;
-pub mod requeue;
 pub mod verify;
 
 use crate::gpunode::common::{event, ms_time, now_ms, publish, set_condition, time_ms};
@@ -791,7 +790,6 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
     for (warning, reason, note) in events {
         publish(ctx, &updated, event(warning, reason, "Reconcile", note)).await;
     }
-    requeue::sync_node_label(ctx, node.as_deref(), &st).await;
 
     // --- 7. slash the stakes (idempotent while Slashed)
     if st.phase == GpuNodePhase::Slashed
