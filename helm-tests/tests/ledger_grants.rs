@@ -5,7 +5,7 @@
 use serde_json::Value;
 use solgrid_helm_tests::*;
 
-fn grant_rules<'a>(role: &'a Value) -> Vec<&'a Value> {
+fn grant_rules(role: &Value) -> Vec<&Value> {
     role["rules"]
         .as_array()
         .into_iter()
