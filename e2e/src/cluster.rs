@@ -300,7 +300,7 @@ pub async fn service_account_token(
             "token",
             sa,
             &PostParams::default(),
-            &serde_json::to_vec(&req)?,
+            &req,
         )
         .await
         .with_context(|| format!("TokenRequest for {ns}/{sa}"))?;
