@@ -257,8 +257,10 @@ async fn setup(_tc: &TestCluster, admin: &Client) -> Result<()> {
     Ok(())
 }
 
-/// Polls until each policy refuses a probe (a server-side dry run), so that the
-/// scenarios do not race the API server's policy informer.
+/// Polls until the policies refuse a probe (a server-side dry run), so that the
+/// scenarios do not race the API server's policy informer. The probes hit the two
+/// policies applied last (helm renders them in template-path order, and the
+/// policy source loads them in that order), so the others are loaded by then.
 async fn wait_enforced(admin: &Client) -> Result<()> {
     let gn: Api<GpuNode> = Api::all(admin.clone());
     let dry = PatchParams {
@@ -680,6 +682,51 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
         "node B's wallet is untouched"
     );
     assert!(b.status.is_none_or(|s| s.gpu_count == 0));
+}
+
+/// The extender's ServiceAccount (RBAC: patch on every Node) changes the
+/// `solgrid.dev/market-state` label, and nothing else on a Node.
+#[tokio::test]
+async fn the_extender_changes_only_the_market_state_label() {
+    let Some(m) = market().await else { return };
+    let token = service_account_token(&m.admin, NS, "solgrid-scheduler", None)
+        .await
+        .unwrap();
+    let ext = m.tc.client_for_token(&token).await.unwrap();
+    let nodes: Api<Node> = Api::all(ext);
+    let label = |k: &str, v: &str| Patch::Merge(json!({"metadata": {"labels": {k: v}}}));
+    admitted(
+        "the extender sets market-state",
+        nodes
+            .patch(
+                NODE_B,
+                &PatchParams::default(),
+                &label("solgrid.dev/market-state", "Active"),
+            )
+            .await,
+    );
+    refused(
+        "the extender sets another label",
+        nodes
+            .patch(
+                NODE_B,
+                &PatchParams::default(),
+                &label("solgrid.dev/nvidia-gpu.count", "64"),
+            )
+            .await,
+        &["may only change the label solgrid.dev/market-state, not solgrid.dev/nvidia-gpu.count"],
+    );
+    refused(
+        "the extender uncordons a node",
+        nodes
+            .patch(
+                NODE_B,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"unschedulable": false}})),
+            )
+            .await,
+        &["not the Node's spec or annotations"],
+    );
 }
 
 /// A tenant with the chart's requester role: creates and cancels its job, but may

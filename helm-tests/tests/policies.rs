@@ -102,7 +102,7 @@ fn every_policy_is_bound_enforced_and_explains_itself() {
         let dp = !name.starts_with("minimal");
         assert_eq!(
             policies.len(),
-            if dp { 3 } else { 2 },
+            if dp { 4 } else { 3 },
             "[{name}] policies: {:?}",
             policies.iter().map(|p| id(p)).collect::<Vec<_>>()
         );
@@ -281,6 +281,24 @@ fn status_finalizers_and_funded_jobs_are_the_operators() {
             "!(request.userInfo.username in [\"{OPERATOR}\",\"system:serviceaccount:ops:solgrid-break-glass\"])"
         )
     );
+}
+
+#[test]
+fn the_extender_changes_only_the_market_state_label() {
+    for (name, values) in variants() {
+        let docs = render(&values, &[]);
+        let p = policy(&docs, "-extender-node-label").expect("extender policy");
+        assert_eq!(
+            p["spec"]["matchConditions"][0]["expression"],
+            "request.userInfo.username == 'system:serviceaccount:solgrid-system:solgrid-scheduler'",
+            "[{name}]"
+        );
+        assert!(
+            all_cel(p).contains("variables.labelsChanged.all(k, k == 'solgrid.dev/market-state')")
+        );
+    }
+    let docs = render(&[], &["scheduler.enabled=false"]);
+    assert!(policy(&docs, "-extender-node-label").is_none());
 }
 
 #[test]
