@@ -25,6 +25,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "scenarios/allocation.rs"]
+mod allocation;
 #[path = "scenarios/lifecycle.rs"]
 mod lifecycle;
 #[path = "scenarios/solana.rs"]
