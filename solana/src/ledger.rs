@@ -249,6 +249,9 @@ pub struct SolanaLedger {
     memo_program: Pubkey,
     signers: RwLock<HashMap<Pubkey, Arc<Keypair>>>,
     lookup_table: RwLock<Option<AddressLookupTableAccount>>,
+    /// Transactions this process saw rejected in preflight: signature → (last valid
+    /// block height, why). See [`Ledger::status`].
+    rejected: std::sync::Mutex<HashMap<Signature, (u64, String)>>,
 }
 
 impl fmt::Debug for SolanaLedger {
@@ -348,6 +351,7 @@ impl SolanaLedger {
             memo_program,
             signers: RwLock::new(HashMap::new()),
             lookup_table: RwLock::new(None),
+            rejected: std::sync::Mutex::new(HashMap::new()),
         };
         if let Some(table) = ledger.config.lookup_table.clone() {
             ledger.use_lookup_table(Some(&table))?;
@@ -802,6 +806,27 @@ impl SolanaLedger {
         Ok(())
     }
 
+    /// A transaction this process saw rejected in preflight (`send` returned
+    /// [`SolanaError::Rejected`]: the RPC node did not forward it) and not on chain:
+    /// once past its last valid block height (finalized) it can never land, so it is
+    /// `Failed` with the rejection's reason — as the chain would have failed it —
+    /// instead of `NotFound`, which would have it rebuilt and sent again (and
+    /// rejected again) forever. Before that, `None` (still `NotFound`): a copy sent
+    /// earlier may yet land.
+    fn rejected_and_expired(&self, sig: &Signature) -> Result<Option<TxStatus>, SolanaError> {
+        let Some((last_valid, message)) =
+            self.rejected.lock().ok().and_then(|r| r.get(sig).cloned())
+        else {
+            return Ok(None);
+        };
+        if self.block_height()? <= last_valid {
+            return Ok(None);
+        }
+        Ok(Some(TxStatus::Failed(format!(
+            "rejected in preflight, expired unsent: {message}"
+        ))))
+    }
+
     fn send_signed(&self, tx: &VersionedTransaction) -> Result<(), SolanaError> {
         let cfg = RpcSendTransactionConfig {
             skip_preflight: false,
@@ -1202,7 +1227,16 @@ impl Ledger for SolanaLedger {
                 ));
             }
         }
-        self.send_signed(&vtx)
+        let sent = self.send_signed(&vtx);
+        if let Err(SolanaError::Rejected { message, .. }) = &sent
+            && let Ok(mut rejected) = self.rejected.lock()
+        {
+            rejected.insert(
+                vtx.signatures[0],
+                (tx.last_valid_block_height, message.clone()),
+            );
+        }
+        sent
     }
 
     fn status(&self, signature: &str) -> Result<TxStatus, SolanaError> {
@@ -1214,7 +1248,9 @@ impl Ledger for SolanaLedger {
             c.get_signature_statuses_with_history(&[sig])
         })?;
         Ok(match resp.value.into_iter().next().flatten() {
-            None => TxStatus::NotFound,
+            None => self
+                .rejected_and_expired(&sig)?
+                .unwrap_or(TxStatus::NotFound),
             Some(st) if !st.satisfies_commitment(self.commitment()) => TxStatus::Pending,
             Some(st) => match st.err {
                 Some(e) => TxStatus::Failed(e.to_string()),

@@ -608,18 +608,7 @@ fn unknown_signatures_and_block_height() {
     assert_eq!(l.balance(&prov, IO).unwrap(), 0);
     // a failed transaction: a burn of more than the escrow holds is rejected in
     // preflight, and nothing moves
-    let p = l
-        .prepare(&[Intent {
-            key: "overdraw".into(),
-            movements: vec![mv(
-                IO,
-                Op::Burn {
-                    from: Account::Escrow,
-                    amount: 1,
-                },
-            )],
-        }])
-        .unwrap();
+    let p = l.prepare(&[overdraw()]).unwrap();
     match l.send(&p) {
         Err(SolanaError::Rejected { message, .. }) => eprintln!("rejected as expected: {message}"),
         other => panic!("expected Rejected, got {other:?}"),
@@ -641,4 +630,47 @@ fn unknown_signatures_and_block_height() {
     ));
     let dbg = format!("{l:?}");
     assert!(dbg.contains("<redacted>"));
+}
+
+/// A burn of 1 base unit from the (empty) escrow: rejected in preflight.
+fn overdraw() -> Intent {
+    Intent {
+        key: "overdraw".into(),
+        movements: vec![mv(
+            IO,
+            Op::Burn {
+                from: Account::Escrow,
+                amount: 1,
+            },
+        )],
+    }
+}
+
+/// A transaction rejected in preflight (the RPC node never forwarded it) is
+/// `NotFound` while it could still land, then `Failed` with the rejection's reason
+/// once past its last valid block height — not `NotFound` for ever, which made the
+/// executor rebuild and resend it (rejected again) without end, and left an
+/// operator's job with no visible reason (an unfunded payer's escrow).
+#[test]
+fn preflight_rejection_fails_once_expired() {
+    let Some(env) = setup_full("preflight_rejection_fails_once_expired", FAST_SLOTS, |_| {}) else {
+        return;
+    };
+    let l = &env.ledger;
+    let p = l.prepare(&[overdraw()]).unwrap();
+    assert!(matches!(l.send(&p), Err(SolanaError::Rejected { .. })));
+    assert_eq!(l.status(&p.signature).unwrap(), TxStatus::NotFound);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let reason = loop {
+        match l.status(&p.signature).unwrap() {
+            TxStatus::Failed(r) => break r,
+            TxStatus::NotFound => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "still NotFound");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(l.block_height().unwrap() > p.last_valid_block_height);
+    assert!(reason.contains("rejected in preflight"), "{reason}");
+    assert_eq!(l.balance(&Account::Escrow, IO).unwrap(), 0);
 }
