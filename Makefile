@@ -41,7 +41,7 @@ test: tools
 	$(CARGO) test --workspace --locked --no-run
 	SOLGRID_VALIDATOR="$$(bash scripts/install-validator.sh)" SOLGRID_REQUIRE_VALIDATOR=1 \
 	SOLGRID_KUBE_BIN_DIR="$$(bash scripts/install-kube.sh)" SOLGRID_E2E_REQUIRE_CLUSTER=$${CI:+1} KUBECONFIG= \
-	bash scripts/test-in-netns.sh $(CARGO) test --workspace --locked --offline
+	bash scripts/test-in-netns.sh $(CARGO) test --workspace --locked --offline --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check

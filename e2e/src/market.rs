@@ -51,6 +51,17 @@ pub struct MarketOpts {
     pub operator_args: Vec<String>,
     /// Nodes that corrupt their proof of work from the start.
     pub corrupt_proof: Vec<String>,
+    /// Run the operators with this kubeconfig (a ServiceAccount's token) instead of
+    /// the admin's.
+    pub operator_kubeconfig: Option<PathBuf>,
+    /// Run the extender with this kubeconfig instead of the admin's.
+    pub extender_kubeconfig: Option<PathBuf>,
+    /// The leader-election Lease (default: one per scenario, named after its
+    /// namespace); leader election runs when this is set or with 2+ operators.
+    pub lease_name: Option<String>,
+    /// Publish the nodes' inventory with the admin (else the scenario publishes it,
+    /// e.g. with each node's device-plugin token, before [`Market::wait_active`]).
+    pub publish_inventory: bool,
 }
 
 impl MarketOpts {
@@ -62,6 +73,10 @@ impl MarketOpts {
             operators: 1,
             operator_args: Vec::new(),
             corrupt_proof: Vec::new(),
+            operator_kubeconfig: None,
+            extender_kubeconfig: None,
+            publish_inventory: true,
+            lease_name: None,
         }
     }
 }
@@ -113,7 +128,7 @@ impl Market {
         let mut nodes = Vec::new();
         for (i, (node, gpus)) in opts.nodes.iter().enumerate() {
             let wallet = PROVIDER_WALLETS[i % PROVIDER_WALLETS.len()].to_string();
-            add_gpunode(&client, &sim, node, *gpus, &wallet).await?;
+            add_gpunode(&client, &sim, node, *gpus, &wallet, opts.publish_inventory).await?;
             if opts.corrupt_proof.contains(node)
                 && let Some(f) = sim.faults(node)
             {
@@ -122,7 +137,12 @@ impl Market {
             }
             nodes.push((node.clone(), wallet));
         }
-        let extender = start_extender(tc, &dir, &format!("{}-extender", opts.prefix))?;
+        let extender = start_extender(
+            tc,
+            &dir,
+            &format!("{}-extender", opts.prefix),
+            opts.extender_kubeconfig.as_deref(),
+        )?;
         let mut m = Market {
             tc,
             client,
@@ -146,7 +166,12 @@ impl Market {
     pub fn start_operator(&self, i: usize) -> Result<Proc> {
         let name = format!("{}-operator-{i}", self.opts.prefix);
         let mut cmd = Command::new(workspace_bin("solgrid-operator")?);
-        cmd.env("KUBECONFIG", self.tc.kubeconfig())
+        let kubeconfig = self
+            .opts
+            .operator_kubeconfig
+            .clone()
+            .unwrap_or_else(|| self.tc.kubeconfig().to_path_buf());
+        cmd.env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
                 std::env::var("SOLGRID_E2E_OPERATOR_LOG")
@@ -156,8 +181,14 @@ impl Market {
             .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
             .arg(format!("--ledger-path={}", self.journal.display()))
             .arg(format!("--watch-namespace={}", self.ns))
-            .arg(format!("--leader-election={}", self.opts.operators > 1))
-            .arg(format!("--lease-name={}", self.ns))
+            .arg(format!(
+                "--leader-election={}",
+                self.opts.operators > 1 || self.opts.lease_name.is_some()
+            ))
+            .arg(format!(
+                "--lease-name={}",
+                self.opts.lease_name.as_deref().unwrap_or(&self.ns)
+            ))
             .arg("--lease-namespace=solgrid-system")
             .arg("--running-requeue-seconds=2")
             // idle-reward rounds (which mint) only at start: the supply moves only by burns
@@ -299,7 +330,7 @@ impl Market {
     /// Adds a node (with its GpuNode) while the market runs.
     pub async fn add_node(&mut self, node: &str, gpus: u32) -> Result<()> {
         let wallet = PROVIDER_WALLETS[self.nodes.len() % PROVIDER_WALLETS.len()].to_string();
-        add_gpunode(&self.client, &self.sim, node, gpus, &wallet).await?;
+        add_gpunode(&self.client, &self.sim, node, gpus, &wallet, true).await?;
         self.nodes.push((node.to_string(), wallet));
         Ok(())
     }
@@ -375,6 +406,7 @@ async fn add_gpunode(
     node: &str,
     gpus: u32,
     wallet: &str,
+    inventory: bool,
 ) -> Result<()> {
     sim.add_node(SimNodeSpec::rtx4090(node, gpus)).await?;
     let gn = serde_json::json!({
@@ -394,7 +426,10 @@ async fn add_gpunode(
         )
         .await
         .with_context(|| format!("GpuNode {node}"))?;
-    sim.publish_inventory(node, node).await
+    if inventory {
+        sim.publish_inventory(node, node).await?;
+    }
+    Ok(())
 }
 
 /// Writes an embedded-ledger journal where `payer` holds `amount` IO (before an
@@ -434,7 +469,12 @@ pub fn read_journal(path: &Path) -> Result<EmbeddedLedger> {
 
 /// The extender binary where the chart's kube-scheduler calls it, with the market
 /// rules a fresh cluster can meet (nodes hired at once, no stake required).
-pub fn start_extender(tc: &TestCluster, dir: &Path, name: &str) -> Result<Proc> {
+pub fn start_extender(
+    tc: &TestCluster,
+    dir: &Path,
+    name: &str,
+    kubeconfig: Option<&Path>,
+) -> Result<Proc> {
     let market = dir.join(format!("{name}-market.json"));
     std::fs::write(
         &market,
@@ -443,7 +483,7 @@ pub fn start_extender(tc: &TestCluster, dir: &Path, name: &str) -> Result<Proc> 
         }))?,
     )?;
     let mut cmd = Command::new(workspace_bin("solgrid-scheduler")?);
-    cmd.env("KUBECONFIG", tc.kubeconfig())
+    cmd.env("KUBECONFIG", kubeconfig.unwrap_or(tc.kubeconfig()))
         .env("RUST_LOG", "info")
         .arg(format!("--listen={}", tc.extender_addr()))
         .arg(format!("--metrics-listen={}", free_addr("127.0.0.1")?))

@@ -24,6 +24,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "scenarios/chart.rs"]
+mod chart;
+
 const NS: &str = "solgrid-system";
 const OPERATOR_SA: &str = "solgrid-operator";
 const DEVICE_PLUGIN_SA: &str = "solgrid-device-plugin";
