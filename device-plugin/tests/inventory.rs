@@ -51,11 +51,15 @@ async fn expect(
     let (req, send) = handle.next_request().await.expect("a request");
     assert_eq!(req.method(), method);
     assert_eq!(req.uri().to_string(), uri);
-    assert_eq!(
-        req.headers()["content-type"],
-        "application/apply-patch+yaml",
-        "server-side apply"
-    );
+    if method == Method::POST {
+        assert_eq!(req.headers()["content-type"], "application/json", "create");
+    } else {
+        assert_eq!(
+            req.headers()["content-type"],
+            "application/apply-patch+yaml",
+            "server-side apply"
+        );
+    }
     let body = req.into_body().collect_bytes().await.unwrap();
     let v: Value = serde_json::from_slice(&body).unwrap();
     send.send_response(
@@ -88,8 +92,9 @@ fn not_found() -> Value {
 }
 
 const STATUS_URI: &str = "/apis/solgrid.dev/v1alpha1/gpunodes/node-a/status?&force=true&fieldManager=solgrid-device-plugin";
-const OBJECT_URI: &str =
-    "/apis/solgrid.dev/v1alpha1/gpunodes/node-a?&force=true&fieldManager=solgrid-device-plugin";
+/// A missing GpuNode is created (POST), never applied: a GpuNode's spec is the
+/// provider's, and a plain create cannot overwrite one that appeared meanwhile.
+const CREATE_URI: &str = "/apis/solgrid.dev/v1alpha1/gpunodes?&fieldManager=solgrid-device-plugin";
 
 #[tokio::test]
 async fn publishes_status_by_server_side_apply() {
@@ -158,8 +163,8 @@ async fn creates_missing_gpunode_when_a_spec_is_configured() {
         .await;
         let create = expect(
             &mut handle,
-            Method::PATCH,
-            OBJECT_URI,
+            Method::POST,
+            CREATE_URI,
             StatusCode::CREATED,
             gpunode_reply(),
         )
@@ -180,6 +185,58 @@ async fn creates_missing_gpunode_when_a_spec_is_configured() {
     assert_eq!(create["spec"]["location"]["country"], "DE");
     assert!(create.get("status").is_none());
     assert_eq!(first["status"]["gpus"], second["status"]["gpus"]);
+}
+
+#[tokio::test]
+async fn a_gpunode_created_meanwhile_keeps_its_spec() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let spec = solgrid_crds::GpuNodeSpec {
+        node_name: "node-a".into(),
+        payout_wallet: "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin".into(),
+        location: solgrid_crds::Location {
+            region: "eu-west".into(),
+            country: "DE".into(),
+            coordinates: None,
+        },
+        ..Default::default()
+    };
+    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), Some(spec));
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::PATCH,
+            STATUS_URI,
+            StatusCode::NOT_FOUND,
+            not_found(),
+        )
+        .await;
+        // the operator created it in between: 409, and no second attempt at the spec
+        expect(
+            &mut handle,
+            Method::POST,
+            CREATE_URI,
+            StatusCode::CONFLICT,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "gpunodes.solgrid.dev \"node-a\" already exists",
+                   "reason": "AlreadyExists", "code": 409}),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::PATCH,
+            STATUS_URI,
+            StatusCode::OK,
+            gpunode_reply(),
+        )
+        .await
+    });
+    publisher.publish(&states()).await.expect("published");
+    let status = server.await.unwrap();
+    assert!(
+        status.get("spec").is_none(),
+        "only the inventory is applied"
+    );
 }
 
 #[tokio::test]
