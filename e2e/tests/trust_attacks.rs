@@ -18,7 +18,7 @@ use kube::core::GroupVersionKind;
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 use solgrid_crds::{ComputeJob, GpuNode};
-use solgrid_e2e::cluster::{TestCluster, shared};
+use solgrid_e2e::cluster::{TestCluster, service_account_token, shared};
 use solgrid_e2e::*;
 use std::path::PathBuf;
 use std::process::Command;
@@ -356,34 +356,6 @@ fn inventory(node: &str, gpus: usize) -> Value {
         "status": {"gpus": list, "gpuCount": gpus, "model": "NVIDIA GeForce RTX 4090",
                    "lastHeartbeat": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
     })
-}
-
-/// A ServiceAccount token (TokenRequest, like `kubectl create token`), optionally
-/// bound to a pod `(name, uid)` — the kind the kubelet mounts, which carries the
-/// pod's node in `authentication.kubernetes.io/node-name`.
-async fn service_account_token(
-    client: &Client,
-    ns: &str,
-    sa: &str,
-    bound_pod: Option<(&str, &str)>,
-) -> Result<String> {
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let mut req = json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"audiences": [], "expirationSeconds": 3600},
-    });
-    if let Some((name, uid)) = bound_pod {
-        req["spec"]["boundObjectRef"] =
-            json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
-    }
-    let tr: k8s_openapi::api::authentication::v1::TokenRequest = api
-        .create_subresource("token", sa, &PostParams::default(), &req)
-        .await
-        .with_context(|| format!("TokenRequest for {ns}/{sa}"))?;
-    tr.status
-        .and_then(|s| s.token)
-        .ok_or_else(|| anyhow!("TokenRequest for {ns}/{sa} returned no token"))
 }
 
 fn ssa(manager: &str) -> PatchParams {
