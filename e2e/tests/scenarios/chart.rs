@@ -56,7 +56,7 @@ async fn the_chart_as_shipped_runs_a_job_under_its_own_service_accounts() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut opts = MarketOpts::new("e2e-chart", &[("e2e-chart-a", 1)]);
+    let mut opts = MarketOpts::new("e2e-chart", &[("e2e-chart-a", 1), ("e2e-chart-b", 1)]);
     opts.operator_kubeconfig = Some(kubeconfig_of(&m, OPERATOR_SA).await.expect("operator"));
     opts.extender_kubeconfig = Some(
         kubeconfig_of(&m, "solgrid-scheduler")
@@ -67,18 +67,20 @@ async fn the_chart_as_shipped_runs_a_job_under_its_own_service_accounts() {
     opts.publish_inventory = false;
     let f = Fixture::up(m.tc, opts, &payer).await.expect("market");
 
-    // the inventory, with the device-plugin token bound to a pod on that node
-    let token = node_token(&m, "e2e-chart-a").await.expect("node token");
-    let dp = m.tc.client_for_token(&token).await.expect("node client");
-    Api::<GpuNode>::all(dp)
-        .patch_status(
-            "e2e-chart-a",
-            &ssa("solgrid-device-plugin"),
-            &Patch::Apply(inventory("e2e-chart-a", 1)),
-        )
-        .await
-        .expect("the node's own inventory, with its own token");
-    f.wait_active(&["e2e-chart-a"], Duration::from_secs(120))
+    // the inventory, with the device-plugin token bound to a pod on each node
+    for node in ["e2e-chart-a", "e2e-chart-b"] {
+        let token = node_token(&m, node).await.expect("node token");
+        let dp = m.tc.client_for_token(&token).await.expect("node client");
+        Api::<GpuNode>::all(dp)
+            .patch_status(
+                node,
+                &ssa("solgrid-device-plugin"),
+                &Patch::Apply(inventory(node, 1)),
+            )
+            .await
+            .expect("the node's own inventory, with its own token");
+    }
+    f.wait_active(&["e2e-chart-a", "e2e-chart-b"], Duration::from_secs(120))
         .await
         .expect("Active");
 
@@ -87,7 +89,9 @@ async fn the_chart_as_shipped_runs_a_job_under_its_own_service_accounts() {
         .await
         .expect("tenant");
     let (secret, job) = f.example(&["sleep", "3"]).expect("example");
-    apply_as(&alice, &secret).await.expect("the tenant's Secret");
+    apply_as(&alice, &secret)
+        .await
+        .expect("the tenant's Secret");
     let cj: ComputeJob = serde_json::from_value(job.clone()).unwrap();
     Api::<ComputeJob>::namespaced(alice.clone(), &f.ns)
         .create(&PostParams::default(), &cj)

@@ -296,6 +296,21 @@ fn scheduling(v: &View<'_>, attempt: u32, current: &[&PodView]) -> Step {
             .max()
             .unwrap_or(v.now)
             .min(v.now);
+        // A worker that had already finished when the last one started never ran
+        // with the others (one GPU served them in turn): that is no gang.
+        if let Some(p) = current.iter().find(|p| {
+            p.phase == PodPhase::Succeeded && p.finished.is_some_and(|f| f < at)
+        }) {
+            return Step::ReleaseGang {
+                attempt,
+                retry,
+                reason: "GangNotConcurrent",
+                message: format!(
+                    "worker {} finished before the last worker started: the {n} workers never ran together (attempt {attempt}/{})",
+                    p.index, v.gang_max_attempts
+                ),
+            };
+        }
         return Step::Start { at };
     }
     if v.now >= deadline {
@@ -792,6 +807,35 @@ mod tests {
             deadline(&sp, &st, t(10)),
             (t(7200), true),
             "a longer duration than escrowed is never granted"
+        );
+    }
+
+    #[test]
+    fn workers_served_in_turn_are_no_gang() {
+        let sp = spec(2);
+        let mut st = status(ComputeJobPhase::Scheduling);
+        st.attempts = 1;
+        st.scheduling_since = Some(time(t(0)));
+        // worker 0 ran 10..14 s, worker 1 started at 15 s on the same GPU
+        let pods = [
+            timed(0, PodPhase::Succeeded, 10, Some(14)),
+            timed(1, PodPhase::Running, 15, None),
+        ];
+        match decide(&view(&sp, &st, &pods, t(16))) {
+            Step::ReleaseGang { reason, retry, .. } => {
+                assert_eq!(reason, "GangNotConcurrent");
+                assert!(retry);
+            }
+            other => panic!("{other:?}"),
+        }
+        // overlapping: a gang, even if one has finished since
+        let pods = [
+            timed(0, PodPhase::Succeeded, 10, Some(16)),
+            timed(1, PodPhase::Running, 15, None),
+        ];
+        assert_eq!(
+            decide(&view(&sp, &st, &pods, t(17))),
+            Step::Start { at: t(15) }
         );
     }
 }
