@@ -11,6 +11,8 @@
 //! and of each settlement on chain exactly once — against the fee arithmetic of
 //! `solgrid_market::fees`. Then the same job paid in USDC (6 decimals): the 2 %
 //! surcharge, the protocol's share to the treasury account, the USDC supply unmoved.
+//! Meanwhile a job whose payer holds no tokens: its escrow is rejected in preflight
+//! and must end `EscrowFailed` with the reason (not stay `Quoted` for ever).
 //!
 //! Skips (prints why) without the local control plane or without a validator
 //! (`SOLGRID_VALIDATOR`, `.tools/bin/solana-test-validator`, `PATH`); with
@@ -24,6 +26,10 @@ use solgrid_solana::{Commitment, Keypair, Signer as _, create_mint};
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 
+/// Short slots (8 ticks instead of 64): a transaction rejected in preflight expires
+/// in ~20 s instead of ~75 s (more on a loaded machine), so the unfunded payer's
+/// escrow fails within the scenario.
+const FAST_SLOTS: &[&str] = &["--ticks-per-slot", "8"];
 /// What the payer holds before the jobs: 1,000 IO (9 decimals) and 1,000 USDC (6).
 const FUNDED: u64 = 1_000 * 1_000_000_000;
 const FUNDED_USDC: u64 = 1_000 * 1_000_000;
@@ -56,7 +62,7 @@ fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
     init_tracing();
     let t0 = Instant::now();
     // blocking set-up on chain (the blocking RPC client runs its own runtime: before ours)
-    let Some(chain) = LocalChain::start(TEST, IO_DECIMALS, USDC_DECIMALS, &[]) else {
+    let Some(chain) = LocalChain::start(TEST, IO_DECIMALS, USDC_DECIMALS, FAST_SLOTS) else {
         return;
     };
     // a mint with decimals other than those the market prices IO in (9)
@@ -303,8 +309,12 @@ async fn scenario(
         extender: &mut extender,
     };
 
+    // meanwhile, the same job for a payer whose wallet holds nothing (a keypair, no
+    // token account): its escrow is rejected in preflight, and must fail visibly
+    let broke = unfunded_job(&client, &ns, &job_v).await;
+
     // the example, paid in IO: fees burned
-    let io = run.settle_and_check(job_v, &accounts[0]).await;
+    let io = run.settle_and_check(job_v.clone(), &accounts[0]).await;
     // the same job paid in USDC (the other mint, 6 decimals): surcharge, treasury
     let mut usdc_job = io.job.clone();
     usdc_job["metadata"] = json!({"name": format!("{}-usdc", io.name), "namespace": ns});
@@ -312,6 +322,23 @@ async fn scenario(
     // $3.50 per GPU-hour at most (the USDC example's cap)
     usdc_job["spec"]["maxPricePerGpuHour"] = 3_500_000u64.into();
     let usdc = run.settle_and_check(usdc_job, &accounts[1]).await;
+
+    let funded = wait_for(Duration::from_secs(120), || async {
+        let st = jobs.get(&broke).await.ok()?.status?;
+        let c = st.conditions.iter().find(|c| c.type_ == "Funded")?;
+        (c.status == "False").then(|| (st.phase, c.reason.clone(), c.message.clone()))
+    })
+    .await;
+    let Some((phase, reason, message)) = funded else {
+        let st = jobs.get(&broke).await.ok().and_then(|j| j.status);
+        fail_with_logs(
+            format!("{broke}: no visible escrow failure in 120 s: {st:#?}"),
+            &[&operator, &extender],
+        );
+    };
+    eprintln!("{test}: {broke}: {phase:?} {reason}: {message}");
+    assert_eq!(reason, "EscrowFailed");
+    assert!(message.contains("rejected in preflight"), "{message}");
 
     // no secret in the operator's log
     let log = operator.log_tail(10_000_000);
@@ -324,9 +351,11 @@ async fn scenario(
     }
 
     let mut gone = true;
-    for name in [&io.name, &usdc.name] {
+    for name in [&io.name, &usdc.name, &broke] {
         let _ = jobs.delete(name, &Default::default()).await;
-        gone &= wait_for(Duration::from_secs(30), || async {
+        // a deleted job whose escrow is in flight (the unfunded one retries it every
+        // minute) waits for that transaction to expire: it might have moved tokens
+        gone &= wait_for(Duration::from_secs(90), || async {
             jobs.get_opt(name).await.ok()?.is_none().then_some(())
         })
         .await
@@ -339,7 +368,7 @@ async fn scenario(
         let _ = gpunodes.delete(node, &Default::default()).await;
     }
     delete_namespace(&client, &ns).await;
-    assert!(gone, "a settled job was not released");
+    assert!(gone, "a settled (or unfunded) job was not released");
     eprintln!(
         "{test}: done in {:.1} s (jobs created to Settled: IO {:.1} s, USDC {:.1} s)",
         t0.elapsed().as_secs_f64(),
@@ -595,6 +624,34 @@ impl JobRun<'_> {
             ran_ms,
         }
     }
+}
+
+/// Submits a copy of `job` whose payer Secret holds a fresh keypair with no tokens;
+/// returns the job's name.
+async fn unfunded_job(client: &Client, ns: &str, job: &Value) -> String {
+    let wallet = Keypair::new();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "unfunded-wallet", "namespace": ns},
+        "stringData": {"address": wallet.pubkey().to_string(), "keypair": keypair_json(&wallet)},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let mut job = job.clone();
+    let name = format!("{}-unfunded", job["metadata"]["name"].as_str().unwrap());
+    job["metadata"] = json!({"name": name, "namespace": ns});
+    job["spec"]["payerSecretRef"]["name"] = "unfunded-wallet".into();
+    Api::<ComputeJob>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(job).unwrap(),
+        )
+        .await
+        .expect("job created");
+    name
 }
 
 /// The operator binary settling on `chain`, watching `ns` (its reward state and
