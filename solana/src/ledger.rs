@@ -249,8 +249,9 @@ pub struct SolanaLedger {
     memo_program: Pubkey,
     signers: RwLock<HashMap<Pubkey, Arc<Keypair>>>,
     lookup_table: RwLock<Option<AddressLookupTableAccount>>,
-    /// Transactions this process saw rejected in preflight: signature → (last valid
-    /// block height, why). See [`Ledger::status`].
+    /// Transactions this process saw rejected in preflight by one of their
+    /// instructions: signature → (last valid block height, why). See
+    /// [`Ledger::status`].
     rejected: std::sync::Mutex<HashMap<Signature, (u64, String)>>,
 }
 
@@ -806,8 +807,8 @@ impl SolanaLedger {
         Ok(())
     }
 
-    /// A transaction this process saw rejected in preflight (`send` returned
-    /// [`SolanaError::Rejected`]: the RPC node did not forward it) and not on chain:
+    /// A transaction this process saw rejected in preflight by an instruction (`send`
+    /// returned [`SolanaError::Rejected`]: not forwarded) and not on chain:
     /// once past its last valid block height (finalized) it can never land, so it is
     /// `Failed` with the rejection's reason — as the chain would have failed it —
     /// instead of `NotFound`, which would have it rebuilt and sent again (and
@@ -827,7 +828,15 @@ impl SolanaLedger {
         ))))
     }
 
-    fn send_signed(&self, tx: &VersionedTransaction) -> Result<(), SolanaError> {
+    /// Sends `tx` (its blockhash valid up to `last_valid_block_height`). A rejection
+    /// by one of its instructions (the program failed in simulation: insufficient
+    /// funds, a missing token account) is remembered for [`Ledger::status`]; others
+    /// (an unknown blockhash, ...) are not: a rebuilt transaction may pass.
+    fn send_signed(
+        &self,
+        tx: &VersionedTransaction,
+        last_valid_block_height: u64,
+    ) -> Result<(), SolanaError> {
         let cfg = RpcSendTransactionConfig {
             skip_preflight: false,
             preflight_commitment: Some(self.commitment().commitment),
@@ -849,9 +858,17 @@ impl SolanaLedger {
                 if is_transport(&e) {
                     return Err(self.rpc.error("sendTransaction", &e, attempts));
                 }
+                let message = self.rpc.message(&e);
+                if matches!(
+                    e.get_transaction_error(),
+                    Some(TransactionError::InstructionError(..))
+                ) && let Ok(mut rejected) = self.rejected.lock()
+                {
+                    rejected.insert(tx.signatures[0], (last_valid_block_height, message.clone()));
+                }
                 Err(SolanaError::Rejected {
                     signature: tx.signatures[0].to_string(),
-                    message: self.rpc.message(&e),
+                    message,
                 })
             }
         }
@@ -1227,16 +1244,7 @@ impl Ledger for SolanaLedger {
                 ));
             }
         }
-        let sent = self.send_signed(&vtx);
-        if let Err(SolanaError::Rejected { message, .. }) = &sent
-            && let Ok(mut rejected) = self.rejected.lock()
-        {
-            rejected.insert(
-                vtx.signatures[0],
-                (tx.last_valid_block_height, message.clone()),
-            );
-        }
-        sent
+        self.send_signed(&vtx, tx.last_valid_block_height)
     }
 
     fn status(&self, signature: &str) -> Result<TxStatus, SolanaError> {
