@@ -79,17 +79,43 @@ pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 /// and `uint8`, which every `kubectl apply` then warns about (`unrecognized
 /// format`). Bounds carry the meaning of those (`minimum: 0`), so they are dropped.
 pub const KNOWN_FORMATS: &[&str] = &[
-    "int32", "int64", "float", "double", "byte", "binary", "date", "date-time",
-    "duration", "password", "uuid", "email", "hostname", "ipv4", "ipv6", "cidr",
-    "mac", "uri", "bsonobjectid", "isbn", "isbn10", "isbn13", "creditcard", "ssn",
-    "hexcolor", "rgbcolor",
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "date",
+    "date-time",
+    "duration",
+    "password",
+    "uuid",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uri",
+    "bsonobjectid",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
 ];
 
 /// A CRD as it is served: generated, with formats the API server does not know
 /// removed from every schema.
 pub fn served(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for v in &mut crd.spec.versions {
-        if let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        if let Some(schema) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
             strip_unknown_formats(schema);
         }
     }
@@ -97,7 +123,10 @@ pub fn served(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
 }
 
 fn strip_unknown_formats(s: &mut JSONSchemaProps) {
-    if s.format.as_deref().is_some_and(|f| !KNOWN_FORMATS.contains(&f)) {
+    if s.format
+        .as_deref()
+        .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
+    {
         s.format = None;
     }
     let children = s

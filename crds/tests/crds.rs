@@ -98,7 +98,10 @@ fn short_names_do_not_collide_with_builtin_resources() {
 fn served_schemas_carry_only_formats_the_api_server_knows() {
     for (file, crd) in all_crds() {
         let yaml = solgrid_crds::crd_yaml(&crd).unwrap();
-        for line in yaml.lines().filter(|l| l.trim_start().starts_with("format: ")) {
+        for line in yaml
+            .lines()
+            .filter(|l| l.trim_start().starts_with("format: "))
+        {
             let f = line.trim_start().trim_start_matches("format: ").trim();
             assert!(
                 solgrid_crds::KNOWN_FORMATS.contains(&f),

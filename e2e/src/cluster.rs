@@ -296,12 +296,7 @@ pub async fn service_account_token(
             serde_json::json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
     }
     let tr: TokenRequest = api
-        .create_subresource(
-            "token",
-            sa,
-            &PostParams::default(),
-            &req,
-        )
+        .create_subresource("token", sa, &PostParams::default(), &req)
         .await
         .with_context(|| format!("TokenRequest for {ns}/{sa}"))?;
     tr.status

@@ -517,8 +517,8 @@ mod cap_tests {
         let st = status(1_000);
         assert!(check_escrow_cap(&st, &[settled("u/0", 600, 10, 390)], PaymentToken::Io).is_ok());
         // one unit more than was escrowed
-        let err = check_escrow_cap(&st, &[settled("u/0", 600, 10, 391)], PaymentToken::Io)
-            .unwrap_err();
+        let err =
+            check_escrow_cap(&st, &[settled("u/0", 600, 10, 391)], PaymentToken::Io).unwrap_err();
         assert!(err.contains("1001") && err.contains("1000"), "{err}");
         // a planted second record counts too
         let mut planted = st.clone();

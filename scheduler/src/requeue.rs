@@ -12,10 +12,10 @@
 //! kube-scheduler retried, the extender still saw the old phase, and the pod waited
 //! for the next unrelated event.)
 
+use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use k8s_openapi::api::core::v1::Node;
 use rustc_hash::FxHashMap;
 use solgrid_crds::{GpuNode, LABEL_MARKET_STATE, market_state};
 use std::sync::Arc;
@@ -109,7 +109,10 @@ mod tests {
         };
         let mut sent = FxHashMap::default();
         let d = due(&gns, labels, &sent);
-        assert_eq!(d, vec![("b".to_string(), "Verifying.r0.ineligible".to_string())]);
+        assert_eq!(
+            d,
+            vec![("b".to_string(), "Verifying.r0.ineligible".to_string())]
+        );
         sent.extend(d);
         assert!(due(&gns, labels, &sent).is_empty(), "not sent twice");
         // b becomes Active: due again

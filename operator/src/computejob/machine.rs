@@ -124,7 +124,10 @@ pub enum Step {
     DeletePods { names: Vec<String> },
     /// Running: `maxDurationSeconds` changed; the job now ends at `at` (never
     /// before the moment the change was observed).
-    SetDeadline { at: DateTime<Utc>, duration_seconds: u64 },
+    SetDeadline {
+        at: DateTime<Utc>,
+        duration_seconds: u64,
+    },
     /// Running: settle the completed periods `from..upto`.
     SettlePeriods { from: u32, upto: u32 },
     /// Finished: resume or plan the final settlement.
@@ -298,9 +301,10 @@ fn scheduling(v: &View<'_>, attempt: u32, current: &[&PodView]) -> Step {
             .min(v.now);
         // A worker that had already finished when the last one started never ran
         // with the others (one GPU served them in turn): that is no gang.
-        if let Some(p) = current.iter().find(|p| {
-            p.phase == PodPhase::Succeeded && p.finished.is_some_and(|f| f < at)
-        }) {
+        if let Some(p) = current
+            .iter()
+            .find(|p| p.phase == PodPhase::Succeeded && p.finished.is_some_and(|f| f < at))
+        {
             return Step::ReleaseGang {
                 attempt,
                 retry,

@@ -669,7 +669,11 @@ async fn provider_wallets(ctx: &Context, st: &ComputeJobStatus) -> Result<HashMa
         .iter()
         .filter_map(|w| Some((w.node.clone()?, w.payout_wallet.clone()?)))
         .collect();
-    if st.workers.iter().all(|w| w.node.is_none() || w.payout_wallet.is_some()) {
+    if st
+        .workers
+        .iter()
+        .all(|w| w.node.is_none() || w.payout_wallet.is_some())
+    {
         return Ok(out);
     }
     for (n, w) in live_payout_wallets(ctx, st).await? {
@@ -1047,13 +1051,17 @@ async fn execute(
     retry: Vec<String>,
 ) -> Result<PassReport> {
     r.st.observed_generation = r.generation();
-    if let Err(msg) =
-        crate::settlement::check_escrow_cap(&r.st, &staged, r.job.spec.payment_token)
+    if let Err(msg) = crate::settlement::check_escrow_cap(&r.st, &staged, r.job.spec.payment_token)
     {
         r.condition(cond::SETTLED, false, "SettlementRefused", msg.clone());
         r.write().await?;
-        r.event(EventType::Warning, "SettlementRefused", msg.clone(), "Settle")
-            .await;
+        r.event(
+            EventType::Warning,
+            "SettlementRefused",
+            msg.clone(),
+            "Settle",
+        )
+        .await;
         return Err(Error::Invalid(format!("settlement refused: {msg}")));
     }
     let writer = ApiWriter {
