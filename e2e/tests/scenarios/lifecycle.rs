@@ -286,6 +286,68 @@ async fn cancel_and_delete_a_running_job() {
     m.down().await;
 }
 
+/// Shortening `maxDurationSeconds` of a running job to a moment already past ends
+/// it now, billed up to the change, never back at `start + new duration`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shortening_max_duration_to_the_past_bills_up_to_the_change() {
+    let Some(tc) = local_cluster("max_duration") else {
+        return;
+    };
+    let _one = tc.exclusive().await;
+    let payer = example_payer();
+    let m = Market::up(
+        tc,
+        MarketOpts::new("e2e-maxdur", &[("e2e-maxdur-a", 1)]),
+        &payer,
+    )
+    .await
+    .expect("market");
+    m.wait_active(&["e2e-maxdur-a"], 2 * MIN)
+        .await
+        .expect("Active");
+    let before = m.balances(&payer).unwrap().payer;
+    let (secret, j, _) = job(&m, "shortened", 1, &["sleep", "600"]);
+    m.submit(&secret, &j).await.expect("submit");
+    let running = m
+        .wait_job("shortened", 2 * MIN, |st| {
+            st.phase == ComputeJobPhase::Running
+        })
+        .await
+        .expect("running");
+    let start = running.start_time.as_ref().unwrap().0.as_millisecond();
+    // past the 60 s the requester will ask for
+    let wait_ms = (start + 66_000 - chrono::Utc::now().timestamp_millis()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    let changed_at = chrono::Utc::now().timestamp_millis();
+    m.jobs()
+        .patch(
+            "shortened",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"maxDurationSeconds": 60}})),
+        )
+        .await
+        .expect("shorten");
+    let st = m
+        .wait_job("shortened", MIN, settled)
+        .await
+        .expect("settled");
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.reason == "MaxDurationReached"),
+        "{:?}",
+        st.conditions
+    );
+    let billed_ms: u64 = st.usage.iter().map(|u| u.gpu_ms).sum();
+    let ran_ms = (changed_at - start) as u64;
+    assert!(
+        billed_ms.abs_diff(ran_ms) <= 3_000 && billed_ms > 62_000,
+        "billed {billed_ms} ms; it ran {ran_ms} ms until maxDurationSeconds was cut to 60 s"
+    );
+    check_money(&m, &payer, &st, before);
+    m.down().await;
+}
+
 /// Two operator replicas on one Lease: the leader is SIGKILLed when the job has
 /// finished and is being settled; the standby takes the lease (and the journal)
 /// and finishes: nothing paid twice, nothing lost.
@@ -355,7 +417,8 @@ async fn the_leader_killed_mid_settlement_the_standby_finishes() {
     m.down().await;
 }
 
-/// A node whose proof of work is wrong is slashed; the honest one becomes Active.
+/// A node whose proof of work is wrong is slashed; the honest one becomes Active,
+/// even though the cheat labels itself with the honest node's hostname.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_corrupts_its_proof_is_slashed() {
     let Some(tc) = local_cluster("corrupt_proof") else {
@@ -367,6 +430,20 @@ async fn a_node_that_corrupts_its_proof_is_slashed() {
     let m = Market::up(tc, opts, &example_payer())
         .await
         .expect("market");
+    // the cheat also claims the honest node's hostname label (a kubelet may set its
+    // own labels): verification pods are bound by spec.nodeName, so the honest
+    // node's challenge still runs on the honest node
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(m.client.clone());
+    nodes
+        .patch(
+            "e2e-pow-cheat",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"labels": {"kubernetes.io/hostname": "e2e-pow-honest"}}
+            })),
+        )
+        .await
+        .expect("hostname label");
     m.wait_active(&["e2e-pow-honest"], 2 * MIN)
         .await
         .expect("honest Active");
