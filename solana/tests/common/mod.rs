@@ -58,11 +58,12 @@ pub fn wallet(k: &Keypair) -> Account {
     Account::Wallet(k.pubkey().to_string())
 }
 
-/// Prepares, sends and waits for `intents`; asserts the transaction confirmed.
+/// Prepares, sends and waits (up to 90 s: a v0 transaction right after its lookup
+/// table was slow to land on a loaded machine) for `intents`; asserts it confirmed.
 pub fn settle(ledger: &SolanaLedger, intents: &[Intent]) -> Prepared {
     let p = ledger.prepare(intents).expect("prepare");
     let st = ledger
-        .send_and_confirm(&p, Duration::from_secs(30))
+        .send_and_confirm(&p, Duration::from_secs(90))
         .expect("send");
     assert_eq!(st, TxStatus::Confirmed, "{:?}", p.keys);
     p
