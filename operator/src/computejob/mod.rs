@@ -49,6 +49,9 @@ pub const LABEL_WORKER: &str = "solgrid.dev/worker";
 pub const LABEL_ATTEMPT: &str = "solgrid.dev/attempt";
 /// The finalizer that keeps a job until it is settled.
 pub const FINALIZER: &str = "solgrid.dev/settlement";
+/// How soon a sent escrow or settlement transaction is looked up again: Solana
+/// confirms in about half a second, so a 5 s poll added ~5 s to every step.
+const IN_FLIGHT_POLL: Duration = Duration::from_secs(2);
 /// The controller's name (metrics label).
 pub const CONTROLLER: &str = "computejob";
 
@@ -864,7 +867,7 @@ async fn step_fund(r: &mut Run<'_>) -> Result<Option<Action>> {
         }
         _ => {
             debug!(job = %r.name, ?report, "escrow in flight");
-            Ok(Some(Action::requeue(Duration::from_secs(5))))
+            Ok(Some(Action::requeue(IN_FLIGHT_POLL)))
         }
     }
 }
@@ -1037,7 +1040,7 @@ async fn step_settle(
     }
     if after.in_flight > 0 {
         debug!(job = %r.name, ?report, "settlement in flight");
-        return Ok(Some(Action::requeue(Duration::from_secs(5))));
+        return Ok(Some(Action::requeue(IN_FLIGHT_POLL)));
     }
     Ok(None)
 }
