@@ -9,7 +9,7 @@
 //! the simulated nodes need an API server that can reach 127.0.1.x on this machine.
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode, GpuNodePhase};
@@ -17,10 +17,9 @@ use solgrid_e2e::cluster::{TestCluster, free_addr, http_get, shared};
 use solgrid_e2e::nodesim::{NodeSim, SimConfig, SimNodeSpec};
 use solgrid_e2e::process::Proc;
 use solgrid_e2e::*;
-use solgrid_ledger::embedded::{EmbeddedConfig, EmbeddedLedger};
 use solgrid_ledger::wallet::WalletKeypair;
 use solgrid_market::fees::{FeeConfig, fees_for_usage};
-use solgrid_market::ledger::{Account, Intent, Ledger as _, Movement, Op, Token};
+use solgrid_market::ledger::{Account, Ledger as _, Token};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -54,51 +53,8 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Creates namespace `name` if missing and waits for its default ServiceAccount.
-async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(name).await?.is_none() {
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
-        }))?;
-        api.create(&PostParams::default(), &ns).await?;
-    }
-    wait_default_sa(client, name).await
-}
-
-/// Writes an embedded-ledger journal where `payer` holds `amount` IO (before the
-/// operator opens it).
-fn fund_journal(path: &Path, payer: &str, amount: u64) -> Result<()> {
-    let ledger = EmbeddedLedger::open(path, journal_config())?;
-    ledger.apply(&[Intent {
-        key: format!("e2e-fund-{payer}"),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Wallet(payer.to_string()),
-                amount,
-            },
-        }],
-    }])?;
-    ledger.sync()?;
-    Ok(())
-}
-
-fn journal_config() -> EmbeddedConfig {
-    EmbeddedConfig {
-        block_time: Some(Duration::from_millis(400)),
-        ..EmbeddedConfig::default()
-    }
-}
-
-/// Reads a journal the operator holds (locked) through a copy.
-fn read_journal(path: &Path) -> Result<EmbeddedLedger> {
-    let copy = path.with_extension(format!("copy-{}.jsonl", std::process::id()));
-    std::fs::copy(path, &copy)?;
-    let l = EmbeddedLedger::open(&copy, EmbeddedConfig::default())
-        .with_context(|| format!("replaying a copy of {}", path.display()))?;
-    Ok(l)
-}
+// the scenarios' shared set-up lives in the `Market` fixture's module
+use solgrid_e2e::market::{ensure_namespace, fund_journal, read_journal};
 
 /// IO balances in the embedded ledger at one moment.
 #[derive(Debug)]
