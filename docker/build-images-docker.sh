@@ -4,7 +4,7 @@
 # gcr.io/distroless/cc-debian12:nonroot (pulled from its registry). `make images-docker`.
 #
 #   docker/build-images-docker.sh --bin-dir target/release
-#   REGISTRY=ghcr.io/solgrid TAG=0.1.0 PUSH=1 docker/build-images-docker.sh --bin-dir target/release
+#   REGISTRY=ghcr.io/solgrid TAG=0.2.0 PUSH=1 docker/build-images-docker.sh --bin-dir target/release
 #
 # PUSH=1 pushes. The binaries are built for the machine's architecture, so a
 # multi-arch image needs one build per architecture (and `docker manifest`).

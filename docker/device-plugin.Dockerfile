@@ -5,7 +5,7 @@
 # user and ports.
 #
 #   cargo build --release --locked -p solgrid-device-plugin --bin solgrid-device-plugin
-#   docker build -f docker/device-plugin.Dockerfile -t ghcr.io/solgrid/solgrid-device-plugin:0.1.0 target/release
+#   docker build -f docker/device-plugin.Dockerfile -t ghcr.io/solgrid/solgrid-device-plugin:0.2.0 target/release
 #
 # The context is the directory holding the binary (target/release, or
 # $CARGO_TARGET_DIR/release); docker/device-plugin.Dockerfile.dockerignore lets only the

@@ -5,7 +5,7 @@
 # user and ports.
 #
 #   cargo build --release --locked -p kubectl-solgrid --bin kubectl-solgrid
-#   docker build -f docker/kubectl-solgrid.Dockerfile -t ghcr.io/solgrid/kubectl-solgrid:0.1.0 target/release
+#   docker build -f docker/kubectl-solgrid.Dockerfile -t ghcr.io/solgrid/kubectl-solgrid:0.2.0 target/release
 #
 # The context is the directory holding the binary (target/release, or
 # $CARGO_TARGET_DIR/release); docker/kubectl-solgrid.Dockerfile.dockerignore lets only the

@@ -5,7 +5,7 @@
 # user and ports.
 #
 #   cargo build --release --locked -p solgrid-operator --bin solgrid-operator
-#   docker build -f docker/operator.Dockerfile -t ghcr.io/solgrid/solgrid-operator:0.1.0 target/release
+#   docker build -f docker/operator.Dockerfile -t ghcr.io/solgrid/solgrid-operator:0.2.0 target/release
 #
 # The context is the directory holding the binary (target/release, or
 # $CARGO_TARGET_DIR/release); docker/operator.Dockerfile.dockerignore lets only the

@@ -5,7 +5,7 @@
 # user and ports.
 #
 #   cargo build --release --locked -p solgrid-scheduler --bin solgrid-scheduler
-#   docker build -f docker/scheduler.Dockerfile -t ghcr.io/solgrid/solgrid-scheduler:0.1.0 target/release
+#   docker build -f docker/scheduler.Dockerfile -t ghcr.io/solgrid/solgrid-scheduler:0.2.0 target/release
 #
 # The context is the directory holding the binary (target/release, or
 # $CARGO_TARGET_DIR/release); docker/scheduler.Dockerfile.dockerignore lets only the

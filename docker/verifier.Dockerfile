@@ -5,7 +5,7 @@
 # user and ports.
 #
 #   cargo build --release --locked -p solgrid-operator --bin solgrid-operator
-#   docker build -f docker/verifier.Dockerfile -t ghcr.io/solgrid/verifier:0.1.0 target/release
+#   docker build -f docker/verifier.Dockerfile -t ghcr.io/solgrid/verifier:0.2.0 target/release
 #
 # The context is the directory holding the binary (target/release, or
 # $CARGO_TARGET_DIR/release); docker/verifier.Dockerfile.dockerignore lets only the

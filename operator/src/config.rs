@@ -156,7 +156,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "SOLGRID_VERIFIER_IMAGE",
-        default_value = "ghcr.io/solgrid/verifier:0.1.0"
+        default_value = "ghcr.io/solgrid/verifier:0.2.0"
     )]
     pub verifier_image: String,
 
