@@ -102,8 +102,17 @@ async fn pending_job_is_quoted_funded_exactly_once_and_gets_its_pods() {
             0,
             "nothing sent yet"
         );
-        // ...signature + last valid block height recorded before sending...
-        let st = srv.status_patch(&jj).await;
+        // ...signature + last valid block height recorded before sending
+        // (checked before the operator gets the answer and may send)...
+        let st = srv
+            .status_patch_checked(&jj, |_| {
+                assert_eq!(
+                    ledger.balance(&Account::Escrow, Token::Io).unwrap(),
+                    0,
+                    "nothing sent before the signature is recorded"
+                );
+            })
+            .await;
         assert_eq!(st["escrow"]["state"], "Sent");
         assert!(
             st["escrow"]["signature"]
@@ -111,11 +120,6 @@ async fn pending_job_is_quoted_funded_exactly_once_and_gets_its_pods() {
                 .is_some_and(|s| !s.is_empty())
         );
         assert!(st["escrow"]["lastValidBlockHeight"].as_u64().is_some());
-        assert_eq!(
-            ledger.balance(&Account::Escrow, Token::Io).unwrap(),
-            0,
-            "nothing sent yet"
-        );
         // ...then confirmed
         let st = srv.status_patch(&jj).await;
         assert_eq!(st["escrow"]["state"], "Confirmed");
