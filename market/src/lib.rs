@@ -7,6 +7,7 @@
 //! - [`money`]: checked integer arithmetic (mul-div with stated rounding).
 //! - [`fees`]: compute cost, requester/provider fees, stablecoin surcharge, escrow.
 //! - [`settlement`]: the settlement plan of a job period (payouts, burn, refund) as a ledger [`ledger::Intent`].
+//! - [`buyback`]: the scheduled buyback of IO with the treasury's stablecoin fees (amounts, rounding, carry).
 //! - [`emission`]: the 240-month emission schedule, hourly amounts exact to the unit.
 //! - [`staking`]: minimum stake, reward eligibility, hourly idle-reward split, unbonding, slashing.
 //! - [`pricing`]: reference prices and the dynamic quote (urgency, complexity, supply, floor, cap).
@@ -17,6 +18,7 @@
 //! - [`ledger`]: the ledger abstraction implemented by the embedded and Solana ledgers.
 #![forbid(unsafe_code)]
 
+pub mod buyback;
 pub mod emission;
 pub mod fees;
 pub mod gpu;

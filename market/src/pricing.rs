@@ -18,6 +18,15 @@
 //!   0.70× when idle, 1.0× near 40 %, 2.0× at 80 %, 3.0× when full.
 //!
 //! Each factor is monotone non-decreasing in its input and bounded, and so is the price.
+//!
+//! **A job accepting several GPU models** ([`PricingConfig::quote_models`]) is priced
+//! at the dearest of them: each accepted class is quoted with its own utilization and
+//! provider floor, and the highest price is locked. One locked price is what the job
+//! pays on every node it runs on (ECONOMICS.md), so it must be enough for any class it
+//! may land on: a job listing `rtx-3060` and `h100` pays the H100 price, never the
+//! RTX 3060 one while running on an H100. The locked price is therefore at least every
+//! accepted class's own quote, and at least each class's floor; a node whose own floor
+//! is above the locked price is filtered out when the pods are placed.
 
 use crate::gpu::{GpuModel, ModelTable};
 use crate::ledger::{Amount, Token};
@@ -315,8 +324,21 @@ impl Default for PricingConfig {
 pub enum PricingError {
     #[error("invalid pricing configuration: {0}")]
     InvalidConfig(&'static str),
+    #[error("no GPU model to quote")]
+    NoModel,
     #[error(transparent)]
     Money(#[from] MoneyError),
+}
+
+/// One GPU class a job accepts, with its market state (for [`PricingConfig::quote_models`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSupply {
+    pub model: GpuModel,
+    /// Utilization of the class, ppm.
+    pub utilization_ppm: u32,
+    /// The provider floor of the class (the lowest among its nodes), micro-USD; 0 = none.
+    pub floor_micro_usd: u64,
 }
 
 impl PricingConfig {
@@ -392,6 +414,37 @@ impl PricingConfig {
             budget_cap_per_gpu_hour: req.budget_cap_per_gpu_hour,
             below_market,
         })
+    }
+}
+
+impl PricingConfig {
+    /// Quotes a job that accepts each of `models`: every class is quoted with `req`'s
+    /// job terms and its own utilization and floor (`req.model`, `utilization_ppm` and
+    /// `floor_micro_usd` are ignored), and the dearest quote is returned (on a tie, the
+    /// first listed). Its price is `>=` the quote of every accepted class, so the job
+    /// pays at least the market price of whichever class it runs on (module docs).
+    pub fn quote_models(
+        &self,
+        req: &QuoteRequest,
+        models: &[ModelSupply],
+    ) -> Result<Quote, PricingError> {
+        let mut best: Option<Quote> = None;
+        for m in models {
+            let q = self.quote(&QuoteRequest {
+                model: m.model,
+                utilization_ppm: m.utilization_ppm,
+                floor_micro_usd: m.floor_micro_usd,
+                ..*req
+            })?;
+            let dearer = best.as_ref().is_none_or(|b| {
+                (q.price_per_gpu_hour, q.price_micro_usd)
+                    > (b.price_per_gpu_hour, b.price_micro_usd)
+            });
+            if dearer {
+                best = Some(q);
+            }
+        }
+        best.ok_or(PricingError::NoModel)
     }
 }
 
@@ -538,7 +591,90 @@ mod tests {
         (0..4usize).prop_map(|i| Urgency::ALL[i])
     }
 
+    #[test]
+    fn several_models_pay_the_dearest() {
+        let cfg = PricingConfig::default();
+        let cheap = ModelSupply {
+            model: GpuModel::Rtx3060,
+            utilization_ppm: 0,
+            floor_micro_usd: 0,
+        };
+        let h100 = ModelSupply {
+            model: GpuModel::H100,
+            ..cheap
+        };
+        // listed cheap first: still the H100 price (2.20 $ * 0.70)
+        let q = cfg.quote_models(&req(), &[cheap, h100]).unwrap();
+        assert_eq!((q.model, q.price_micro_usd), (GpuModel::H100, 1_540_000));
+        // a busy RTX 3060 class with a high floor can be the dearer one
+        let floored = ModelSupply {
+            floor_micro_usd: 2_000_000,
+            ..cheap
+        };
+        let q = cfg.quote_models(&req(), &[h100, floored]).unwrap();
+        assert_eq!((q.model, q.price_micro_usd), (GpuModel::Rtx3060, 2_000_000));
+        assert!(q.floor_applied);
+        assert_eq!(
+            cfg.quote_models(&req(), &[]),
+            Err(PricingError::NoModel),
+            "no model, no quote"
+        );
+    }
+
+    fn any_supply() -> impl Strategy<Value = ModelSupply> {
+        (
+            any_model(),
+            0u32..=1_000_000,
+            prop_oneof![Just(0u64), 0u64..10_000_000],
+        )
+            .prop_map(|(model, utilization_ppm, floor_micro_usd)| ModelSupply {
+                model,
+                utilization_ppm,
+                floor_micro_usd,
+            })
+    }
+
     proptest! {
+        #[test]
+        fn a_multi_model_quote_covers_every_accepted_model(
+            models in proptest::collection::vec(any_supply(), 1..6),
+            urgency in any_urgency(), gpus in 1u32..16, workers in 1u32..64,
+            io in any::<bool>(), cap in prop_oneof![Just(None), (0u64..20_000_000_000).prop_map(Some)],
+        ) {
+            let cfg = PricingConfig::default();
+            let token = if io { Token::Io } else { Token::Usdc };
+            let base = QuoteRequest { token, urgency, gpus_per_worker: gpus, workers,
+                                      budget_cap_per_gpu_hour: cap, ..req() };
+            let q = cfg.quote_models(&base, &models).unwrap();
+            for m in &models {
+                let one = cfg.quote(&QuoteRequest { model: m.model, utilization_ppm: m.utilization_ppm,
+                                                    floor_micro_usd: m.floor_micro_usd, ..base }).unwrap();
+                prop_assert!(q.price_per_gpu_hour >= one.price_per_gpu_hour);
+                prop_assert!(q.price_micro_usd >= one.price_micro_usd);
+                prop_assert!(q.price_micro_usd >= m.floor_micro_usd, "never below a floor");
+                // the floor in the token: a node whose floor equals a class's floor still fits
+                let floor_in_token = cfg.rate(token).from_micro_usd(m.floor_micro_usd).unwrap();
+                prop_assert!(q.price_per_gpu_hour >= floor_in_token);
+            }
+            // the locked quote is one of the classes' own quotes, whatever the order
+            prop_assert!(models.iter().any(|m| m.model == q.model));
+            let mut rev = models.clone();
+            rev.reverse();
+            let r = cfg.quote_models(&base, &rev).unwrap();
+            prop_assert_eq!(r.price_per_gpu_hour, q.price_per_gpu_hour);
+            prop_assert_eq!(q.below_market, cap.is_some_and(|c| c < q.price_per_gpu_hour));
+            // escrow covers the price actually charged on any accepted class
+            let fees = crate::fees::FeeConfig::default();
+            let hour = 3_600_000u64;
+            let esc = crate::fees::escrow_max_cost(workers, gpus, hour, q.price_per_gpu_hour, token, &fees).unwrap();
+            for m in &models {
+                let one = cfg.quote(&QuoteRequest { model: m.model, utilization_ppm: m.utilization_ppm,
+                                                    floor_micro_usd: m.floor_micro_usd, ..base }).unwrap();
+                let e1 = crate::fees::escrow_max_cost(workers, gpus, hour, one.price_per_gpu_hour, token, &fees).unwrap();
+                prop_assert!(esc.total >= e1.total);
+            }
+        }
+
         #[test]
         fn factors_monotone_and_bounded(a in 0u32..=1_200_000, b in 0u32..=1_200_000,
                                        g1 in 0u32..64, g2 in 0u32..64, w1 in 0u32..1000, w2 in 0u32..1000,
