@@ -121,12 +121,17 @@ pub fn values_path(name: &str) -> PathBuf {
 
 /// `helm template` with the given values files and `--set`s (CRDs included).
 pub fn helm_template(values: &[PathBuf], sets: &[&str]) -> Output {
+    helm_template_of(&chart_dir(), values, sets)
+}
+
+/// `helm template` of a chart directory or packaged chart (`.tgz`), as
+/// [`helm_template`] renders `helm/solgrid`.
+pub fn helm_template_of(chart: &Path, values: &[PathBuf], sets: &[&str]) -> Output {
     let mut cmd = Command::new(helm());
-    cmd.arg("template").arg(RELEASE).arg(chart_dir()).args([
-        "--namespace",
-        NAMESPACE,
-        "--include-crds",
-    ]);
+    cmd.arg("template")
+        .arg(RELEASE)
+        .arg(chart)
+        .args(["--namespace", NAMESPACE, "--include-crds"]);
     for v in values {
         cmd.arg("--values").arg(v);
     }
@@ -145,6 +150,72 @@ pub fn render(values: &[PathBuf], sets: &[&str]) -> Vec<Value> {
         out.stderr
     );
     documents(&out.stdout).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}"))
+}
+
+/// The released charts an upgrade starts from: `fixtures/releases/solgrid-<version>.tgz`
+/// (`helm package` of the chart as it was released), oldest first, with their versions.
+pub fn previous_releases() -> Vec<(Version, PathBuf)> {
+    let dir = fixtures_dir().join("releases");
+    let mut out: Vec<(Version, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let v = name.strip_prefix("solgrid-")?.strip_suffix(".tgz")?;
+            Some((Version::parse(v)?, e.path()))
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no released chart under {}", dir.display());
+    out
+}
+
+/// A chart's `version` or `appVersion` (`MAJOR.MINOR.PATCH`; no pre-releases here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Version> {
+        let mut it = s
+            .trim()
+            .trim_matches('"')
+            .split('.')
+            .map(|p| p.parse().ok());
+        let v = Version(it.next()??, it.next()??, it.next()??);
+        it.next().is_none().then_some(v)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// `helm show <what>` of a chart directory or packaged chart.
+fn helm_show(what: &str, chart: &Path) -> String {
+    let out = run(Command::new(helm()).args(["show", what]).arg(chart));
+    assert!(
+        out.success,
+        "helm show {what} {}: {}",
+        chart.display(),
+        out.stderr
+    );
+    out.stdout
+}
+
+/// `Chart.yaml` of a chart directory or packaged chart.
+pub fn chart_metadata(chart: &Path) -> Value {
+    serde_yaml_ng::from_str(&helm_show("chart", chart)).expect("Chart.yaml parses")
+}
+
+/// The CRDs a chart directory or packaged chart ships.
+pub fn chart_crds(chart: &Path) -> Vec<Value> {
+    documents(&helm_show("crds", chart))
+        .unwrap()
+        .into_iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect()
 }
 
 /// The YAML documents of a stream, as JSON (empty documents dropped).

@@ -48,7 +48,50 @@ fn baselines() -> Vec<(String, BTreeMap<String, Value>)> {
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(!out.is_empty(), "no baseline under {}", dir.display());
+    // the previous releases themselves, as `helm upgrade` starts from them
+    for (version, tgz) in previous_releases() {
+        out.push((format!("{version} (packaged)"), by_name(chart_crds(&tgz))));
+    }
     out
+}
+
+fn by_name(docs: Vec<Value>) -> BTreeMap<String, Value> {
+    docs.into_iter()
+        .map(|d| (d["metadata"]["name"].as_str().unwrap().to_string(), d))
+        .collect()
+}
+
+/// The two baselines agree: the CRDs kept under crds-released/<version>/ are those
+/// the packaged release of that version ships (fixtures/releases/).
+#[test]
+fn the_released_crd_baselines_are_the_packaged_releases_crds() {
+    for (version, tgz) in previous_releases() {
+        let dir = fixtures_dir()
+            .join("crds-released")
+            .join(version.to_string());
+        assert!(
+            dir.is_dir(),
+            "{} has no CRD baseline at {}",
+            tgz.display(),
+            dir.display()
+        );
+        let kept = crds(&dir);
+        let packaged = by_name(chart_crds(&tgz));
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            packaged.keys().collect::<Vec<_>>(),
+            "{version}"
+        );
+        for (name, crd) in &packaged {
+            let (a, b) = (without_nulls(&kept[name]), without_nulls(crd));
+            assert!(
+                a == b,
+                "crds-released/{version}/ differs from the CRDs of {}: {:?}",
+                tgz.display(),
+                first_difference(&a, &b, name).or_else(|| first_difference(&b, &a, name))
+            );
+        }
+    }
 }
 
 fn num(v: &Value) -> Option<f64> {
