@@ -12,21 +12,12 @@ pub mod validate;
 pub mod views;
 pub mod wallet;
 
-use solgrid_market::fees::FeeConfig;
-use solgrid_market::pricing::PricingConfig;
+/// The market tables the CLI prices with: the one [`solgrid_market::MarketConfig`],
+/// the same JSON the chart renders into the `<release>-market` ConfigMap
+/// (`market.json`) and the operator and extender read.
+pub use solgrid_market::MarketConfig;
 
-/// The market tables the CLI prices with: the same JSON the chart renders into the
-/// `<release>-market` ConfigMap (`market.json`) and the operator reads.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct MarketConfig {
-    pub fees: FeeConfig,
-    pub pricing: PricingConfig,
-}
-
-impl MarketConfig {
-    /// Parses `market.json` (or YAML); sections the CLI does not use are ignored.
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        Ok(serde_yaml_ng::from_str(text)?)
-    }
+/// Parses `market.json` (or YAML); any subset of the tables is fine.
+pub fn parse_market_config(text: &str) -> anyhow::Result<MarketConfig> {
+    Ok(serde_yaml_ng::from_str(text)?)
 }

@@ -139,14 +139,16 @@ async fn client() -> Result<kube::Client> {
 /// The market tables: --market-config, else the cluster's ConfigMap, else defaults.
 async fn market(cli: &Cli, client: Option<&kube::Client>) -> Result<MarketConfig> {
     if let Some(p) = &cli.market_config {
-        return MarketConfig::parse(&read(p)?).with_context(|| format!("parsing {}", p.display()));
+        return kubectl_solgrid::parse_market_config(&read(p)?)
+            .with_context(|| format!("parsing {}", p.display()));
     }
     if let Some(c) = client {
         let api: Api<ConfigMap> = Api::namespaced(c.clone(), &cli.solgrid_namespace);
         if let Ok(Some(cm)) = api.get_opt(&cli.market_configmap).await
             && let Some(text) = cm.data.as_ref().and_then(|d| d.get("market.json"))
         {
-            return MarketConfig::parse(text).context("parsing the market ConfigMap");
+            return kubectl_solgrid::parse_market_config(text)
+                .context("parsing the market ConfigMap");
         }
         eprintln!(
             "note: no ConfigMap {}/{} with market.json: using the market library's defaults",

@@ -3,10 +3,12 @@
 //! and `solgrid_market::fees`, with the supply of the job's GPU class read from the
 //! cluster's GpuNodes.
 
-use solgrid_crds::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor};
+use solgrid_crds::market::quote_request;
+use solgrid_crds::{ComputeJobSpec, GpuNode, GpuVendor};
+use solgrid_market::GpuModel;
 use solgrid_market::fees::{EscrowAmount, FeeConfig, escrow_max_cost};
-use solgrid_market::pricing::{self, PricingConfig, QuoteRequest};
-use solgrid_market::{GpuModel, Token};
+use solgrid_market::pricing::{self, PricingConfig};
+use solgrid_market::supply::ClassSupply;
 
 /// The GPU class a job is priced as: the first of its allowed models the market
 /// knows for its vendor, or the vendor's default class (the operator's defaults:
@@ -32,40 +34,13 @@ pub fn target_model(spec: &ComputeJobSpec) -> Result<GpuModel, String> {
         })
 }
 
-/// The supply of one GPU class over the Active GpuNodes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Supply {
-    pub nodes: u32,
-    pub gpus: u64,
-    pub allocated: u64,
-    /// ppm of allocated over total GPUs.
-    pub utilization_ppm: u32,
-    /// Lowest provider floor among those nodes, micro-USD per GPU-hour (0 = none).
-    pub floor_micro_usd: u64,
-}
+/// The supply of one GPU class over the Active GpuNodes (the market's
+/// [`solgrid_market::supply`], as the operator reads it).
+pub type Supply = ClassSupply;
 
 /// Utilization and the lowest floor of `model` over Active GpuNodes.
 pub fn supply<'a>(model: GpuModel, nodes: impl IntoIterator<Item = &'a GpuNode>) -> Supply {
-    let mut s = Supply::default();
-    let mut floor = None::<u64>;
-    for n in nodes {
-        let Some(st) = &n.status else { continue };
-        if st.phase != GpuNodePhase::Active
-            || st.model.as_deref().and_then(GpuModel::parse) != Some(model)
-        {
-            continue;
-        }
-        s.nodes += 1;
-        s.gpus += st.gpu_count as u64;
-        s.allocated += st.allocated_gpus.min(st.gpu_count) as u64;
-        let f = n.spec.floor_micro_usd_per_gpu_hour;
-        floor = Some(floor.map_or(f, |x| x.min(f)));
-    }
-    s.utilization_ppm = (s.allocated * 1_000_000)
-        .checked_div(s.gpus)
-        .map_or(0, |x| x.min(1_000_000) as u32);
-    s.floor_micro_usd = floor.unwrap_or(0);
-    s
+    solgrid_crds::market::supply_index(nodes).class(model)
 }
 
 /// A quote with the numbers behind it.
@@ -87,22 +62,14 @@ pub fn quote_job(
 ) -> Result<JobQuote, String> {
     let model = target_model(spec)?;
     let supply = supply(model, nodes);
-    let t: Token = spec.payment_token.into();
-    let max_duration_ms = spec.max_duration_seconds.saturating_mul(1000);
-    let q = pricing_cfg
-        .quote(&QuoteRequest {
-            model,
-            token: t,
-            urgency: spec.urgency.into(),
-            gpus_per_worker: spec.gpus.count,
-            workers: spec.workers,
-            min_vram_mib: spec.gpus.min_vram_mib,
-            max_duration_ms,
-            utilization_ppm: supply.utilization_ppm,
-            floor_micro_usd: supply.floor_micro_usd,
-            budget_cap_per_gpu_hour: Some(spec.max_price_per_gpu_hour),
-        })
-        .map_err(|e| e.to_string())?;
+    let req = quote_request(
+        spec,
+        model,
+        supply.utilization_ppm(),
+        supply.floor_micro_usd(),
+    );
+    let (t, max_duration_ms) = (req.token, req.max_duration_ms);
+    let q = pricing_cfg.quote(&req).map_err(|e| e.to_string())?;
     let escrow = if q.below_market {
         None
     } else {
@@ -159,9 +126,9 @@ pub fn render(
             q.supply.nodes,
             q.supply.gpus,
             q.supply.allocated,
-            q.supply.utilization_ppm as f64 / 10_000.0,
-            if q.supply.floor_micro_usd > 0 {
-                format!(", lowest floor {}", usd(q.supply.floor_micro_usd))
+            q.supply.utilization_ppm() as f64 / 10_000.0,
+            if q.supply.floor_micro_usd() > 0 {
+                format!(", lowest floor {}", usd(q.supply.floor_micro_usd()))
             } else {
                 String::new()
             }
@@ -320,8 +287,8 @@ mod tests {
         ];
         let s = supply(GpuModel::H100, &nodes);
         assert_eq!((s.nodes, s.gpus, s.allocated), (2, 16, 8));
-        assert_eq!(s.utilization_ppm, 500_000);
-        assert_eq!(s.floor_micro_usd, 1_500_000);
+        assert_eq!(s.utilization_ppm(), 500_000);
+        assert_eq!(s.floor_micro_usd(), 1_500_000);
         let busy = quote_job(
             &spec(),
             &nodes,

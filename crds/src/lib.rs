@@ -16,6 +16,7 @@
 pub mod common;
 pub mod computejob;
 pub mod gpunode;
+pub mod labels;
 pub mod ledgergrant;
 pub mod market;
 pub mod stakeposition;
@@ -24,6 +25,7 @@ pub mod validate;
 pub use common::*;
 pub use computejob::*;
 pub use gpunode::*;
+pub use labels::*;
 pub use ledgergrant::*;
 pub use stakeposition::*;
 
@@ -36,11 +38,6 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "solgrid.dev";
 /// The API version.
 pub const VERSION: &str = "v1alpha1";
-/// Node label the extender keeps equal to its GpuNode's market state (phase,
-/// reputation, eligibility) as the extender's own cache sees it, so that
-/// kube-scheduler retries waiting workers when a node becomes usable (a Node label
-/// change is a cluster event it acts on; a GpuNode change is not).
-pub const LABEL_MARKET_STATE: &str = "solgrid.dev/market-state";
 
 /// The [`LABEL_MARKET_STATE`] value of a GpuNode status, e.g. `Active.r550.eligible`:
 /// it changes only with what the extender filters on (phase, reputation score,

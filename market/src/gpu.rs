@@ -239,6 +239,31 @@ impl fmt::Display for ModelSet {
     }
 }
 
+/// GPU groups of an inventory's model strings: `(model, count)` for the models the
+/// market knows, in order of first appearance, and the number of GPUs of unknown models.
+pub fn model_groups<'a>(models: impl IntoIterator<Item = &'a str>) -> (Vec<(GpuModel, u32)>, u32) {
+    let mut groups: Vec<(GpuModel, u32)> = Vec::new();
+    let mut unknown = 0u32;
+    for m in models {
+        match GpuModel::parse(m) {
+            Some(model) => match groups.iter_mut().find(|(g, _)| *g == model) {
+                Some((_, n)) => *n = n.saturating_add(1),
+                None => groups.push((model, 1)),
+            },
+            None => unknown = unknown.saturating_add(1),
+        }
+    }
+    (groups, unknown)
+}
+
+/// The dominant model of an inventory's groups (most GPUs; ties by table order).
+pub fn dominant_model(groups: &[(GpuModel, u32)]) -> Option<(GpuModel, u32)> {
+    groups
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+}
+
 /// A value per model, stored as an array indexed by [`GpuModel::index`].
 /// Serialized as a map from canonical model name to value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +364,23 @@ mod tests {
         for m in GpuModel::ALL {
             assert_eq!(GpuModel::parse(m.name()), Some(*m));
         }
+    }
+
+    #[test]
+    fn groups_and_dominant_model() {
+        let (g, unknown) = model_groups([
+            "NVIDIA GeForce RTX 4070",
+            "NVIDIA H100 80GB HBM3",
+            "x",
+            "h100",
+        ]);
+        assert_eq!(g, vec![(GpuModel::Rtx4070, 1), (GpuModel::H100, 2)]);
+        assert_eq!(unknown, 1);
+        assert_eq!(dominant_model(&g), Some((GpuModel::H100, 2)));
+        // a tie goes to the model first in the table
+        let tie = [(GpuModel::H100, 1), (GpuModel::Rtx3060, 1)];
+        assert_eq!(dominant_model(&tie), Some((GpuModel::Rtx3060, 1)));
+        assert_eq!(dominant_model(&[]), None);
     }
 
     #[test]

@@ -71,11 +71,17 @@ impl IdleWindow {
 
     /// The idle fraction, ppm (floor); 0 for a window without capacity.
     pub fn idle_ppm(&self, spans: &[BusySpan]) -> u32 {
+        self.idle_ppm_of_busy(self.busy_gpu_ms(spans))
+    }
+
+    /// The idle fraction, ppm (floor), of a window with `busy_gpu_ms` GPU-milliseconds
+    /// busy (at most its capacity); 0 for a window without capacity.
+    pub fn idle_ppm_of_busy(&self, busy_gpu_ms: u128) -> u32 {
         let cap = self.capacity();
         if cap == 0 {
             return 0;
         }
-        (self.idle_gpu_ms(spans) * 1_000_000 / cap) as u32
+        ((cap - busy_gpu_ms.min(cap)) * 1_000_000 / cap) as u32
     }
 
     /// The idle share of `amount` base units (floor): what a node that would earn
@@ -222,6 +228,9 @@ mod tests {
             more.extend(extra);
             prop_assert!(win.busy_gpu_ms(&more) >= win.busy_gpu_ms(&s));
             prop_assert!(win.idle_ppm(&more) <= win.idle_ppm(&s));
+            // a GPU-ms total (the simulator's) gives the same fraction as its spans
+            prop_assert_eq!(win.idle_ppm_of_busy(win.busy_gpu_ms(&s)), win.idle_ppm(&s));
+            prop_assert_eq!(win.idle_ppm_of_busy(u128::MAX), 0);
             prop_assert!(win.idle_share(amount, &more) <= win.idle_share(amount, &s));
         }
 

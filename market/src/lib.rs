@@ -11,7 +11,8 @@
 //! - [`emission`]: the 240-month emission schedule, hourly amounts exact to the unit.
 //! - [`staking`]: minimum stake, reward eligibility, hourly idle-reward split, unbonding, slashing.
 //! - [`pricing`]: reference prices and the dynamic quote (urgency, complexity, supply, floor, cap).
-//! - [`reputation`]: the 0–1000 node score.
+//! - [`reputation`]: the 0–1000 node score and the uptime track it reads.
+//! - [`supply`]: utilization and lowest floor of a GPU class (the quote's supply input).
 //! - [`idle`]: the time-weighted idle fraction of a node's GPUs over a reward period.
 //! - [`matching`]: the scheduler extender's filter and score.
 //! - [`gpu`]: GPU vendors, models and per-model tables.
@@ -30,6 +31,38 @@ pub mod pricing;
 pub mod reputation;
 pub mod settlement;
 pub mod staking;
+pub mod supply;
 
 pub use gpu::{GpuModel, GpuVendor, ModelSet, ModelTable};
 pub use ledger::{Account, Amount, Intent, Movement, Op, Token};
+
+/// Every market table, each defaulting to this library's defaults: the one
+/// configuration the operator, the scheduler extender, `kubectl solgrid` and the
+/// simulator read (the chart's `market.json`; any subset of it parses).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MarketConfig {
+    pub fees: fees::FeeConfig,
+    pub pricing: pricing::PricingConfig,
+    pub staking: staking::StakingConfig,
+    pub reputation: reputation::ReputationConfig,
+    pub matching: matching::MatchConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_market_config_keeps_the_other_defaults() {
+        let c: MarketConfig =
+            serde_json::from_str(r#"{"fees":{"requesterFeeBps":100},"staking":{"slashBps":2500}}"#)
+                .unwrap();
+        assert_eq!(c.fees.requester_fee_bps, 100);
+        assert_eq!(c.staking.slash_bps, 2_500);
+        assert_eq!(c.pricing, pricing::PricingConfig::default());
+        assert_eq!(c.matching, matching::MatchConfig::default());
+        let back: MarketConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -4,7 +4,7 @@
 //! Components, each 0–1000 (`P` = prior, default 500):
 //!
 //! ```text
-//! uptime       = uptime_ppm / 1000                      (P while the window is empty)
+//! uptime       = uptime_ppm / 1000                      (P during the warm-up)
 //! job_success  = (1000*ok + P*k_jobs) / (ok + failed + k_jobs)          (k_jobs = 5)
 //! verification = (1000*passed + P*k_ver) / (passed + failed_ver + k_ver) (k_ver = 3)
 //! age          = P + (1000 - P) * min(age, full_age) / full_age         (full_age = 30 d)
@@ -51,6 +51,10 @@ pub struct ReputationConfig {
     pub verification_prior_count: u32,
     pub full_age_ms: u64,
     pub decay_half_life_ms: u64,
+    /// Half-life of the uptime track ([`UptimeTrack`], default 24 h).
+    pub uptime_half_life_ms: u64,
+    /// A new node keeps the neutral uptime prior this long (default 1 h).
+    pub uptime_warmup_ms: u64,
 }
 
 impl Default for ReputationConfig {
@@ -66,6 +70,8 @@ impl Default for ReputationConfig {
             verification_prior_count: 3,
             full_age_ms: 30 * 24 * 3_600_000,
             decay_half_life_ms: 7 * 24 * 3_600_000,
+            uptime_half_life_ms: 24 * 3_600_000,
+            uptime_warmup_ms: 3_600_000,
         }
     }
 }
@@ -74,7 +80,7 @@ impl Default for ReputationConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReputationInputs {
-    /// Heartbeats seen / expected over the sliding window, ppm; `None` while the window is empty.
+    /// Time online, exponentially weighted ([`UptimeTrack`]), ppm; `None` during the warm-up.
     pub uptime_ppm: Option<u32>,
     pub jobs_succeeded: u32,
     /// Failures the provider caused (node lost, GPU fault, pod evicted by the node).
@@ -179,18 +185,13 @@ impl ReputationConfig {
 
     /// `r(t)` in ppm: 1,000,000 at 0, halving every `decay_half_life_ms`, linear in between.
     pub fn retain_ppm(&self, elapsed_ms: u64) -> u32 {
-        let hl = self.decay_half_life_ms;
-        if hl == 0 {
-            return 0;
-        }
-        let halvings = elapsed_ms / hl;
-        if halvings >= 32 {
-            return 0;
-        }
-        let frac = (elapsed_ms % hl) as u128;
-        let at = 1_000_000u128 >> halvings;
-        // linear from `at` to `at/2` over one half-life
-        (at - at * frac / (2 * hl as u128)) as u32
+        retain_ppm(elapsed_ms, self.decay_half_life_ms)
+    }
+
+    /// The `uptime_ppm` input of a node `age_ms` old whose uptime track is `track`:
+    /// `None` (the neutral prior) during the warm-up.
+    pub fn uptime_ppm(&self, track: &UptimeTrack, age_ms: u64, now_ms: u64) -> Option<u32> {
+        (age_ms >= self.uptime_warmup_ms).then(|| track.at(now_ms, self.uptime_half_life_ms))
     }
 
     /// Moves `score` toward the prior for `elapsed_ms` without fresh evidence.
@@ -207,44 +208,98 @@ impl ReputationConfig {
     }
 }
 
-/// A sliding window of heartbeat slots (e.g. one per hour), the most recent
-/// [`UptimeWindow::SLOTS`] kept: the `uptime_ppm` input of [`ReputationInputs`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UptimeWindow {
-    /// One bit per slot, the most recent in bit 0; 1 = online.
-    bits: u128,
-    /// Slots observed, at most `SLOTS`.
-    observed: u8,
+/// `2^(-elapsed / half_life)` in ppm: 1,000,000 at 0, exact at whole half-lives,
+/// linear in between; 0 for a zero half-life.
+pub fn retain_ppm(elapsed_ms: u64, half_life_ms: u64) -> u32 {
+    if half_life_ms == 0 {
+        return 0;
+    }
+    let halvings = elapsed_ms / half_life_ms;
+    if halvings >= 32 {
+        return 0;
+    }
+    let frac = (elapsed_ms % half_life_ms) as u128;
+    let at = 1_000_000u128 >> halvings;
+    // linear from `at` to `at/2` over one half-life
+    (at - at * frac / (2 * half_life_ms as u128)) as u32
 }
 
-impl UptimeWindow {
-    /// Slots in the window (128: a little over five days of hours).
-    pub const SLOTS: u32 = 128;
+/// Uptime as an exponentially weighted fraction of time online (the `uptime_ppm`
+/// input of [`ReputationInputs`]): `u(t) = s + (u0 - s) * r(t - t0)` where `s` is
+/// the current state (1,000,000 ppm online, 0 offline), `(u0, t0)` the value at the
+/// last online/offline flip and `r` [`retain_ppm`] with the uptime half-life.
+/// The operator keeps it in an annotation ([`UptimeTrack::encode`]); the simulator
+/// observes its nodes with the same track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptimeTrack {
+    /// ppm at the last flip.
+    pub base_ppm: u32,
+    /// When the state last flipped, ms.
+    pub since_ms: u64,
+    pub online: bool,
+}
 
-    /// Records one slot.
-    pub fn record(&mut self, online: bool) {
-        self.bits = (self.bits << 1) | online as u128;
-        self.observed = (self.observed as u32 + 1).min(Self::SLOTS) as u8;
+impl UptimeTrack {
+    /// The annotation form `"<ppm>/<ms>/<0|1>"`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.base_ppm,
+            self.since_ms,
+            u8::from(self.online)
+        )
     }
 
-    /// Slots observed so far (at most [`Self::SLOTS`]).
-    pub fn observed(&self) -> u32 {
-        self.observed as u32
-    }
-
-    /// Online slots / observed slots, ppm; `None` before the first slot.
-    pub fn uptime_ppm(&self) -> Option<u32> {
-        let n = self.observed as u32;
-        if n == 0 {
+    /// Parses [`UptimeTrack::encode`]; `None` when malformed.
+    pub fn decode(s: &str) -> Option<UptimeTrack> {
+        let mut it = s.split('/');
+        let base_ppm: u32 = it.next()?.parse().ok()?;
+        let since_ms: u64 = it.next()?.parse().ok()?;
+        let online = match it.next()? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        if it.next().is_some() || base_ppm > 1_000_000 {
             return None;
         }
-        let mask = if n >= 128 {
-            u128::MAX
-        } else {
-            (1u128 << n) - 1
-        };
-        Some(((self.bits & mask).count_ones() as u64 * 1_000_000 / n as u64) as u32)
+        Some(UptimeTrack {
+            base_ppm,
+            since_ms,
+            online,
+        })
+    }
+
+    /// The uptime now, ppm.
+    pub fn at(&self, now_ms: u64, half_life_ms: u64) -> u32 {
+        let target: i64 = if self.online { 1_000_000 } else { 0 };
+        let r = retain_ppm(now_ms.saturating_sub(self.since_ms), half_life_ms) as i64;
+        (target + (self.base_ppm as i64 - target) * r / 1_000_000).clamp(0, 1_000_000) as u32
+    }
+
+    /// The track after observing `online` at `now_ms`: unchanged while the state
+    /// holds, a new base at a flip. A node seen for the first time starts at the
+    /// state it is in.
+    pub fn observe(
+        prev: Option<UptimeTrack>,
+        online: bool,
+        now_ms: u64,
+        half_life_ms: u64,
+    ) -> Self {
+        match prev {
+            Some(p) if p.online == online => p,
+            Some(p) => UptimeTrack {
+                base_ppm: p.at(now_ms, half_life_ms),
+                since_ms: now_ms,
+                online,
+            },
+            None => UptimeTrack {
+                base_ppm: if online { 1_000_000 } else { 0 },
+                since_ms: now_ms,
+                online,
+            },
+        }
     }
 }
 
@@ -254,23 +309,33 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn uptime_window_slides() {
-        let mut w = UptimeWindow::default();
-        assert_eq!(w.uptime_ppm(), None);
-        for _ in 0..10 {
-            w.record(true);
+    fn uptime_track() {
+        let hl = 1_000;
+        let t = UptimeTrack::observe(None, true, 0, hl);
+        assert_eq!(t.at(10_000, hl), 1_000_000);
+        let t2 = UptimeTrack::observe(Some(t), true, 500, hl);
+        assert_eq!(t2, t);
+        let off = UptimeTrack::observe(Some(t), false, 2_000, hl);
+        assert_eq!(off.base_ppm, 1_000_000);
+        assert_eq!(off.at(3_000, hl), 500_000);
+        assert_eq!(off.at(4_000, hl), 250_000);
+        let on = UptimeTrack::observe(Some(off), true, 3_000, hl);
+        assert_eq!(on.base_ppm, 500_000);
+        assert_eq!(on.at(4_000, hl), 750_000);
+        assert_eq!(UptimeTrack::decode(&on.encode()), Some(on));
+        for bad in ["", "1/2", "1/2/3", "x/1/1", "2000000/1/1", "1/1/1/1"] {
+            assert_eq!(UptimeTrack::decode(bad), None, "{bad}");
         }
-        for _ in 0..10 {
-            w.record(false);
-        }
-        assert_eq!(w.uptime_ppm(), Some(500_000));
-        for _ in 0..200 {
-            w.record(true);
-        }
-        assert_eq!(w.observed(), 128);
-        assert_eq!(w.uptime_ppm(), Some(1_000_000)); // the offline slots slid out
-        w.record(false);
-        assert_eq!(w.uptime_ppm(), Some(1_000_000 * 127 / 128));
+        assert_eq!(retain_ppm(0, 0), 0);
+        assert_eq!(retain_ppm(u64::MAX, 1), 0);
+        assert_eq!(retain_ppm(500, 1_000), 750_000);
+        // the warm-up keeps the prior
+        let cfg = ReputationConfig::default();
+        assert_eq!(cfg.uptime_ppm(&off, cfg.uptime_warmup_ms - 1, 3_000), None);
+        assert_eq!(
+            cfg.uptime_ppm(&off, cfg.uptime_warmup_ms, 3_000),
+            Some(off.at(3_000, cfg.uptime_half_life_ms))
+        );
     }
 
     #[test]
@@ -404,6 +469,25 @@ mod tests {
             let worse = ReputationInputs { jobs_succeeded: ok1.min(ok2), jobs_failed_provider: f1.max(f2), ..Default::default() };
             let better = ReputationInputs { jobs_succeeded: ok1.max(ok2), jobs_failed_provider: f1.min(f2), ..Default::default() };
             prop_assert!(cfg.score_decayed(&worse, a).score <= cfg.score_decayed(&better, a).score);
+        }
+
+        #[test]
+        fn uptime_track_bounded_and_follows_the_state(flips in proptest::collection::vec((any::<bool>(), 0u64..10_000_000), 1..30),
+                                                    hl in 1u64..5_000_000) {
+            let (mut t, mut now) = (None::<UptimeTrack>, 0u64);
+            for (online, dt) in flips {
+                now += dt;
+                let before = t.map(|x| x.at(now, hl));
+                let next = UptimeTrack::observe(t, online, now, hl);
+                prop_assert!(next.base_ppm <= 1_000_000);
+                // a flip keeps the value it flipped at
+                if let Some(b) = before { prop_assert_eq!(next.at(now, hl), b); }
+                // later, it only moves toward the state it is in
+                let (a1, a2) = (next.at(now + hl / 2, hl), next.at(now + 3 * hl, hl));
+                if online { prop_assert!(a1 <= a2); } else { prop_assert!(a1 >= a2); }
+                prop_assert_eq!(UptimeTrack::decode(&next.encode()), Some(next));
+                t = Some(next);
+            }
         }
 
         #[test]

@@ -150,6 +150,25 @@ impl StakingConfig {
         })
     }
 
+    /// The minimum stake of an inventory: [`Self::min_stake_node`] over the known
+    /// model groups plus the base stake (multiplier 1×) per GPU of a model the market
+    /// does not know (see [`crate::gpu::model_groups`]).
+    pub fn min_stake_inventory(
+        &self,
+        groups: &[(GpuModel, u32)],
+        unknown: u32,
+    ) -> Result<Amount, MoneyError> {
+        let per_unknown = (self.base_stake_io as u128)
+            .checked_mul(self.unit as u128)
+            .and_then(|x| x.checked_mul(unknown as u128))
+            .ok_or(MoneyError::Overflow("min_stake"))?;
+        money::add(
+            self.min_stake_node(groups)?,
+            money::to_amount(per_unknown, "min_stake")?,
+            "min_stake",
+        )
+    }
+
     /// Whether a node earns idle rewards at `now_ms`; the first failing reason otherwise.
     pub fn reward_eligibility(&self, e: &EligibilityInput, now_ms: u64) -> Result<(), Ineligible> {
         if e.slashed || e.phase == NodePhase::Slashed {
@@ -202,14 +221,19 @@ impl StakingConfig {
         now_ms >= self.unbonding_ends(unbonding_started_ms)
     }
 
-    /// Burns `ceil(stake * slash_bps / 10_000)` (at most the stake) of every position.
+    /// What slashing burns of one position: `ceil(stake * slash_bps / 10_000)`, at
+    /// most the stake.
+    pub fn slash_amount(&self, stake: Amount) -> Result<Amount, MoneyError> {
+        Ok(money::bps_ceil(stake, self.slash_bps.min(10_000))?.min(stake))
+    }
+
+    /// Burns [`Self::slash_amount`] of every position.
     pub fn slash(&self, stakes: &[Amount]) -> Result<SlashOutcome, MoneyError> {
-        let bps = self.slash_bps.min(10_000);
         let mut burned_each = Vec::with_capacity(stakes.len());
         let mut remaining = Vec::with_capacity(stakes.len());
         let mut burned = 0u64;
         for s in stakes {
-            let b = money::bps_ceil(*s, bps)?.min(*s);
+            let b = self.slash_amount(*s)?;
             burned = money::add(burned, b, "slash")?;
             burned_each.push(b);
             remaining.push(*s - b);
@@ -556,6 +580,32 @@ mod tests {
         assert_eq!(s.remaining, vec![50, 1, 0]);
         assert_eq!(s.burned, 52);
         assert_eq!(s.intent("n/slash/0".into()).movements.len(), 1);
+        assert_eq!(c.slash_amount(3).unwrap(), 2);
+        let all = StakingConfig {
+            slash_bps: 20_000,
+            ..StakingConfig::default()
+        };
+        assert_eq!(all.slash_amount(3).unwrap(), 3);
+    }
+
+    #[test]
+    fn inventory_minimum_counts_unknown_models_at_base() {
+        let c = StakingConfig::default();
+        let (g, unknown) = crate::gpu::model_groups([
+            "NVIDIA H100 80GB HBM3",
+            "NVIDIA H100 80GB HBM3",
+            "NVIDIA GeForce RTX 4070",
+            "Radeon",
+        ]);
+        assert_eq!(g, vec![(GpuModel::H100, 2), (GpuModel::Rtx4070, 1)]);
+        assert_eq!(unknown, 1);
+        let io = 1_000_000_000u64;
+        // 200*10*2 + 200*1 (RTX 4070 at its 1x floor) + 200*1 (unknown at 1x)
+        assert_eq!(c.min_stake_inventory(&g, unknown).unwrap(), 4_400 * io);
+        assert_eq!(
+            c.min_stake_inventory(&g, 0).unwrap(),
+            c.min_stake_node(&g).unwrap()
+        );
     }
 
     fn rn(mult: u32, gpus: u32, idle: u32, comm: u32, stakes: &[u64]) -> RewardNode {
@@ -609,6 +659,22 @@ mod tests {
     }
 
     proptest! {
+        /// A slash burns the rounded-up share of each position, never more than it holds.
+        #[test]
+        fn slash_burns_the_share_and_nothing_else(stakes in proptest::collection::vec(0u64..u64::MAX / 16, 0..8), bps in 0u32..=20_000) {
+            let c = StakingConfig { slash_bps: bps, ..StakingConfig::default() };
+            let out = c.slash(&stakes).unwrap();
+            for (i, s) in stakes.iter().enumerate() {
+                let b = out.burned_each[i];
+                prop_assert_eq!(b, c.slash_amount(*s).unwrap());
+                prop_assert!(b <= *s);
+                prop_assert_eq!(b + out.remaining[i], *s);
+                let want = (*s as u128 * bps.min(10_000) as u128).div_ceil(10_000);
+                prop_assert_eq!(b as u128, want);
+            }
+            prop_assert_eq!(out.burned as u128, out.burned_each.iter().map(|b| *b as u128).sum::<u128>());
+        }
+
         /// Across many hours, emission + initial dust == everything paid + final dust.
         #[test]
         fn no_unit_lost_across_hours(

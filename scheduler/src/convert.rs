@@ -6,30 +6,15 @@
 //! - a pod → the key of its ComputeJob (owner reference, else label `solgrid.dev/job`).
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use serde::{Deserialize, Serialize};
-use solgrid_crds::{
-    ComputeJob, ComputeJobPhase, GpuHealth, GpuNode, GpuNodePhase, Preference as CrdPreference,
-    RegionPolicy,
-};
+use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuHealth, GpuNode, LABEL_JOB, RegionPolicy};
 use solgrid_market::Token;
 use solgrid_market::gpu::{GpuModel, GpuVendor, ModelSet};
-use solgrid_market::matching::{
-    GeoPoint, GpuGroup, JobRequirements, MatchConfig, NodePhase, NodeSnapshot, Preference,
-};
-use solgrid_market::pricing::PricingConfig;
+use solgrid_market::matching::{GeoPoint, GpuGroup, JobRequirements, NodeSnapshot};
 
-/// The label that ties a pod to its ComputeJob (same namespace), used when the pod
-/// has no ComputeJob owner reference.
-pub const JOB_LABEL: &str = "solgrid.dev/job";
-
-/// The market configuration the extender needs: matching weights and thresholds,
-/// and the token rates that turn a locked price into micro-USD.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct MarketConfig {
-    pub matching: MatchConfig,
-    pub pricing: PricingConfig,
-}
+/// The market configuration (the one [`solgrid_market::MarketConfig`]); the
+/// extender reads its matching weights and thresholds, and the token rates that
+/// turn a locked price into micro-USD.
+pub use solgrid_market::MarketConfig;
 
 /// What the Kubernetes Node says about scheduling onto it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,17 +39,6 @@ pub fn node_condition(node: &Node) -> NodeCondition {
         .and_then(|s| s.unschedulable)
         .unwrap_or(false);
     NodeCondition { ready, cordoned }
-}
-
-fn phase(p: GpuNodePhase) -> NodePhase {
-    match p {
-        GpuNodePhase::Pending => NodePhase::Pending,
-        GpuNodePhase::Verifying => NodePhase::Verifying,
-        GpuNodePhase::Active => NodePhase::Active,
-        GpuNodePhase::Draining => NodePhase::Draining,
-        GpuNodePhase::Offline => NodePhase::Offline,
-        GpuNodePhase::Slashed => NodePhase::Slashed,
-    }
 }
 
 /// The Kubernetes Node name a GpuNode stands for (`spec.nodeName`, else its own name).
@@ -125,7 +99,7 @@ pub fn node_snapshot(gn: &GpuNode) -> NodeSnapshot {
     NodeSnapshot {
         name: gpunode_node_name(gn),
         gpus,
-        phase: phase(st.phase),
+        phase: st.phase.into(),
         draining: gn.spec.draining,
         stake: st.stake_total,
         min_stake: st.minimum_stake,
@@ -209,11 +183,7 @@ pub fn job_view(job: &ComputeJob, cfg: &MarketConfig) -> JobView {
             lat: c.latitude,
             lon: c.longitude,
         }),
-        preference: match spec.preference {
-            CrdPreference::Cheapest => Preference::Cheapest,
-            CrdPreference::Fastest => Preference::Fastest,
-            CrdPreference::Balanced => Preference::Balanced,
-        },
+        preference: spec.preference.into(),
     }))
 }
 
@@ -243,7 +213,7 @@ pub fn pod_job(pod: &Pod) -> Option<JobRef> {
             uid: Some(owner.uid.clone()).filter(|u| !u.is_empty()),
         });
     }
-    let name = md.labels.as_ref()?.get(JOB_LABEL)?;
+    let name = md.labels.as_ref()?.get(LABEL_JOB)?;
     if name.is_empty() {
         return None;
     }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod convert;
 pub mod extender;
 pub mod metrics;
+pub mod reason;
 pub mod requeue;
 pub mod server;
 pub mod snapshot;

@@ -12,7 +12,7 @@
 //! | `solgrid_scheduler_requests_rejected_total` | counter | `verb`, `reason` (`timeout`, `busy`, `too_large`) |
 //! | `solgrid_scheduler_requests_in_flight` | gauge | |
 
-use crate::extender::Reason;
+use crate::reason::Reason;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,

@@ -2,12 +2,8 @@
 //! configuration types, so the simulator tunes exactly what a live cluster uses).
 
 use serde::Serialize;
-use solgrid_market::fees::FeeConfig;
-use solgrid_market::matching::MatchConfig;
-use solgrid_market::pricing::PricingConfig;
-use solgrid_market::reputation::ReputationConfig;
+use solgrid_market::MarketConfig;
 use solgrid_market::settlement::Periods;
-use solgrid_market::staking::StakingConfig;
 
 /// Everything a run depends on. Same config and seed ⇒ same report.
 #[derive(Clone, Debug, Serialize)]
@@ -40,11 +36,9 @@ pub struct SimConfig {
     /// Matching: stop scanning after this many feasible nodes / evaluations per worker.
     pub feasible_target: usize,
     pub scan_limit: usize,
-    pub fees: FeeConfig,
-    pub pricing: PricingConfig,
-    pub staking: StakingConfig,
-    pub matching: MatchConfig,
-    pub reputation: ReputationConfig,
+    /// The market tables (the one `MarketConfig` the operator, extender and CLI read).
+    #[serde(flatten)]
+    pub market: MarketConfig,
     pub periods: Periods,
 }
 
@@ -66,11 +60,7 @@ impl Default for SimConfig {
             joining_permille: 100,
             feasible_target: 16,
             scan_limit: 256,
-            fees: FeeConfig::default(),
-            pricing: PricingConfig::default(),
-            staking: StakingConfig::default(),
-            matching: MatchConfig::default(),
-            reputation: ReputationConfig::default(),
+            market: MarketConfig::default(),
             periods: Periods::default(),
         }
     }

@@ -18,16 +18,19 @@ use crate::config::SimConfig;
 use crate::fleet::{self, REGIONS};
 use crate::jobs::{self, JobSpec};
 use crate::rng::Rng;
+use solgrid_market::MarketConfig;
 use solgrid_market::emission::{EmissionSchedule, HOURS_PER_MONTH};
 use solgrid_market::fees::escrow_max_cost;
-use solgrid_market::gpu::{GpuModel, ModelSet};
+use solgrid_market::gpu::GpuModel;
+use solgrid_market::idle::IdleWindow;
 use solgrid_market::ledger::{Account, Amount, Intent, Ledger, Movement, Op, Token};
 use solgrid_market::matching::{self, GpuGroup, JobRequirements, NodePhase, NodeSnapshot};
 use solgrid_market::money::{self, MoneyError};
 use solgrid_market::pricing::{QuoteRequest, Urgency};
-use solgrid_market::reputation::{ReputationInputs, UptimeWindow};
+use solgrid_market::reputation::{EvidenceAge, ReputationInputs, UptimeTrack};
 use solgrid_market::settlement::{self, NodeUsage, SettlementInput};
 use solgrid_market::staking::{self, EligibilityInput, Recipient, RewardNode, StakeShare};
+use solgrid_market::supply::{SupplyIndex, SupplyNode};
 
 pub const HOUR: u64 = 3_600_000;
 /// Simulated time starts 60 days after the epoch so that the fleet can have a past.
@@ -67,10 +70,12 @@ pub(crate) struct Node {
     pub stakes: Vec<(u32, Amount)>,
     pub jobs_ok: u32,
     pub jobs_failed: u32,
+    /// When a job outcome was last counted (the evidence age reputation decays by).
+    pub last_outcome_ms: Option<u64>,
     pub ver_ok: u32,
     pub ver_failed: u32,
-    /// Online history, one slot per hour since the node joined.
-    pub uptime: UptimeWindow,
+    /// The uptime track, observed every hour as the operator observes the heartbeat.
+    pub uptime: Option<UptimeTrack>,
     /// GPU-ms busy in the current hour.
     pub busy_ms: u64,
     pub earned_compute_io: u128,
@@ -222,7 +227,7 @@ impl<L: Ledger + 'static> Sim<L> {
         )?;
         let staking_cfg = solgrid_market::staking::StakingConfig {
             unit: io_unit,
-            ..cfg.staking.clone()
+            ..cfg.market.staking.clone()
         };
 
         // Providers and their nodes.
@@ -269,9 +274,10 @@ impl<L: Ledger + 'static> Sim<L> {
                     stakes: Vec::new(),
                     jobs_ok: 0,
                     jobs_failed: 0,
+                    last_outcome_ms: None,
                     ver_ok: 0,
                     ver_failed: 0,
-                    uptime: UptimeWindow::default(),
+                    uptime: None,
                     busy_ms: 0,
                     earned_compute_io: 0,
                     earned_rewards_io: 0,
@@ -410,7 +416,7 @@ impl<L: Ledger + 'static> Sim<L> {
         for (i, n) in nodes.iter().enumerate() {
             by_model[n.model.index()].push(i as u32);
             let r = &REGIONS[n.region];
-            let reference = cfg.pricing.reference(n.model);
+            let reference = cfg.market.pricing.reference(n.model);
             let floor = if fleet_rng.below(100) < 60 {
                 reference * fleet_rng.range(0, 60) / 100
             } else {
@@ -429,7 +435,7 @@ impl<L: Ledger + 'static> Sim<L> {
                 draining: false,
                 stake: n.stakes.iter().map(|s| s.1).sum(),
                 min_stake: staking_cfg.min_stake(n.model, n.gpus)?,
-                reputation: cfg.reputation.prior,
+                reputation: cfg.market.reputation.prior,
                 floor_micro_usd: floor,
                 region: r.name.to_string(),
                 country: r.country.to_string(),
@@ -474,7 +480,7 @@ impl<L: Ledger + 'static> Sim<L> {
             (None, None) => {
                 // Derive from capacity: load% of fleet GPU-hours over the mean job size.
                 let mut probe = Rng::new(cfg.seed ^ 0xA11CE);
-                let reference = |m: GpuModel| cfg.pricing.reference(m);
+                let reference = |m: GpuModel| cfg.market.pricing.reference(m);
                 let samples = 2_000u64;
                 let milli: u64 = (0..samples)
                     .map(|_| {
@@ -530,7 +536,10 @@ impl<L: Ledger + 'static> Sim<L> {
             gpu_ms_delivered: 0,
             nodes,
             cfg: SimConfig {
-                staking: staking_cfg,
+                market: MarketConfig {
+                    staking: staking_cfg,
+                    ..cfg.market
+                },
                 ..cfg
             },
         })
@@ -635,6 +644,7 @@ impl<L: Ledger + 'static> Sim<L> {
                     {
                         run.failed_at = Some(now);
                         n.jobs_failed += 1;
+                        n.last_outcome_ms = Some(now);
                     }
                 }
             }
@@ -706,7 +716,7 @@ impl<L: Ledger + 'static> Sim<L> {
                         final_period,
                         usage: &usage,
                     },
-                    &self.cfg.fees,
+                    &self.cfg.market.fees,
                 )
                 .map_err(market)?;
                 let t = tidx(job.spec.token);
@@ -745,6 +755,7 @@ impl<L: Ledger + 'static> Sim<L> {
                         (snap.gpus[0].healthy_free + g).min(snap.gpus[0].total);
                     if !failed {
                         self.nodes[n as usize].jobs_ok += 1;
+                        self.nodes[n as usize].last_outcome_ms = Some(now);
                     }
                 }
                 job.outcome = if cut_off {
@@ -787,11 +798,20 @@ impl<L: Ledger + 'static> Sim<L> {
                 min_stake: snap.min_stake,
                 slashed: n.slashed,
             };
-            let eligible = n.present && self.cfg.staking.reward_eligibility(&input, now).is_ok();
-            let cap = n.gpus as u64 * HOUR;
-            self.reward_nodes[i].idle_ppm = if eligible && cap > 0 {
-                (1_000_000 - (n.busy_ms.min(cap) as u128 * 1_000_000 / cap as u128) as u32)
-                    .min(1_000_000)
+            let eligible = n.present
+                && self
+                    .cfg
+                    .market
+                    .staking
+                    .reward_eligibility(&input, now)
+                    .is_ok();
+            let window = IdleWindow {
+                gpus: n.gpus,
+                from_ms: now.saturating_sub(HOUR),
+                to_ms: now,
+            };
+            self.reward_nodes[i].idle_ppm = if eligible {
+                window.idle_ppm_of_busy(n.busy_ms as u128)
             } else {
                 0
             };
@@ -801,7 +821,7 @@ impl<L: Ledger + 'static> Sim<L> {
         let split = staking::split_rewards(
             pool,
             &self.reward_nodes,
-            self.cfg.staking.max_commission_bps,
+            self.cfg.market.staking.max_commission_bps,
         )?;
         for p in &split.payouts {
             let n = &mut self.nodes[p.node];
@@ -834,18 +854,18 @@ impl<L: Ledger + 'static> Sim<L> {
     fn verify(&mut self, now: u64) -> Result<(), SimError> {
         for i in 0..self.nodes.len() {
             let n = &mut self.nodes[i];
-            if !n.present || n.slashed || !n.online {
-                if n.present {
-                    n.uptime.record(false);
-                }
-            } else {
-                n.uptime.record(true);
+            if n.present {
+                // the heartbeat: a slashed node that is up still renews its lease
+                let half_life = self.cfg.market.reputation.uptime_half_life_ms;
+                n.uptime = Some(UptimeTrack::observe(n.uptime, n.online, now, half_life));
+            }
+            if n.present && !n.slashed && n.online {
                 if n.cheater && self.rng.chance_ppm(self.cfg.detection_ppm) {
                     n.ver_failed += 1;
                     n.slashed = true;
                     self.slashed_nodes += 1;
                     let amounts: Vec<Amount> = n.stakes.iter().map(|s| s.1).collect();
-                    let out = self.cfg.staking.slash(&amounts)?;
+                    let out = self.cfg.market.staking.slash(&amounts)?;
                     for (k, rem) in out.remaining.iter().enumerate() {
                         n.stakes[k].1 = *rem;
                         self.reward_nodes[i].stakes[k].amount = *rem;
@@ -867,16 +887,24 @@ impl<L: Ledger + 'static> Sim<L> {
                 }
             }
             let n = &self.nodes[i];
-            let uptime_ppm = n.uptime.uptime_ppm();
-            let rep = self.cfg.reputation.score(&ReputationInputs {
-                uptime_ppm,
-                jobs_succeeded: n.jobs_ok,
-                jobs_failed_provider: n.jobs_failed,
-                verifications_passed: n.ver_ok,
-                verifications_failed: n.ver_failed,
-                age_ms: now.saturating_sub(self.snaps[i].first_seen_ms),
-                slashed: n.slashed,
-            });
+            let rcfg = &self.cfg.market.reputation;
+            let age_ms = now.saturating_sub(self.snaps[i].first_seen_ms);
+            let rep = rcfg.score_decayed(
+                &ReputationInputs {
+                    uptime_ppm: n.uptime.and_then(|t| rcfg.uptime_ppm(&t, age_ms, now)),
+                    jobs_succeeded: n.jobs_ok,
+                    jobs_failed_provider: n.jobs_failed,
+                    verifications_passed: n.ver_ok,
+                    verifications_failed: n.ver_failed,
+                    age_ms,
+                    slashed: n.slashed,
+                },
+                EvidenceAge {
+                    jobs_ms: n.last_outcome_ms.map(|t| now.saturating_sub(t)),
+                    // verification runs every hour here
+                    verification_ms: Some(0),
+                },
+            );
             self.snaps[i].reputation = rep.score;
             self.set_phase(i);
         }
@@ -886,7 +914,7 @@ impl<L: Ledger + 'static> Sim<L> {
     fn arrive(&mut self, h: u64, now: u64) {
         let n = self.arrivals[h as usize];
         let n_buyers = self.buyer_region.len() as u64;
-        let pricing = &self.cfg.pricing;
+        let pricing = &self.cfg.market.pricing;
         let reference = |m: GpuModel| pricing.reference(m);
         for _ in 0..n {
             let buyer = self.rng.below(n_buyers) as u32;
@@ -908,32 +936,19 @@ impl<L: Ledger + 'static> Sim<L> {
         }
     }
 
-    /// Busy/online GPUs per model right now.
-    fn class_load(&self) -> (Vec<u64>, Vec<u64>) {
-        let mut online = vec![0u64; GpuModel::COUNT];
-        let mut busy = vec![0u64; GpuModel::COUNT];
-        for (n, s) in self.nodes.iter().zip(&self.snaps) {
-            if s.phase == NodePhase::Active {
-                online[n.model.index()] += n.gpus as u64;
-                busy[n.model.index()] += (n.gpus - s.gpus[0].healthy_free.min(n.gpus)) as u64;
-            }
-        }
-        (online, busy)
-    }
-
-    fn utilization_ppm(online: &[u64], busy: &[u64], set: ModelSet) -> u32 {
-        let (mut o, mut b) = (0u64, 0u64);
-        for m in set.iter() {
-            o += online[m.index()];
-            b += busy[m.index()];
-        }
-        (b * 1_000_000)
-            .checked_div(o)
-            .map_or(1_000_000, |u| u.min(1_000_000) as u32)
+    /// The supply of every GPU class right now, as the operator's quotes read it.
+    fn supply(&self) -> SupplyIndex {
+        SupplyIndex::build(self.nodes.iter().zip(&self.snaps).map(|(n, s)| SupplyNode {
+            model: n.model,
+            phase: s.phase,
+            gpus: n.gpus,
+            allocated: n.gpus - s.gpus[0].healthy_free.min(n.gpus),
+            floor_micro_usd: s.floor_micro_usd,
+        }))
     }
 
     fn place(&mut self, now: u64) -> Result<(), SimError> {
-        let (online, mut busy) = self.class_load();
+        let mut supply = self.supply();
         // Most urgent first, then oldest.
         let mut queue = std::mem::take(&mut self.queue);
         queue.sort_by_key(|j| (std::cmp::Reverse(self.jobs[*j as usize].spec.urgency), *j));
@@ -945,9 +960,11 @@ impl<L: Ledger + 'static> Sim<L> {
                 self.jobs[j as usize].outcome = Outcome::Expired;
                 continue;
             }
-            let rate = self.cfg.pricing.rate(spec.token);
+            let rate = self.cfg.market.pricing.rate(spec.token);
+            let (utilization_ppm, floor_micro_usd) = supply.get(spec.quote_model);
             let quote = self
                 .cfg
+                .market
                 .pricing
                 .quote(&QuoteRequest {
                     model: spec.quote_model,
@@ -957,8 +974,8 @@ impl<L: Ledger + 'static> Sim<L> {
                     workers: spec.workers,
                     min_vram_mib: spec.min_vram_mib,
                     max_duration_ms: spec.max_duration_ms,
-                    utilization_ppm: Self::utilization_ppm(&online, &busy, spec.models),
-                    floor_micro_usd: 0,
+                    utilization_ppm,
+                    floor_micro_usd,
                     budget_cap_per_gpu_hour: Some(rate.from_micro_usd(spec.budget_micro_usd)?),
                 })
                 .map_err(market)?;
@@ -1007,7 +1024,7 @@ impl<L: Ledger + 'static> Sim<L> {
                 spec.max_duration_ms,
                 quote.price_per_gpu_hour,
                 spec.token,
-                &self.cfg.fees,
+                &self.cfg.market.fees,
             )
             .map_err(market)?;
             let t = tidx(spec.token);
@@ -1022,7 +1039,7 @@ impl<L: Ledger + 'static> Sim<L> {
             }
             *funds -= escrow.total;
             for &(n, g) in &chosen {
-                busy[self.nodes[n as usize].model.index()] += g as u64;
+                supply.allocate(self.nodes[n as usize].model, g as i64);
             }
             let uid = format!("job{j:07}");
             let payer = &self.wallets[(self.buyers_start + spec.buyer) as usize];
@@ -1066,7 +1083,7 @@ impl<L: Ledger + 'static> Sim<L> {
                 let i = list[(start + k) % list.len()];
                 evaluated += 1;
                 if let Ok(s) =
-                    matching::evaluate(&self.snaps[i as usize], req, &self.cfg.matching, now)
+                    matching::evaluate(&self.snaps[i as usize], req, &self.cfg.market.matching, now)
                 {
                     feasible += 1;
                     if best.is_none_or(|(b, bi)| s > b || (s == b && i < bi)) {
@@ -1108,8 +1125,8 @@ impl<L: Ledger + 'static> Sim<L> {
         self.totals.rewards_paid_io += paid;
         if self.usdc_fees_pending > 0 {
             let usdc = self.usdc_fees_pending;
-            let micro_usd = self.cfg.pricing.usdc_rate.to_micro_usd(usdc)?;
-            let io_rate = self.cfg.pricing.io_rate;
+            let micro_usd = self.cfg.market.pricing.usdc_rate.to_micro_usd(usdc)?;
+            let io_rate = self.cfg.market.pricing.io_rate;
             let io = money::to_amount(
                 money::mul_div_floor(
                     micro_usd as u128,
@@ -1147,11 +1164,12 @@ impl<L: Ledger + 'static> Sim<L> {
     }
 
     fn record(&mut self, hour: u64, utilization_ppm: u32) -> Result<(), SimError> {
-        let (online, busy) = self.class_load();
+        let supply = self.supply();
         let mut prices = Vec::with_capacity(PRICE_CLASSES.len());
         for m in PRICE_CLASSES {
             let q = self
                 .cfg
+                .market
                 .pricing
                 .quote(&QuoteRequest {
                     model: *m,
@@ -1161,8 +1179,8 @@ impl<L: Ledger + 'static> Sim<L> {
                     workers: 1,
                     min_vram_mib: 0,
                     max_duration_ms: HOUR,
-                    utilization_ppm: Self::utilization_ppm(&online, &busy, ModelSet::of(&[*m])),
-                    floor_micro_usd: 0,
+                    utilization_ppm: supply.get(*m).0,
+                    floor_micro_usd: supply.get(*m).1,
                     budget_cap_per_gpu_hour: None,
                 })
                 .map_err(market)?;
