@@ -5,25 +5,14 @@
 //! a JSON file with any subset of the full tables (see [`MarketConfig`]).
 
 use clap::Parser;
-use serde::{Deserialize, Serialize};
-use solgrid_market::fees::FeeConfig;
-use solgrid_market::pricing::PricingConfig;
-use solgrid_market::reputation::ReputationConfig;
 use solgrid_market::settlement::Periods;
-use solgrid_market::staking::StakingConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Every market table, each defaulting to `solgrid-market`'s defaults.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct MarketConfig {
-    pub fees: FeeConfig,
-    pub pricing: PricingConfig,
-    pub staking: StakingConfig,
-    pub reputation: ReputationConfig,
-}
+/// Every market table, each defaulting to `solgrid-market`'s defaults (the one
+/// configuration the operator, extender, CLI and simulator share).
+pub use solgrid_market::MarketConfig;
 
 /// The operator's flags.
 #[derive(Clone, Debug, Parser)]
@@ -341,6 +330,7 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use solgrid_market::fees::FeeConfig;
 
     #[test]
     fn defaults_resolve() {

@@ -3,6 +3,7 @@
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
+use solgrid_market::supply::SupplyIndex;
 use chrono::{DateTime, Utc};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -329,12 +330,7 @@ pub struct Context {
     /// Consecutive failures per object key, for `error_policy`'s backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Supply per GPU class, rebuilt from the GpuNode cache at most every 5 s.
-    supply: Mutex<
-        Option<(
-            std::time::Instant,
-            Arc<crate::computejob::quote::SupplyIndex>,
-        )>,
-    >,
+    supply: Mutex<Option<(std::time::Instant, Arc<SupplyIndex>)>>,
 }
 
 impl Context {
@@ -386,8 +382,7 @@ impl Context {
 
     /// Utilization and floors per GPU class from the GpuNode cache (empty without
     /// one), rebuilt at most every 5 seconds.
-    pub fn supply(&self) -> Arc<crate::computejob::quote::SupplyIndex> {
-        use crate::computejob::quote::SupplyIndex;
+    pub fn supply(&self) -> Arc<SupplyIndex> {
         let Some(store) = &self.caches.gpunodes else {
             return Arc::new(SupplyIndex::default());
         };
@@ -401,7 +396,9 @@ impl Context {
             return idx.clone();
         }
         let all = store.state();
-        let idx = Arc::new(SupplyIndex::build(all.iter().map(|n| n.as_ref())));
+        let idx = Arc::new(solgrid_crds::market::supply_index(
+            all.iter().map(|n| n.as_ref()),
+        ));
         *guard = Some((std::time::Instant::now(), idx.clone()));
         idx
     }

@@ -10,7 +10,6 @@
 //! The numbers come from the same market library the ComputeJob controller quotes
 //! with; this module only counts and labels.
 
-use crate::computejob::quote::SupplyIndex;
 use crate::context::Context;
 use solgrid_crds::{GpuHealth, GpuNode, GpuNodePhase};
 use solgrid_market::GpuModel;
@@ -77,7 +76,7 @@ pub fn compute(nodes: &[Arc<GpuNode>], pricing: &PricingConfig) -> MarketGauges 
             *g.gpus.entry((model, "idle")).or_default() += usable - allocated;
         }
     }
-    let supply = SupplyIndex::build(nodes.iter().map(|n| n.as_ref()));
+    let supply = solgrid_crds::market::supply_index(nodes.iter().map(|n| n.as_ref()));
     for model in GpuModel::ALL {
         let label = model.to_string();
         if !g.gpus.keys().any(|(m, _)| *m == label) {

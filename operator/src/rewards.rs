@@ -38,7 +38,7 @@
 //! `[from, to)`, kept a few hours), both written by the ComputeJob controller. A
 //! GPU allocated for 15 minutes of the hour earns for 45.
 
-use crate::gpunode::machine::{dominant_model, gpu_groups};
+use solgrid_market::gpu::{dominant_model, model_groups};
 use crate::{Context, Error, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -152,7 +152,7 @@ pub fn reward_nodes(
         if gpus == 0 {
             continue;
         }
-        let (groups, _) = gpu_groups(st.gpus.iter().map(|g| g.model.as_str()));
+        let (groups, _) = model_groups(st.gpus.iter().map(|g| g.model.as_str()));
         let mult = dominant_model(&groups)
             .map(|(m, _)| cfg.multiplier(m))
             .unwrap_or(1000);

@@ -206,7 +206,7 @@ fn main() -> anyhow::Result<()> {
     let rounds = 5;
     let t = Instant::now();
     // as `Context::supply`: one pass over the GpuNode cache, reused for 5 s
-    let supply = quote::SupplyIndex::build(all_nodes.iter().map(|n| n.as_ref()));
+    let supply = solgrid_crds::market::supply_index(all_nodes.iter().map(|n| n.as_ref()));
     println!(
         "supply index over {} GpuNodes built in {:.2?}",
         all_nodes.len(),

@@ -41,14 +41,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
-/// Label linking a worker pod to its job (value: the job's name).
-pub const LABEL_JOB: &str = "solgrid.dev/job";
-/// Label with the worker's index (0..N).
-pub const LABEL_WORKER: &str = "solgrid.dev/worker";
-/// Label with the gang attempt the pod belongs to.
-pub const LABEL_ATTEMPT: &str = "solgrid.dev/attempt";
-/// The finalizer that keeps a job until it is settled.
-pub const FINALIZER: &str = "solgrid.dev/settlement";
+pub use solgrid_crds::labels::{
+    FINALIZER_SETTLEMENT as FINALIZER, LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER,
+};
 /// How soon a sent escrow or settlement transaction is looked up again: Solana
 /// confirms in about half a second, so a 5 s poll added ~5 s to every step.
 const IN_FLIGHT_POLL: Duration = Duration::from_secs(2);

@@ -1,6 +1,6 @@
 //! The worker pods of a job.
 
-use super::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
+use solgrid_crds::labels::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,7 +45,7 @@ pub fn worker_pod(job: &ComputeJob, attempt: u32, index: u32, scheduler_name: &s
     let mut annotations = BTreeMap::new();
     if let Some(q) = job.status.as_ref().and_then(|s| s.quote.as_ref()) {
         annotations.insert(
-            "solgrid.dev/price-per-gpu-hour".to_string(),
+            solgrid_crds::labels::ANN_PRICE_PER_GPU_HOUR.to_string(),
             q.price_per_gpu_hour.to_string(),
         );
     }

@@ -1,12 +1,13 @@
-//! The dynamic quote of a job, from `solgrid_market::pricing` and the GpuNode cache
-//! (utilization and provider floors of the GPU class).
+//! The dynamic quote of a job, from `solgrid_market::pricing` and the supply of its
+//! GPU class (`solgrid_market::supply`, built from the GpuNode cache by `Context::supply`).
 
 use crate::conditions;
 use chrono::{DateTime, Utc};
-use solgrid_crds::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, Quote};
+use solgrid_crds::market::quote_request;
+use solgrid_crds::{ComputeJobSpec, GpuVendor, Quote};
 use solgrid_market::GpuModel;
 use solgrid_market::fees::{FeeConfig, escrow_max_cost};
-use solgrid_market::pricing::{PricingConfig, QuoteRequest};
+use solgrid_market::pricing::PricingConfig;
 
 /// The GPU class a job is quoted for: the first model it allows that the market
 /// knows (for the job's vendor), or the configured default of its vendor.
@@ -35,70 +36,6 @@ pub fn target_model(
         })
 }
 
-/// Utilization (ppm) and the lowest provider floor (micro-USD) of a GPU class,
-/// over Active nodes whose model is `model`.
-pub fn supply<'a>(model: GpuModel, nodes: impl Iterator<Item = &'a GpuNode>) -> (u32, u64) {
-    let (mut total, mut busy, mut floor) = (0u64, 0u64, None::<u64>);
-    for n in nodes {
-        let Some(st) = &n.status else { continue };
-        if st.phase != GpuNodePhase::Active {
-            continue;
-        }
-        if st.model.as_deref().and_then(GpuModel::parse) != Some(model) {
-            continue;
-        }
-        total += st.gpu_count as u64;
-        busy += (st.allocated_gpus.min(st.gpu_count)) as u64;
-        let f = n.spec.floor_micro_usd_per_gpu_hour;
-        floor = Some(floor.map_or(f, |x: u64| x.min(f)));
-    }
-    let ppm = (busy * 1_000_000)
-        .checked_div(total)
-        .map_or(0, |x| x.min(1_000_000) as u32);
-    (ppm, floor.unwrap_or(0))
-}
-
-/// Utilization and lowest floor of every GPU class, built in one pass over the
-/// GpuNode cache (each node's model parsed once), so that a quote costs O(1).
-#[derive(Clone, Debug, Default)]
-pub struct SupplyIndex {
-    by_model: std::collections::HashMap<GpuModel, (u64, u64, u64)>,
-}
-
-impl SupplyIndex {
-    pub fn build<'a>(nodes: impl Iterator<Item = &'a GpuNode>) -> Self {
-        let mut by_model: std::collections::HashMap<GpuModel, (u64, u64, u64)> =
-            std::collections::HashMap::new();
-        for n in nodes {
-            let Some(st) = &n.status else { continue };
-            if st.phase != GpuNodePhase::Active {
-                continue;
-            }
-            let Some(model) = st.model.as_deref().and_then(GpuModel::parse) else {
-                continue;
-            };
-            let e = by_model.entry(model).or_insert((0, 0, u64::MAX));
-            e.0 += st.gpu_count as u64;
-            e.1 += st.allocated_gpus.min(st.gpu_count) as u64;
-            e.2 = e.2.min(n.spec.floor_micro_usd_per_gpu_hour);
-        }
-        Self { by_model }
-    }
-
-    /// `(utilization ppm, lowest floor micro-USD)` of a class; `(0, 0)` when no node has it.
-    pub fn get(&self, model: GpuModel) -> (u32, u64) {
-        match self.by_model.get(&model) {
-            Some(&(total, busy, floor)) => (
-                (busy * 1_000_000)
-                    .checked_div(total)
-                    .map_or(0, |x| x.min(1_000_000) as u32),
-                if floor == u64::MAX { 0 } else { floor },
-            ),
-            None => (0, 0),
-        }
-    }
-}
-
 /// The outcome of quoting.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QuoteOutcome {
@@ -118,22 +55,9 @@ pub fn quote(
     fees: &FeeConfig,
     now: DateTime<Utc>,
 ) -> Result<QuoteOutcome, String> {
-    let t = spec.payment_token.into();
-    let max_duration_ms = spec.max_duration_seconds.saturating_mul(1000);
-    let q = pricing_cfg
-        .quote(&QuoteRequest {
-            model,
-            token: t,
-            urgency: spec.urgency.into(),
-            gpus_per_worker: spec.gpus.count,
-            workers: spec.workers,
-            min_vram_mib: spec.gpus.min_vram_mib,
-            max_duration_ms,
-            utilization_ppm,
-            floor_micro_usd,
-            budget_cap_per_gpu_hour: Some(spec.max_price_per_gpu_hour),
-        })
-        .map_err(|e| e.to_string())?;
+    let req = quote_request(spec, model, utilization_ppm, floor_micro_usd);
+    let (t, max_duration_ms) = (req.token, req.max_duration_ms);
+    let q = pricing_cfg.quote(&req).map_err(|e| e.to_string())?;
     if q.below_market {
         return Ok(QuoteOutcome::BelowMarket(
             q.below_market_message()

@@ -17,10 +17,6 @@
 
 use crate::gpunode::heartbeat::Heartbeat;
 use solgrid_crds::GpuNodePhase;
-use solgrid_market::GpuModel;
-use solgrid_market::matching::NodePhase;
-use solgrid_market::money::MoneyError;
-use solgrid_market::reputation::{EvidenceAge, Reputation, ReputationConfig, ReputationInputs};
 use solgrid_market::staking::{EligibilityInput, Ineligible, StakingConfig};
 
 /// The facts the phase is decided from.
@@ -125,18 +121,6 @@ pub fn next_phase(i: &PhaseInput) -> (GpuNodePhase, PhaseReason) {
     (GpuNodePhase::Active, PhaseReason::Ready)
 }
 
-/// The market's view of a phase.
-pub fn market_phase(p: GpuNodePhase) -> NodePhase {
-    match p {
-        GpuNodePhase::Pending => NodePhase::Pending,
-        GpuNodePhase::Verifying => NodePhase::Verifying,
-        GpuNodePhase::Active => NodePhase::Active,
-        GpuNodePhase::Draining => NodePhase::Draining,
-        GpuNodePhase::Offline => NodePhase::Offline,
-        GpuNodePhase::Slashed => NodePhase::Slashed,
-    }
-}
-
 /// Whether a node in this phase runs the periodic verification.
 pub fn verifies(p: GpuNodePhase) -> bool {
     matches!(p, GpuNodePhase::Verifying | GpuNodePhase::Active)
@@ -164,164 +148,6 @@ pub fn online_since(hb: &Heartbeat, previous_ms: Option<u64>, now_ms: u64) -> Op
     })
 }
 
-/// Uptime over a sliding window, as an exponentially weighted fraction of time
-/// online: `u(t) = s + (u0 - s) * 2^(-(t - t0) / half_life)` where `s` is the current
-/// state (1,000,000 ppm online, 0 offline) and `(u0, t0)` the value at the last
-/// online/offline flip. Halving is exact at whole half-lives and linear in between
-/// (integer ppm, like the market's reputation decay).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UptimeTrack {
-    /// ppm at the last flip.
-    pub base_ppm: u32,
-    /// When the state last flipped, ms.
-    pub since_ms: u64,
-    pub online: bool,
-}
-
-impl UptimeTrack {
-    /// The annotation form `"<ppm>/<ms>/<0|1>"`.
-    pub fn encode(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.base_ppm,
-            self.since_ms,
-            u8::from(self.online)
-        )
-    }
-
-    /// Parses [`UptimeTrack::encode`]; `None` when malformed.
-    pub fn decode(s: &str) -> Option<UptimeTrack> {
-        let mut it = s.split('/');
-        let base_ppm: u32 = it.next()?.parse().ok()?;
-        let since_ms: u64 = it.next()?.parse().ok()?;
-        let online = match it.next()? {
-            "0" => false,
-            "1" => true,
-            _ => return None,
-        };
-        if it.next().is_some() || base_ppm > 1_000_000 {
-            return None;
-        }
-        Some(UptimeTrack {
-            base_ppm,
-            since_ms,
-            online,
-        })
-    }
-
-    /// The uptime now, ppm.
-    pub fn at(&self, now_ms: u64, half_life_ms: u64) -> u32 {
-        let target: i64 = if self.online { 1_000_000 } else { 0 };
-        let r = retain_ppm(now_ms.saturating_sub(self.since_ms), half_life_ms) as i64;
-        (target + (self.base_ppm as i64 - target) * r / 1_000_000).clamp(0, 1_000_000) as u32
-    }
-
-    /// The track after observing `online` at `now_ms`: unchanged while the state
-    /// holds, a new base at a flip. A node seen for the first time starts at the
-    /// state it is in.
-    pub fn observe(
-        prev: Option<UptimeTrack>,
-        online: bool,
-        now_ms: u64,
-        half_life_ms: u64,
-    ) -> Self {
-        match prev {
-            Some(p) if p.online == online => p,
-            Some(p) => UptimeTrack {
-                base_ppm: p.at(now_ms, half_life_ms),
-                since_ms: now_ms,
-                online,
-            },
-            None => UptimeTrack {
-                base_ppm: if online { 1_000_000 } else { 0 },
-                since_ms: now_ms,
-                online,
-            },
-        }
-    }
-}
-
-/// `2^(-elapsed / half_life)` in ppm, linear between whole half-lives.
-pub fn retain_ppm(elapsed_ms: u64, half_life_ms: u64) -> u32 {
-    if half_life_ms == 0 {
-        return 0;
-    }
-    let halvings = elapsed_ms / half_life_ms;
-    if halvings >= 32 {
-        return 0;
-    }
-    let frac = (elapsed_ms % half_life_ms) as u128;
-    let at = 1_000_000u128 >> halvings;
-    (at - at * frac / (2 * half_life_ms as u128)) as u32
-}
-
-/// The facts reputation is computed from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReputationFacts {
-    /// `None` while the node is too new to have an uptime record.
-    pub uptime_ppm: Option<u32>,
-    pub jobs_succeeded: u32,
-    pub jobs_failed_provider: u32,
-    pub verifications_passed: u32,
-    pub verifications_failed: u32,
-    pub age_ms: u64,
-    pub slashed: bool,
-    /// How old the job and verification evidence is (it decays toward the prior).
-    pub evidence_age: EvidenceAge,
-}
-
-/// The node's reputation (the market library's formula, with decay).
-pub fn reputation(cfg: &ReputationConfig, f: &ReputationFacts) -> Reputation {
-    cfg.score_decayed(
-        &ReputationInputs {
-            uptime_ppm: f.uptime_ppm,
-            jobs_succeeded: f.jobs_succeeded,
-            jobs_failed_provider: f.jobs_failed_provider,
-            verifications_passed: f.verifications_passed,
-            verifications_failed: f.verifications_failed,
-            age_ms: f.age_ms,
-            slashed: f.slashed,
-        },
-        f.evidence_age,
-    )
-}
-
-/// GPU groups of an inventory: `(model, count)` for models the market knows, and
-/// the number of GPUs of unknown models.
-pub fn gpu_groups<'a>(models: impl IntoIterator<Item = &'a str>) -> (Vec<(GpuModel, u32)>, u32) {
-    let mut groups: Vec<(GpuModel, u32)> = Vec::new();
-    let mut unknown = 0u32;
-    for m in models {
-        match GpuModel::parse(m) {
-            Some(model) => match groups.iter_mut().find(|(g, _)| *g == model) {
-                Some((_, n)) => *n = n.saturating_add(1),
-                None => groups.push((model, 1)),
-            },
-            None => unknown = unknown.saturating_add(1),
-        }
-    }
-    (groups, unknown)
-}
-
-/// The node's minimum stake: the market's formula per known model group, and the
-/// base stake (multiplier 1x) per GPU of an unknown model.
-pub fn minimum_stake(
-    cfg: &StakingConfig,
-    groups: &[(GpuModel, u32)],
-    unknown: u32,
-) -> Result<u64, MoneyError> {
-    let known = cfg.min_stake_node(groups)?;
-    let per_unknown = (cfg.base_stake_io as u128)
-        .checked_mul(cfg.unit as u128)
-        .and_then(|x| x.checked_mul(unknown as u128))
-        .ok_or(MoneyError::Overflow("min_stake"))?;
-    solgrid_market::money::add(
-        known,
-        solgrid_market::money::to_amount(per_unknown, "min_stake")?,
-        "min_stake",
-    )
-}
-
 /// Reward eligibility (the market's rules) and its human reason.
 pub fn eligibility(cfg: &StakingConfig, input: &EligibilityInput, now_ms: u64) -> (bool, String) {
     match cfg.reward_eligibility(input, now_ms) {
@@ -332,14 +158,6 @@ pub fn eligibility(cfg: &StakingConfig, input: &EligibilityInput, now_ms: u64) -
 
 fn describe(e: &Ineligible) -> String {
     e.to_string()
-}
-
-/// The dominant model of an inventory (most GPUs; ties by table order).
-pub fn dominant_model(groups: &[(GpuModel, u32)]) -> Option<(GpuModel, u32)> {
-    groups
-        .iter()
-        .copied()
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
 }
 
 #[cfg(test)]
@@ -431,62 +249,10 @@ mod tests {
     }
 
     #[test]
-    fn uptime_track() {
-        let hl = 1_000;
-        let t = UptimeTrack::observe(None, true, 0, hl);
-        assert_eq!(t.at(10_000, hl), 1_000_000);
-        let t2 = UptimeTrack::observe(Some(t), true, 500, hl);
-        assert_eq!(t2, t);
-        let off = UptimeTrack::observe(Some(t), false, 2_000, hl);
-        assert_eq!(off.base_ppm, 1_000_000);
-        assert_eq!(off.at(3_000, hl), 500_000);
-        assert_eq!(off.at(4_000, hl), 250_000);
-        let on = UptimeTrack::observe(Some(off), true, 3_000, hl);
-        assert_eq!(on.base_ppm, 500_000);
-        assert_eq!(on.at(4_000, hl), 750_000);
-        assert_eq!(UptimeTrack::decode(&on.encode()), Some(on));
-        for bad in ["", "1/2", "1/2/3", "x/1/1", "2000000/1/1", "1/1/1/1"] {
-            assert_eq!(UptimeTrack::decode(bad), None, "{bad}");
-        }
-        assert_eq!(retain_ppm(0, 0), 0);
-        assert_eq!(retain_ppm(u64::MAX, 1), 0);
-        assert_eq!(retain_ppm(500, 1_000), 750_000);
-    }
-
-    #[test]
-    fn stake_minimum_and_groups() {
-        let cfg = StakingConfig::default();
-        let (g, unknown) = gpu_groups([
-            "NVIDIA H100 80GB HBM3",
-            "NVIDIA H100 80GB HBM3",
-            "NVIDIA GeForce RTX 4070",
-            "Radeon",
-        ]);
-        assert_eq!(g, vec![(GpuModel::H100, 2), (GpuModel::Rtx4070, 1)]);
-        assert_eq!(unknown, 1);
-        let io = 1_000_000_000u64;
-        // 200*10*2 + 200*1 + 200*1 (unknown at 1x)
-        assert_eq!(minimum_stake(&cfg, &g, unknown).unwrap(), 4_400 * io);
-        assert_eq!(dominant_model(&g), Some((GpuModel::H100, 2)));
-        assert_eq!(dominant_model(&[]), None);
-    }
-
-    #[test]
-    fn reputation_slashed_is_floor_and_eligibility_reason() {
-        let cfg = ReputationConfig::default();
-        let f = ReputationFacts {
-            uptime_ppm: Some(1_000_000),
-            verifications_passed: 10,
-            ..Default::default()
-        };
-        assert!(reputation(&cfg, &f).score > 500);
-        assert_eq!(
-            reputation(&cfg, &ReputationFacts { slashed: true, ..f }).score,
-            0
-        );
+    fn eligibility_reason() {
         let s = StakingConfig::default();
         let input = EligibilityInput {
-            phase: NodePhase::Active,
+            phase: solgrid_market::matching::NodePhase::Active,
             verified: true,
             online_since_ms: Some(0),
             first_seen_ms: 0,

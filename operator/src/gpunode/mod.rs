@@ -24,7 +24,7 @@
 //!
 //! Annotations: `solgrid.dev/clear-slash=true` (set by an admin) clears a slash:
 //! the node verifies again; `solgrid.dev/uptime` (written by the operator) keeps the
-//! uptime track ([`machine::UptimeTrack`]).
+//! uptime track ([`solgrid_market::reputation::UptimeTrack`]).
 
 pub mod common;
 pub mod heartbeat;
@@ -47,7 +47,8 @@ use solgrid_crds::{
     GpuNode, GpuNodePhase, GpuNodeSpec, GpuNodeStatus, LedgerRecord, Location, ReputationStatus,
     SettlementState, StakePosition,
 };
-use solgrid_market::reputation::EvidenceAge;
+use solgrid_market::gpu::{dominant_model, model_groups};
+use solgrid_market::reputation::{EvidenceAge, ReputationInputs, UptimeTrack};
 use solgrid_market::staking::EligibilityInput;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,14 +56,9 @@ use verify::{PodState, VerifySettings};
 
 /// The controller's name (metrics label).
 pub const CONTROLLER: &str = "gpunode";
-/// Annotation an admin sets to clear a slash.
-pub const ANN_CLEAR_SLASH: &str = "solgrid.dev/clear-slash";
-/// Annotation keeping the uptime track.
-pub const ANN_UPTIME: &str = "solgrid.dev/uptime";
-/// Node annotations used when creating a GpuNode for a Node.
-pub const ANN_NODE_WALLET: &str = "solgrid.dev/payout-wallet";
-pub const ANN_NODE_REGION: &str = "solgrid.dev/region";
-pub const ANN_NODE_COUNTRY: &str = "solgrid.dev/country";
+pub use solgrid_crds::labels::{
+    ANN_CLEAR_SLASH, ANN_NODE_COUNTRY, ANN_NODE_REGION, ANN_NODE_WALLET, ANN_UPTIME,
+};
 
 /// The GpuNode controller's settings (derived from the operator configuration).
 #[derive(Clone, Debug)]
@@ -71,10 +67,6 @@ pub struct Settings {
     /// Lease name = prefix + node name (`""`: the kubelet's node lease).
     pub lease_prefix: String,
     pub heartbeat_timeout_ms: u64,
-    /// Half-life of the uptime track.
-    pub uptime_half_life_ms: u64,
-    /// New nodes keep the neutral uptime prior this long.
-    pub uptime_warmup_ms: u64,
     /// Every GpuNode is looked at least this often.
     pub resync: Duration,
     pub verify: VerifySettings,
@@ -86,8 +78,6 @@ impl Settings {
             lease_namespace: c.node_lease_namespace.clone(),
             lease_prefix: String::new(),
             heartbeat_timeout_ms: c.heartbeat_timeout.as_millis() as u64,
-            uptime_half_life_ms: 24 * 3_600_000,
-            uptime_warmup_ms: 3_600_000,
             resync: Duration::from_secs(30),
             verify: VerifySettings {
                 namespace: c.lease_namespace.clone(),
@@ -420,8 +410,8 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
     let mut st = old.clone();
     let generation = obj.metadata.generation;
 
-    let (groups, unknown) = machine::gpu_groups(st.gpus.iter().map(|d| d.model.as_str()));
-    let dominant = machine::dominant_model(&groups).map(|(m, _)| m);
+    let (groups, unknown) = model_groups(st.gpus.iter().map(|d| d.model.as_str()));
+    let dominant = dominant_model(&groups).map(|(m, _)| m);
     let mut events: Vec<(bool, &'static str, String)> = Vec::new();
     let mut delete_pod: Option<String> = None;
 
@@ -583,32 +573,31 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
     let prev_track = obj
         .annotations()
         .get(ANN_UPTIME)
-        .and_then(|a| machine::UptimeTrack::decode(a));
-    let track = machine::UptimeTrack::observe(prev_track, hb.online, now, s.uptime_half_life_ms);
+        .and_then(|a| UptimeTrack::decode(a));
+    let rcfg = &cfg.reputation;
+    let track = UptimeTrack::observe(prev_track, hb.online, now, rcfg.uptime_half_life_ms);
     let age_ms = now.saturating_sub(first_seen);
-    let rep = machine::reputation(
-        &cfg.reputation,
-        &machine::ReputationFacts {
-            uptime_ppm: (age_ms >= s.uptime_warmup_ms)
-                .then(|| track.at(now, s.uptime_half_life_ms)),
+    let rep = rcfg.score_decayed(
+        &ReputationInputs {
+            uptime_ppm: rcfg.uptime_ppm(&track, age_ms, now),
             jobs_succeeded: st.jobs.succeeded,
             jobs_failed_provider: st.jobs.failed_by_provider,
             verifications_passed: st.verification.passed,
             verifications_failed: st.verification.failed,
             age_ms,
             slashed: st.phase == GpuNodePhase::Slashed,
-            evidence_age: EvidenceAge {
-                jobs_ms: st
-                    .jobs
-                    .last_outcome
-                    .as_ref()
-                    .map(|t| now.saturating_sub(time_ms(t))),
-                verification_ms: st
-                    .verification
-                    .last_run
-                    .as_ref()
-                    .map(|t| now.saturating_sub(time_ms(t))),
-            },
+        },
+        EvidenceAge {
+            jobs_ms: st
+                .jobs
+                .last_outcome
+                .as_ref()
+                .map(|t| now.saturating_sub(time_ms(t))),
+            verification_ms: st
+                .verification
+                .last_run
+                .as_ref()
+                .map(|t| now.saturating_sub(time_ms(t))),
         },
     );
     st.reputation = ReputationStatus {
@@ -629,12 +618,14 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
         .filter_map(|p| p.status.as_ref())
         .filter(|s| stake_machine::counts_for_node(s.phase))
         .fold(0u64, |acc, s| acc.saturating_add(s.locked));
-    st.minimum_stake = machine::minimum_stake(&cfg.staking, &groups, unknown)
+    st.minimum_stake = cfg
+        .staking
+        .min_stake_inventory(&groups, unknown)
         .map_err(|e| Error::Market(e.to_string()))?;
     let (eligible, why) = machine::eligibility(
         &cfg.staking,
         &EligibilityInput {
-            phase: machine::market_phase(st.phase),
+            phase: st.phase.into(),
             verified: st.verification.verified,
             online_since_ms: since,
             first_seen_ms: first_seen,

@@ -16,7 +16,8 @@
 
 use solgrid_crds::{LedgerRecord, SettlementState, StakePhase};
 use solgrid_market::ledger::{Account, Amount, Intent, Movement, Op, Token};
-use solgrid_market::money::{self, MoneyError};
+use solgrid_market::money::MoneyError;
+use solgrid_market::staking::StakingConfig;
 
 /// Purposes of the ledger operations of a position.
 pub const LOCK: &str = "lock";
@@ -168,30 +169,10 @@ pub fn withdraw_intent(uid: &str, owner: &str, amount: Amount) -> Intent {
     }
 }
 
-/// How much a slash burns of `locked`: `ceil(locked * bps / 10_000)`, at most `locked`.
-pub fn slash_amount(locked: Amount, slash_bps: u32) -> Result<Amount, MoneyError> {
-    Ok(money::bps_ceil(locked, slash_bps.min(10_000))?.min(locked))
-}
-
-/// The slash: burn from the stake vault.
-pub fn slash_intent(key: String, burn: Amount) -> Intent {
-    let movements = if burn > 0 {
-        vec![Movement {
-            token: Token::Io,
-            op: Op::Burn {
-                from: Account::StakeVault,
-                amount: burn,
-            },
-        }]
-    } else {
-        vec![]
-    };
-    Intent { key, movements }
-}
-
 /// The intents of a position's records, rebuilt deterministically from the position
 /// (the records keep keys and states, not amounts): lock = `spec.amount`; withdraw
-/// = what is locked; slash = `ceil(locked * bps)` of what is locked. Amounts only
+/// = what is locked; slash = the market's slash of what is locked
+/// ([`StakingConfig::slash`]). Amounts only
 /// change when an operation confirms, and a new operation is only planned when none
 /// is in flight, so a rebuilt intent always equals the one first recorded.
 pub fn intents_of(
@@ -199,7 +180,7 @@ pub fn intents_of(
     owner: Option<&str>,
     amount: Amount,
     locked: Amount,
-    slash_bps: u32,
+    staking: &StakingConfig,
     ops: &[LedgerRecord],
 ) -> Result<Vec<Intent>, MoneyError> {
     let mut out = Vec::with_capacity(ops.len());
@@ -207,7 +188,7 @@ pub fn intents_of(
         let intent = match r.purpose.as_str() {
             LOCK => lock_intent(uid, owner.unwrap_or_default(), amount),
             WITHDRAW => withdraw_intent(uid, owner.unwrap_or_default(), locked),
-            SLASH => slash_intent(r.key.clone(), slash_amount(locked, slash_bps)?),
+            SLASH => staking.slash(&[locked])?.intent(r.key.clone()),
             _ => continue,
         };
         out.push(Intent {
@@ -363,10 +344,6 @@ mod tests {
 
     #[test]
     fn intents_and_amounts() {
-        assert_eq!(slash_amount(100, 5_000).unwrap(), 50);
-        assert_eq!(slash_amount(3, 5_000).unwrap(), 2);
-        assert_eq!(slash_amount(3, 20_000).unwrap(), 3);
-        assert_eq!(slash_amount(0, 5_000).unwrap(), 0);
         let ops = [
             rec(LOCK, SettlementState::Confirmed),
             LedgerRecord {
@@ -378,7 +355,11 @@ mod tests {
             rec(WITHDRAW, SettlementState::Planned),
             rec("unknown", SettlementState::Planned),
         ];
-        let i = intents_of("u", Some("w"), 100, 80, 5_000, &ops).unwrap();
+        let staking = StakingConfig {
+            slash_bps: 5_000,
+            ..StakingConfig::default()
+        };
+        let i = intents_of("u", Some("w"), 100, 80, &staking, &ops).unwrap();
         assert_eq!(i.len(), 3);
         assert_eq!(i[0], lock_intent("u", "w", 100));
         assert_eq!(i[1].key, "u/slash/7");

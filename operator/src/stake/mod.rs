@@ -38,8 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::StakeStore;
 
-/// The finalizer.
-pub const FINALIZER: &str = "solgrid.dev/stake-protection";
+pub use solgrid_crds::labels::FINALIZER_STAKE as FINALIZER;
 /// The controller's name (metrics label).
 pub const CONTROLLER: &str = "stakeposition";
 
@@ -126,13 +125,12 @@ async fn execute(
 ) -> Result<StakePosition> {
     let st = sp.status.clone().unwrap_or_default();
     let uid = sp.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let slash_bps = ctx.config.market.staking.slash_bps;
     let known = machine::intents_of(
         &uid,
         st.owner_wallet.as_deref(),
         sp.spec.amount,
         st.locked,
-        slash_bps,
+        &ctx.config.market.staking,
         &st.operations,
     )
     .map_err(|e| Error::Market(e.to_string()))?;
