@@ -308,6 +308,54 @@ pub struct JobSettlement {
     /// The plan: payouts to providers.
     pub payouts: Vec<Payout>,
     pub cost: CostBreakdown,
+    /// A settlement too large for one transaction is sent as several parts, each
+    /// exactly once: `record` is part 0, these are parts 1, 2, ... (empty: the
+    /// whole settlement is one transaction, as before parts existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<SettlementPart>,
+}
+
+/// A further transaction of a settlement too large for one (part 0 is the
+/// settlement's own `record`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SettlementPart {
+    /// Its exactly-once record (key `<job uid>/<period>/<part>`).
+    pub record: LedgerRecord,
+    /// The first of the settlement's movements that this part carries, in plan
+    /// order (provider payouts, burn, treasury, refund); it carries them up to the
+    /// next part's first (or the end).
+    pub first_movement: u32,
+}
+
+impl JobSettlement {
+    /// The exactly-once records of every part, in order (`record` first).
+    pub fn records(&self) -> impl Iterator<Item = &LedgerRecord> {
+        std::iter::once(&self.record).chain(self.parts.iter().map(|p| &p.record))
+    }
+
+    /// The settlement's state as a whole: `Planned`/`Sent` while any part is (the
+    /// one furthest along: `Sent` if any is), else `Failed` if any part failed, else
+    /// `Confirmed` (every part confirmed).
+    pub fn state(&self) -> SettlementState {
+        let mut any_planned = false;
+        let mut any_failed = false;
+        for r in self.records() {
+            match r.state {
+                SettlementState::Sent => return SettlementState::Sent,
+                SettlementState::Planned => any_planned = true,
+                SettlementState::Failed => any_failed = true,
+                SettlementState::Confirmed => {}
+            }
+        }
+        if any_planned {
+            SettlementState::Planned
+        } else if any_failed {
+            SettlementState::Failed
+        } else {
+            SettlementState::Confirmed
+        }
+    }
 }
 
 /// How a job ended, as its GpuNodes count it.

@@ -874,8 +874,10 @@ mod tests {
             })
             .collect();
         let rn = reward_nodes(&cfg, &nodes, &stakes, HOUR);
+        // the ledger's own size model and limit
+        let ledger = solgrid_ledger::EmbeddedLedger::in_memory(Default::default()).unwrap();
         let fits =
-            |i: &Intent| solgrid_ledger::txsize::estimate_tx_size(std::slice::from_ref(i)) <= 1232;
+            |i: &Intent| solgrid_market::ledger::Ledger::fits(&ledger, std::slice::from_ref(i));
         let state = RewardState {
             dust: 7,
             ..Default::default()

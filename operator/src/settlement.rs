@@ -15,6 +15,14 @@
 //! The intents are not stored as such: they are rebuilt from the recorded plan
 //! ([`escrow_intent`] from the quote; [`settlement_intent`] from the payouts and the
 //! cost breakdown), in exactly the order `solgrid_market::settlement` builds them.
+//!
+//! A settlement too large for one transaction (many provider wallets) is [`split`]
+//! by the ledger's own size model (`Ledger::fits`) into parts, each an intent with
+//! its own key (`<uid>/<period>`, then `<uid>/<period>/1`, ...) and its own record
+//! (`record`, then `parts[]`), all recorded `Planned` in the one write that records
+//! the plan. Each part is then sent and confirmed exactly once on its own
+//! ([`part_intents`] rebuilds them from the recorded split), and the settlement
+//! counts as confirmed only when every part is (`JobSettlement::state`).
 
 use crate::conditions;
 use chrono::{DateTime, Utc};
@@ -22,7 +30,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use solgrid_crds::{
-    ComputeJob, ComputeJobStatus, JobSettlement, LedgerRecord, PaymentToken,
+    ComputeJob, ComputeJobStatus, JobSettlement, LedgerRecord, PaymentToken, SettlementPart,
     SettlementState as CrdState,
 };
 use solgrid_ledger::settle::{Settlement, SettlementState, SettlementStore};
@@ -116,6 +124,146 @@ pub fn escrow_outflow(intent: &Intent) -> u128 {
         .sum()
 }
 
+/// The idempotency key of part `part` of the settlement keyed `key` (part 0 is the
+/// settlement's own key, as before settlements had parts).
+pub fn part_key(key: &str, part: usize) -> String {
+    if part == 0 {
+        key.to_string()
+    } else {
+        format!("{key}/{part}")
+    }
+}
+
+/// Why a settlement's parts cannot be built or used.
+#[derive(Debug, thiserror::Error)]
+pub enum PartsError {
+    #[error(
+        "settlement {key}: part {part} starts at movement {first}, not after the previous part's start and before the end ({len} movements)"
+    )]
+    Bounds {
+        key: String,
+        part: usize,
+        first: u32,
+        len: usize,
+    },
+    #[error("settlement {key}: part {part} is keyed {found:?}, not {want:?}")]
+    Key {
+        key: String,
+        part: usize,
+        found: String,
+        want: String,
+    },
+    #[error("settlement {key}: movement {movement} does not fit in one transaction even alone")]
+    TooLarge { key: String, movement: usize },
+}
+
+/// The intents of a recorded settlement, one per part (one in all when it has no
+/// parts): the movements of [`settlement_intent`], cut where the recorded parts
+/// start, each under its part's key. A split that does not cut the movements into
+/// consecutive, non-empty pieces, or a part keyed otherwise, is refused: the parts
+/// must pay exactly what the settlement does, once.
+pub fn part_intents(
+    s: &JobSettlement,
+    payer: &str,
+    t: PaymentToken,
+) -> Result<Vec<Intent>, PartsError> {
+    let full = settlement_intent(s, payer, t);
+    if s.parts.is_empty() {
+        return Ok(vec![full]);
+    }
+    let len = full.movements.len();
+    let mut starts = vec![0usize];
+    for (i, p) in s.parts.iter().enumerate() {
+        let part = i + 1;
+        let first = p.first_movement as usize;
+        if first <= starts[i] || first >= len {
+            return Err(PartsError::Bounds {
+                key: s.record.key.clone(),
+                part,
+                first: p.first_movement,
+                len,
+            });
+        }
+        let want = part_key(&s.record.key, part);
+        if p.record.key != want {
+            return Err(PartsError::Key {
+                key: s.record.key.clone(),
+                part,
+                found: p.record.key.clone(),
+                want,
+            });
+        }
+        starts.push(first);
+    }
+    starts.push(len);
+    Ok(starts
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| Intent {
+            key: part_key(&s.record.key, i),
+            movements: full.movements[w[0]..w[1]].to_vec(),
+        })
+        .collect())
+}
+
+/// Splits a newly planned settlement (no parts yet) into as few parts as `fits`
+/// allows (the ledger's own size model: `Ledger::fits`), greedily in plan order;
+/// returns it with its parts (their records `Planned`) and the parts' intents.
+/// A settlement that fits one transaction is left whole.
+pub fn split(
+    mut js: JobSettlement,
+    payer: &str,
+    t: PaymentToken,
+    fits: impl Fn(&Intent) -> bool,
+) -> Result<(JobSettlement, Vec<Intent>), PartsError> {
+    js.parts.clear();
+    let full = settlement_intent(&js, payer, t);
+    if fits(&full) {
+        return Ok((js, vec![full]));
+    }
+    let base = js.record.key.clone();
+    let alone = |part: usize, m: usize| {
+        fits(&Intent {
+            key: part_key(&base, part),
+            movements: vec![full.movements[m].clone()],
+        })
+    };
+    let mut starts = vec![0usize];
+    for m in 0..full.movements.len() {
+        let start = *starts.last().expect("never empty");
+        let part = starts.len() - 1;
+        let grown = Intent {
+            key: part_key(&base, part),
+            movements: full.movements[start..=m].to_vec(),
+        };
+        if m > start && !fits(&grown) {
+            starts.push(m);
+        }
+        let part = starts.len() - 1;
+        if *starts.last().expect("never empty") == m && !alone(part, m) {
+            return Err(PartsError::TooLarge {
+                key: base,
+                movement: m,
+            });
+        }
+    }
+    js.parts = starts
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(part, &first)| SettlementPart {
+            record: LedgerRecord {
+                key: part_key(&base, part),
+                purpose: js.record.purpose.clone(),
+                ..Default::default()
+            },
+            first_movement: first as u32,
+        })
+        .collect();
+    let intents = part_intents(&js, payer, t)?;
+    Ok((js, intents))
+}
+
 /// Checks a job's settlements before any is sent: together (recorded and newly
 /// planned) they never take more out of the shared escrow than the job's own escrow
 /// put in, and they pay only the providers the job ran on (their wallets as
@@ -151,6 +299,7 @@ pub fn check_escrow_cap(
     }
     let mut out = 0u128;
     for s in status.settlements.iter().chain(staged) {
+        part_intents(s, payer, t).map_err(|e| e.to_string())?;
         for p in s.payouts.iter().filter(|p| p.to != REFUND) {
             if !providers.contains(p.wallet.as_str()) {
                 return Err(format!(
@@ -201,6 +350,8 @@ pub enum JobStoreError {
     NotStaged(String),
     #[error("serializing the status: {0}")]
     Serde(#[from] serde_json::Error),
+    #[error("{0}")]
+    Parts(#[from] PartsError),
 }
 
 /// How the store writes the status. The real one applies it to the API server
@@ -299,8 +450,18 @@ impl<W: StatusWriter> JobStore<W> {
         self.status
             .settlements
             .iter_mut()
-            .find(|s| s.record.key == key)
-            .map(|s| &mut s.record)
+            .flat_map(|s| {
+                std::iter::once(&mut s.record).chain(s.parts.iter_mut().map(|p| &mut p.record))
+            })
+            .find(|r| r.key == key)
+    }
+
+    /// The recorded settlement that has a part keyed `key`, and that part's index.
+    fn find_part(&self, key: &str) -> Option<(&JobSettlement, usize)> {
+        self.status
+            .settlements
+            .iter()
+            .find_map(|s| s.records().position(|r| r.key == key).map(|i| (s, i)))
     }
 
     fn update(
@@ -343,16 +504,23 @@ impl<W: StatusWriter> SettlementStore for JobStore<W> {
                 ..record
             });
         } else {
+            // the whole plan, every part `Planned`, in this one write
             let pos = self
                 .staged
                 .iter()
-                .position(|s| s.record.key == intent.key)
+                .position(|s| s.records().any(|r| r.key == intent.key))
                 .ok_or_else(|| JobStoreError::NotStaged(intent.key.clone()))?;
             let mut s = self.staged.remove(pos);
-            s.record = LedgerRecord {
+            let planned = |key: &str| LedgerRecord {
+                key: key.to_string(),
                 purpose: "settle".into(),
-                ..record
+                state: CrdState::Planned,
+                ..Default::default()
             };
+            s.record = planned(&s.record.key);
+            for p in &mut s.parts {
+                p.record = planned(&p.record.key);
+            }
             self.status.settlements.push(s);
         }
         self.writer.write(&self.status)
@@ -424,16 +592,16 @@ impl<W: StatusWriter> SettlementStore for JobStore<W> {
                 },
             );
         }
-        Ok(self
-            .status
-            .settlements
-            .iter()
-            .find(|s| s.record.key == key)
-            .map(|s| Settlement {
-                intent: settlement_intent(s, &payer, self.token),
-                state: to_exec_state(&s.record),
-                payload: None,
-            }))
+        let Some((s, part)) = self.find_part(key) else {
+            return Ok(None);
+        };
+        let mut intents = part_intents(s, &payer, self.token)?;
+        let record = s.records().nth(part).expect("found there");
+        Ok(Some(Settlement {
+            intent: intents.swap_remove(part),
+            state: to_exec_state(record),
+            payload: None,
+        }))
     }
 
     fn unsettled(&self) -> Result<Vec<Settlement>, JobStoreError> {
@@ -446,13 +614,21 @@ impl<W: StatusWriter> SettlementStore for JobStore<W> {
         }
         let payer = self.payer();
         for s in &self.status.settlements {
-            let state = to_exec_state(&s.record);
-            if state.is_unsettled() {
-                out.push(Settlement {
-                    intent: settlement_intent(s, &payer, self.token),
-                    state,
-                    payload: None,
-                });
+            if !s.records().any(|r| to_exec_state(r).is_unsettled()) {
+                continue;
+            }
+            for (intent, record) in part_intents(s, &payer, self.token)?
+                .into_iter()
+                .zip(s.records())
+            {
+                let state = to_exec_state(record);
+                if state.is_unsettled() {
+                    out.push(Settlement {
+                        intent,
+                        state,
+                        payload: None,
+                    });
+                }
             }
         }
         Ok(out)
@@ -539,5 +715,290 @@ mod cap_tests {
         s.payouts[0].wallet = "ATTACKER".into();
         let err = check_escrow_cap(&st, &[s], PaymentToken::Io).unwrap_err();
         assert!(err.contains("ATTACKER"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use solgrid_crds::{CostBreakdown, Payout};
+    use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig};
+    use solgrid_market::ledger::Ledger;
+
+    const PAYER: &str = "payer-wallet";
+    const BURN: u64 = 5_000;
+    const REFUND_AMOUNT: u64 = 123;
+
+    fn wallet(i: usize) -> String {
+        format!("provider-wallet-{i:03}")
+    }
+
+    fn paid(i: usize) -> u64 {
+        1_000_000 + i as u64
+    }
+
+    /// The final settlement of a job that ran on `n` nodes, each its own wallet.
+    fn settlement(n: usize) -> JobSettlement {
+        let mut payouts: Vec<Payout> = (0..n)
+            .map(|i| Payout {
+                to: format!("gpu-{i:03}"),
+                wallet: wallet(i),
+                amount: paid(i),
+            })
+            .collect();
+        payouts.push(Payout {
+            to: REFUND.into(),
+            wallet: PAYER.into(),
+            amount: REFUND_AMOUNT,
+        });
+        JobSettlement {
+            record: LedgerRecord {
+                key: "job-uid/0".into(),
+                purpose: "settle".into(),
+                ..Default::default()
+            },
+            payouts,
+            cost: CostBreakdown {
+                burned: BURN,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn ledger() -> EmbeddedLedger {
+        EmbeddedLedger::in_memory(EmbeddedConfig::default()).unwrap()
+    }
+
+    fn fits(l: &EmbeddedLedger) -> impl Fn(&Intent) -> bool + '_ {
+        |i| l.fits(std::slice::from_ref(i))
+    }
+
+    #[test]
+    fn a_small_settlement_stays_one_transaction() {
+        let l = ledger();
+        let (js, intents) = split(settlement(2), PAYER, PaymentToken::Io, fits(&l)).unwrap();
+        assert!(js.parts.is_empty());
+        assert_eq!(intents.len(), 1);
+        assert_eq!(intents[0], settlement_intent(&js, PAYER, PaymentToken::Io));
+        assert_eq!(part_intents(&js, PAYER, PaymentToken::Io).unwrap(), intents);
+    }
+
+    #[test]
+    fn forty_wallets_split_by_the_ledgers_size_model() {
+        let l = ledger();
+        let whole = settlement(40);
+        let full = settlement_intent(&whole, PAYER, PaymentToken::Io);
+        assert!(!l.fits(std::slice::from_ref(&full)), "40 payouts in one tx");
+        let (js, intents) = split(whole, PAYER, PaymentToken::Io, fits(&l)).unwrap();
+        assert!(intents.len() >= 3, "{} parts", intents.len());
+        assert_eq!(js.parts.len() + 1, intents.len());
+        // keys: the settlement's own, then /1, /2, ...
+        let keys: Vec<&str> = intents.iter().map(|i| i.key.as_str()).collect();
+        let want: Vec<String> = (0..intents.len())
+            .map(|p| part_key("job-uid/0", p))
+            .collect();
+        assert_eq!(keys, want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(want[1], "job-uid/0/1");
+        let recorded: Vec<&str> = js.records().map(|r| r.key.as_str()).collect();
+        assert_eq!(recorded, keys);
+        // every part fits, and is as large as the model allows (greedy)
+        for (k, i) in intents.iter().enumerate() {
+            assert!(l.fits(std::slice::from_ref(i)), "part {k} fits");
+            if let Some(next) = intents.get(k + 1) {
+                let mut grown = i.clone();
+                grown.movements.push(next.movements[0].clone());
+                assert!(!l.fits(std::slice::from_ref(&grown)), "part {k} is full");
+            }
+        }
+        // together they are exactly the settlement: nothing twice, nothing lost
+        let joined: Vec<_> = intents
+            .iter()
+            .flat_map(|i| i.movements.iter().cloned())
+            .collect();
+        assert_eq!(joined, full.movements);
+        let outflow: u128 = intents.iter().map(escrow_outflow).sum();
+        assert_eq!(outflow, escrow_outflow(&full));
+        // and the recorded split rebuilds them
+        assert_eq!(part_intents(&js, PAYER, PaymentToken::Io).unwrap(), intents);
+        // the CRD form round-trips, and a status without parts reads as before
+        let v = serde_json::to_value(&js).unwrap();
+        assert_eq!(v["parts"][0]["record"]["key"], "job-uid/0/1");
+        assert!(v["parts"][0]["firstMovement"].as_u64().unwrap() > 0);
+        let back: JobSettlement = serde_json::from_value(v).unwrap();
+        assert_eq!(back, js);
+        let old = serde_json::to_value(settlement(2)).unwrap();
+        assert!(old.get("parts").is_none());
+    }
+
+    #[test]
+    fn a_tampered_split_is_refused() {
+        let l = ledger();
+        let (js, _) = split(settlement(40), PAYER, PaymentToken::Io, fits(&l)).unwrap();
+        let status = ComputeJobStatus {
+            payer_wallet: Some(PAYER.into()),
+            ..Default::default()
+        };
+        // a part that starts where the previous one did would pay its movements twice
+        let mut twice = js.clone();
+        twice.parts[1].first_movement = twice.parts[0].first_movement;
+        assert!(matches!(
+            part_intents(&twice, PAYER, PaymentToken::Io),
+            Err(PartsError::Bounds { part: 2, .. })
+        ));
+        let err = check_escrow_cap(&status, &[twice], PaymentToken::Io).unwrap_err();
+        assert!(err.contains("part 2"), "{err}");
+        // a part past the end
+        let mut past = js.clone();
+        past.parts.last_mut().unwrap().first_movement = 10_000;
+        assert!(part_intents(&past, PAYER, PaymentToken::Io).is_err());
+        // a part under another key (another settlement's, say)
+        let mut rekeyed = js.clone();
+        rekeyed.parts[0].record.key = "job-uid/1".into();
+        assert!(matches!(
+            part_intents(&rekeyed, PAYER, PaymentToken::Io),
+            Err(PartsError::Key { part: 1, .. })
+        ));
+        // a movement that fits nowhere cannot be split
+        let err = split(settlement(40), PAYER, PaymentToken::Io, |_| false).unwrap_err();
+        assert!(matches!(err, PartsError::TooLarge { movement: 0, .. }));
+    }
+
+    /// Keeps what was written last; at write number `crash_at` the process dies:
+    /// before the write reached the API server, or (`persisted`) after.
+    struct Crashing {
+        writes: usize,
+        crash_at: usize,
+        persisted: bool,
+        saved: ComputeJobStatus,
+    }
+
+    impl StatusWriter for Crashing {
+        fn write(&mut self, st: &ComputeJobStatus) -> Result<(), JobStoreError> {
+            self.writes += 1;
+            if self.writes == self.crash_at {
+                if self.persisted {
+                    self.saved = st.clone();
+                }
+                return Err(JobStoreError::NotStaged("injected crash".into()));
+            }
+            self.saved = st.clone();
+            Ok(())
+        }
+    }
+
+    /// One operator process over the status `saved`: stages the plan (as
+    /// `step_settle` does while it is not recorded), then settles until done,
+    /// letting unseen transactions expire (as `execute` does on the embedded
+    /// ledger). Returns the status it left and whether it crashed.
+    fn run(
+        l: &EmbeddedLedger,
+        saved: ComputeJobStatus,
+        js: &JobSettlement,
+        crash_at: usize,
+        persisted: bool,
+    ) -> (ComputeJobStatus, bool, usize) {
+        let writer = Crashing {
+            writes: 0,
+            crash_at,
+            persisted,
+            saved: saved.clone(),
+        };
+        let mut store = JobStore::new("job-uid", PaymentToken::Io, saved, Utc::now(), writer);
+        if store.status.settlements.is_empty() {
+            store.staged = vec![js.clone()];
+        }
+        let intents = part_intents(js, PAYER, PaymentToken::Io).unwrap();
+        let mut exec = Executor::new(l, &mut store, ExecutorConfig::default());
+        let mut crashed = exec.plan(&intents).is_err();
+        let mut txs = 0;
+        for _ in 0..8 {
+            if crashed {
+                break;
+            }
+            match exec.settle_pass() {
+                Ok(r) => {
+                    txs += r.txs();
+                    if r.remaining == 0 {
+                        break;
+                    }
+                    l.tick(l.config().validity_window + 1).unwrap();
+                }
+                Err(_) => crashed = true,
+            }
+        }
+        let (_, w) = store.into_parts();
+        (w.saved, crashed, txs)
+    }
+
+    #[test]
+    fn a_crash_at_any_write_pays_every_part_exactly_once() {
+        let probe = ledger();
+        let (js, intents) = split(settlement(40), PAYER, PaymentToken::Io, fits(&probe)).unwrap();
+        let parts = intents.len();
+        let total: u64 = (0..40).map(paid).sum::<u64>() + BURN + REFUND_AMOUNT;
+        // one write for the plan, two per part (Sent, Confirmed)
+        let writes = 1 + 2 * parts;
+        let mut mid_way_seen = false;
+        for crash_at in 1..=writes + 1 {
+            for persisted in [false, true] {
+                let l = ledger();
+                l.apply(&[Intent {
+                    key: "fund-escrow".into(),
+                    movements: vec![solgrid_market::ledger::Movement {
+                        token: Token::Io,
+                        op: Op::Mint {
+                            to: Account::Escrow,
+                            amount: total,
+                        },
+                    }],
+                }])
+                .unwrap();
+                let supply = l.supply(Token::Io).unwrap();
+                let status = ComputeJobStatus {
+                    payer_wallet: Some(PAYER.into()),
+                    ..Default::default()
+                };
+                let (saved, crashed, _) = run(&l, status, &js, crash_at, persisted);
+                assert_eq!(crashed, crash_at <= writes, "crash at write {crash_at}");
+                if let Some(s) = saved.settlements.first() {
+                    let states: Vec<CrdState> = s.records().map(|r| r.state).collect();
+                    // part 0 confirmed and part 1 sent when the process died
+                    mid_way_seen |= states[0] == CrdState::Confirmed
+                        && states[1] == CrdState::Sent
+                        && states[2..].iter().all(|s| *s == CrdState::Planned);
+                    assert_ne!(s.state(), CrdState::Failed);
+                    if states.iter().any(|s| *s != CrdState::Confirmed) {
+                        assert_ne!(s.state(), CrdState::Confirmed, "all or nothing");
+                    }
+                }
+                // the restarted operator: from what the API server holds
+                let (after, crashed_again, _) = run(&l, saved, &js, 0, false);
+                assert!(!crashed_again);
+                let s = &after.settlements[0];
+                assert_eq!(s.state(), CrdState::Confirmed, "crash at {crash_at}");
+                let counts = l.confirmed_key_counts();
+                for i in &intents {
+                    assert_eq!(
+                        counts.get(&i.key),
+                        Some(&1),
+                        "{} confirmed once (crash at write {crash_at}, persisted {persisted})",
+                        i.key
+                    );
+                }
+                for i in 0..40 {
+                    let got = l.balance(&Account::Wallet(wallet(i)), Token::Io).unwrap();
+                    assert_eq!(got, paid(i), "provider {i} paid exactly once");
+                }
+                let refund = l.balance(&Account::Wallet(PAYER.into()), Token::Io);
+                assert_eq!(refund.unwrap(), REFUND_AMOUNT);
+                assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 0);
+                assert_eq!(supply - l.supply(Token::Io).unwrap(), BURN);
+            }
+        }
+        assert!(
+            mid_way_seen,
+            "a crash left part 0 confirmed and part 1 sent"
+        );
     }
 }

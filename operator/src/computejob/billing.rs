@@ -72,7 +72,7 @@ pub fn totals(status: &ComputeJobStatus) -> (CostBreakdown, u64) {
     for s in status
         .settlements
         .iter()
-        .filter(|s| s.record.state == SettlementState::Confirmed)
+        .filter(|s| s.state() == SettlementState::Confirmed)
     {
         c.compute += s.cost.compute;
         c.requester_fee += s.cost.requester_fee;
@@ -202,6 +202,7 @@ pub fn plan(
             to_treasury: p.to_treasury,
             refunded: p.refund,
         },
+        parts: Vec::new(),
     };
     if settlement_intent(&js, payer, spec.payment_token) != p.intent {
         return Err(PlanError::Mismatch);

@@ -159,7 +159,8 @@ pub fn settlements(status: &ComputeJobStatus) -> SettlementSummary {
     for js in &status.settlements {
         s.recorded += 1;
         let is_final = js.payouts.iter().any(|p| p.to == crate::settlement::REFUND);
-        match js.record.state {
+        // a settlement in parts as a whole: confirmed once every part is
+        match js.state() {
             SettlementState::Planned | SettlementState::Sent => s.in_flight += 1,
             SettlementState::Failed => s.failed += 1,
             SettlementState::Confirmed => {

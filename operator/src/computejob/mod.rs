@@ -867,11 +867,93 @@ async fn step_fund(r: &mut Run<'_>) -> Result<Option<Action>> {
     }
 }
 
-/// Settles: resumes what is in flight, then (when `plan_next`) plans the next
-/// settlement (the final one when `final_period`).
+/// Plans settlement `index` (the final one when `final_period`), split into parts
+/// that each fit one transaction by the ledger's own size model. `Err(action)`: a
+/// provider's wallet is unknown (a condition and an Event say so; try again later).
+async fn plan_next(
+    r: &mut Run<'_>,
+    index: u32,
+    final_period: bool,
+) -> Result<std::result::Result<(JobSettlement, Vec<Intent>), Action>> {
+    let start_ms =
+        r.st.start_time
+            .as_ref()
+            .map(|t| conditions::from_time(t).timestamp_millis().max(0) as u64);
+    let (from, to) = match start_ms {
+        Some(s) => {
+            let (a, b) = r.ctx.config.periods.bounds(s, index);
+            if final_period {
+                let end =
+                    r.st.end_time
+                        .as_ref()
+                        .map(|t| conditions::from_time(t).timestamp_millis().max(0) as u64)
+                        .unwrap_or(a);
+                (a.min(end), end)
+            } else {
+                (a, b)
+            }
+        }
+        None => (0, 0),
+    };
+    let wallets = provider_wallets(r.ctx, &r.st).await?;
+    let js = match billing::plan(
+        &r.uid,
+        &r.job.spec,
+        &r.st,
+        index,
+        from,
+        to,
+        final_period,
+        &wallets,
+        &r.ctx.config.market.fees,
+    ) {
+        Ok((js, _)) => js,
+        Err(billing::PlanError::UnknownWallet(nodes)) => {
+            let msg = format!("no GpuNode payout wallet for node(s) {nodes}");
+            r.condition(cond::SETTLED, false, "UnknownProviderWallet", msg.clone());
+            r.write().await?;
+            r.event(EventType::Warning, "UnknownProviderWallet", msg, "Settle")
+                .await;
+            return Ok(Err(Action::requeue(Duration::from_secs(60))));
+        }
+        Err(e) => return Err(Error::Market(e.to_string())),
+    };
+    // the ledger's size model may ask the chain (which token accounts exist)
+    use solgrid_market::ledger::Ledger as _;
+    let ledger = r.ctx.ledger.clone();
+    let payer = r.st.payer_wallet.clone().unwrap_or_default();
+    let token = r.job.spec.payment_token;
+    let (js, intents) = tokio::task::spawn_blocking(move || {
+        crate::settlement::split(js, &payer, token, |i| ledger.fits(std::slice::from_ref(i)))
+    })
+    .await
+    .map_err(|e| Error::Join(e.to_string()))?
+    .map_err(|e| Error::Market(e.to_string()))?;
+    if intents.len() > 1 {
+        info!(
+            job = %r.name,
+            key = %js.record.key,
+            parts = intents.len(),
+            "settlement split into several transactions"
+        );
+    }
+    Ok(Ok((js, intents)))
+}
+
+/// The signatures of a settlement's parts, for messages.
+fn signatures(s: &JobSettlement) -> String {
+    s.records()
+        .map(|r| r.signature.as_deref().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Settles: resumes what is in flight, then (when `plan_next_one`) plans the next
+/// settlement (the final one when `final_period`). A settlement split into parts
+/// counts as confirmed (and the job as Settled) only once every part is.
 async fn step_settle(
     r: &mut Run<'_>,
-    plan_next: bool,
+    plan_next_one: bool,
     final_period: bool,
 ) -> Result<Option<Action>> {
     let summary = machine::settlements(&r.st);
@@ -888,67 +970,27 @@ async fn step_settle(
     let retry: Vec<String> =
         r.st.settlements
             .iter()
-            .filter(|s| s.record.state == SettlementState::Failed)
-            .map(|s| s.record.key.clone())
+            .flat_map(|s| s.records())
+            .filter(|r| r.state == SettlementState::Failed)
+            .map(|r| r.key.clone())
             .collect();
-    let may_plan = plan_next
+    let may_plan = plan_next_one
         && summary.in_flight == 0
         && summary.failed == 0
         && !(final_period && summary.final_recorded);
     if may_plan {
-        let start_ms =
-            r.st.start_time
-                .as_ref()
-                .map(|t| conditions::from_time(t).timestamp_millis().max(0) as u64);
-        let period = r.ctx.config.periods;
-        let index = summary.recorded;
-        let (from, to) = match start_ms {
-            Some(s) => {
-                let (a, b) = period.bounds(s, index);
-                if final_period {
-                    let end =
-                        r.st.end_time
-                            .as_ref()
-                            .map(|t| conditions::from_time(t).timestamp_millis().max(0) as u64)
-                            .unwrap_or(a);
-                    (a.min(end), end)
-                } else {
-                    (a, b)
-                }
-            }
-            None => (0, 0),
-        };
-        let wallets = provider_wallets(r.ctx, &r.st).await?;
-        match billing::plan(
-            &r.uid,
-            &r.job.spec,
-            &r.st,
-            index,
-            from,
-            to,
-            final_period,
-            &wallets,
-            &r.ctx.config.market.fees,
-        ) {
-            Ok((js, intent)) => {
+        match plan_next(r, summary.recorded, final_period).await? {
+            Ok((js, parts)) => {
                 staged.push(js);
-                intents.push(intent);
+                intents.extend(parts);
             }
-            Err(billing::PlanError::UnknownWallet(nodes)) => {
-                let msg = format!("no GpuNode payout wallet for node(s) {nodes}");
-                r.condition(cond::SETTLED, false, "UnknownProviderWallet", msg.clone());
-                r.write().await?;
-                r.event(EventType::Warning, "UnknownProviderWallet", msg, "Settle")
-                    .await;
-                return Ok(Some(Action::requeue(Duration::from_secs(60))));
-            }
-            Err(e) => return Err(Error::Market(e.to_string())),
+            Err(action) => return Ok(Some(action)),
         }
     }
     let before: HashMap<String, SettlementState> =
         r.st.settlements
             .iter()
-            .map(|s| (s.record.key.clone(), s.record.state))
+            .map(|s| (s.record.key.clone(), s.state()))
             .collect();
     let report = execute(r, staged, intents, retry).await?;
     // metrics and events for what was newly confirmed
@@ -957,7 +999,7 @@ async fn step_settle(
         r.st.settlements
             .iter()
             .filter(|s| {
-                s.record.state == SettlementState::Confirmed
+                s.state() == SettlementState::Confirmed
                     && before.get(&s.record.key) != Some(&SettlementState::Confirmed)
             })
             .cloned()
@@ -990,7 +1032,7 @@ async fn step_settle(
             s.cost.burned,
             s.cost.to_treasury,
             s.cost.refunded,
-            s.record.signature.clone().unwrap_or_default()
+            signatures(s)
         );
         r.event(EventType::Normal, "PeriodSettled", msg, "Settle")
             .await;
@@ -999,14 +1041,9 @@ async fn step_settle(
         let reasons: Vec<String> =
             r.st.settlements
                 .iter()
-                .filter(|s| s.record.state == SettlementState::Failed)
-                .map(|s| {
-                    format!(
-                        "{}: {}",
-                        s.record.key,
-                        s.record.error.clone().unwrap_or_default()
-                    )
-                })
+                .flat_map(|s| s.records())
+                .filter(|r| r.state == SettlementState::Failed)
+                .map(|r| format!("{}: {}", r.key, r.error.clone().unwrap_or_default()))
                 .collect();
         let msg = format!("settlement failed: {}", reasons.join("; "));
         r.condition(cond::SETTLED, false, "SettlementFailed", msg.clone());

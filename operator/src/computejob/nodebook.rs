@@ -241,7 +241,7 @@ pub fn plan(
     }
     let booked = nb.settlements_booked as usize;
     for js in status.settlements.iter().skip(booked) {
-        if js.record.state != SettlementState::Confirmed {
+        if js.state() != SettlementState::Confirmed {
             break; // in order: settlements confirm one after the other
         }
         for (node, amount) in earnings_by_node(js) {
