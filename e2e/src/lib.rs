@@ -32,6 +32,7 @@ use kube::{Client, ResourceExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod chart;
 pub mod cluster;
 pub mod market;
 pub mod nodesim;
@@ -56,6 +57,17 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
             name
         ))
     }
+}
+
+/// A test's tracing subscriber (`RUST_LOG`, else `solgrid_e2e=info,warn`), once.
+pub fn init_test_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "solgrid_e2e=info,warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
 }
 
 /// Waits until the namespace's `default` ServiceAccount exists (the

@@ -62,6 +62,13 @@ pub struct MarketOpts {
     /// Publish the nodes' inventory with the admin (else the scenario publishes it,
     /// e.g. with each node's device-plugin token, before [`Market::wait_active`]).
     pub publish_inventory: bool,
+    /// Idle-reward period, seconds. `None`: one period longer than any test, so
+    /// rounds (which mint) never run and the supply moves only by burns. With a
+    /// period, the rewards state (ConfigMap `solgrid-rewards`) and the Lease live in
+    /// the scenario's own namespace, so no other scenario's rounds mix in.
+    pub reward_interval_s: Option<u64>,
+    /// The operator's `--market-config` (JSON), if any.
+    pub operator_market: Option<serde_json::Value>,
 }
 
 impl MarketOpts {
@@ -77,6 +84,8 @@ impl MarketOpts {
             extender_kubeconfig: None,
             publish_inventory: true,
             lease_name: None,
+            reward_interval_s: None,
+            operator_market: None,
         }
     }
 }
@@ -199,20 +208,16 @@ impl Market {
         Ok(Proc::spawn(&name, cmd, &log)?)
     }
 
+    /// Replaces the extra operator flags the next [`Market::start_operator`] passes
+    /// (a replica of a new release next to the old one's).
+    pub fn set_operator_args(&mut self, args: Vec<String>) {
+        self.opts.operator_args = args;
+    }
+
     /// Waits until the named nodes' GpuNodes are `Active`; their reputations.
     pub async fn wait_active(&self, names: &[&str], timeout: Duration) -> Result<Vec<u16>> {
         let api: Api<GpuNode> = Api::all(self.client.clone());
-        let got = wait_for(timeout, || async {
-            let mut scores = Vec::new();
-            for n in names {
-                let st = api.get(n).await.ok()?.status?;
-                (st.phase == GpuNodePhase::Active).then_some(())?;
-                scores.push(st.reputation.score);
-            }
-            Some(scores)
-        })
-        .await;
-        match got {
+        match wait_gpunodes_active(&self.client, names, timeout).await {
             Some(s) => Ok(s),
             None => {
                 let mut phases = Vec::new();
@@ -399,8 +404,47 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
     wait_default_sa(client, name).await
 }
 
+/// The payer address of the example job's Secret (`examples/computejob-llm-finetune.yaml`).
+pub fn example_payer() -> String {
+    crate::example("computejob-llm-finetune.yaml").expect("the example")[0]["stringData"]["address"]
+        .as_str()
+        .expect("the example Secret's address")
+        .to_string()
+}
+
+/// A fresh cluster: the example's `minReputation` (600) is above what a node has
+/// after its first verification; lowers it to the least of `scores` (what the
+/// honest nodes have). Returns the value it was lowered from, if it was.
+pub fn fit_min_reputation(job: &mut serde_json::Value, scores: &[u16]) -> Option<u64> {
+    let min_score = scores.iter().copied().min().unwrap_or(0) as u64;
+    let asked = job["spec"]["minReputation"].as_u64().unwrap_or(0);
+    (asked > min_score).then(|| {
+        job["spec"]["minReputation"] = min_score.into();
+        asked
+    })
+}
+
+/// Waits until the named GpuNodes are `Active`; their reputations (`None` on timeout).
+pub async fn wait_gpunodes_active(
+    client: &Client,
+    names: &[&str],
+    timeout: Duration,
+) -> Option<Vec<u16>> {
+    let api: Api<GpuNode> = Api::all(client.clone());
+    wait_for(timeout, || async {
+        let mut scores = Vec::new();
+        for n in names {
+            let st = api.get(n).await.ok()?.status?;
+            (st.phase == GpuNodePhase::Active).then_some(())?;
+            scores.push(st.reputation.score);
+        }
+        Some(scores)
+    })
+    .await
+}
+
 /// A simulated node, its GpuNode (provider-owned spec) and its inventory.
-async fn add_gpunode(
+pub async fn add_gpunode(
     client: &Client,
     sim: &NodeSim,
     node: &str,
@@ -475,6 +519,21 @@ pub fn start_extender(
     name: &str,
     kubeconfig: Option<&Path>,
 ) -> Result<Proc> {
+    Ok(start_extender_with_metrics(tc, dir, name, kubeconfig)?.0)
+}
+
+/// [`start_extender`], also returning the loopback address of its metrics.
+///
+/// A fresh cluster cannot meet two market rules the extender enforces: nodes are
+/// hired only 12 h after they are first seen, and only when staked. The extender
+/// runs with `--market-config` `{"matching": {"minNodeAgeMs": 0, "requireStake":
+/// false}}` so the first jobs can run on brand-new nodes.
+pub fn start_extender_with_metrics(
+    tc: &TestCluster,
+    dir: &Path,
+    name: &str,
+    kubeconfig: Option<&Path>,
+) -> Result<(Proc, std::net::SocketAddr)> {
     let market = dir.join(format!("{name}-market.json"));
     std::fs::write(
         &market,
@@ -482,11 +541,13 @@ pub fn start_extender(
             "matching": {"minNodeAgeMs": 0, "requireStake": false}
         }))?,
     )?;
+    let metrics = free_addr("127.0.0.1")?;
     let mut cmd = Command::new(workspace_bin("solgrid-scheduler")?);
     cmd.env("KUBECONFIG", kubeconfig.unwrap_or(tc.kubeconfig()))
         .env("RUST_LOG", "info")
         .arg(format!("--listen={}", tc.extender_addr()))
-        .arg(format!("--metrics-listen={}", free_addr("127.0.0.1")?))
+        .arg(format!("--metrics-listen={metrics}"))
         .arg(format!("--market-config={}", market.display()));
-    Ok(Proc::spawn(name, cmd, &dir.join(format!("{name}.log")))?)
+    let proc = Proc::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+    Ok((proc, metrics))
 }
