@@ -1008,3 +1008,193 @@ async fn a_settlement_is_earned_once_across_a_crash() {
     reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
     server.await.unwrap();
 }
+
+/// Provider wallets of the split settlement (one node each).
+const SPLIT_NODES: usize = 40;
+
+fn split_node(i: usize) -> String {
+    format!("n{i:02}")
+}
+
+fn split_wallet(i: usize) -> String {
+    solgrid_ledger::WalletKeypair::from_seed([i as u8 + 1; 32]).address()
+}
+
+/// A job that ran 30 minutes on 40 nodes, each paying out to its own wallet,
+/// finished and released; its escrow (`max`) is on the ledger.
+fn forty_node_job(env: &Env, max: u64) -> ComputeJobStatus {
+    mint(env, Account::Escrow, max);
+    let mut st = funded_status(max);
+    st.phase = ComputeJobPhase::Succeeded;
+    st.attempts = 1;
+    st.start_time = Some(time(t0() - chrono::Duration::seconds(1800)));
+    st.end_time = Some(time(t0()));
+    st.workers = (0..SPLIT_NODES)
+        .map(|i| WorkerStatus {
+            index: i as u32,
+            pod: format!("{NAME}-a1-w{i}"),
+            node: Some(split_node(i)),
+            phase: "Succeeded".into(),
+            payout_wallet: Some(split_wallet(i)),
+        })
+        .collect();
+    st.node_book = NodeBook {
+        allocated: true,
+        outcome: JobOutcome::Succeeded,
+        released: true,
+        ..Default::default()
+    };
+    st
+}
+
+/// The final settlement of a 40-node job, paid in parts. `restart`: an operator
+/// died after part 0 was confirmed and part 1 sent (and landed); the restarted one
+/// looks part 1 up and sends only the rest. Otherwise the plan, split by the
+/// ledger's own size model, is recorded in one write with every part `Planned`,
+/// then each part is recorded `Sent` before it is sent.
+async fn forty_wallets_settle_in_parts(restart: bool) {
+    use solgrid_operator::computejob::billing;
+    use solgrid_operator::settlement::{part_key, split};
+    let nodes: Vec<GpuNode> = (0..SPLIT_NODES)
+        .map(|i| gpunode(&split_node(i), &split_wallet(i)))
+        .collect();
+    let env = env_with(OperatorConfig::default(), gpunode_cache(nodes.clone()));
+    let max = 50_000_000_000;
+    let mut st = forty_node_job(&env, max);
+    let ledger = env.ctx.ledger.clone();
+    // the split the operator will make (and, for the restart, made before it died)
+    let wallets = (0..SPLIT_NODES)
+        .map(|i| (split_node(i), split_wallet(i)))
+        .collect();
+    let spec = job(SPLIT_NODES as u32, None, true).spec;
+    let (start, end) = (
+        (t0() - chrono::Duration::seconds(1800)).timestamp_millis() as u64,
+        t0().timestamp_millis() as u64,
+    );
+    let (js, _) = billing::plan(
+        UID,
+        &spec,
+        &st,
+        0,
+        start,
+        end,
+        true,
+        &wallets,
+        &Default::default(),
+    )
+    .unwrap();
+    let (mut js, intents) = split(js, PAYER, PaymentToken::Io, |i| {
+        ledger.fits(std::slice::from_ref(i))
+    })
+    .unwrap();
+    let parts = intents.len();
+    assert!(parts >= 3, "40 wallets in {parts} transactions");
+    let first_new = if restart {
+        // part 0 confirmed, part 1 sent and landed, the rest planned
+        let p0 = ledger.prepare(&intents[..1]).unwrap();
+        ledger.send(&p0).unwrap();
+        let p1 = ledger.prepare(&intents[1..2]).unwrap();
+        ledger.send(&p1).unwrap();
+        js.record.state = SettlementState::Confirmed;
+        js.record.signature = Some(p0.signature.clone());
+        let r1 = &mut js.parts[0].record;
+        r1.state = SettlementState::Sent;
+        r1.signature = Some(p1.signature.clone());
+        r1.last_valid_block_height = Some(p1.last_valid_block_height);
+        st.settlements.push(js.clone());
+        2
+    } else {
+        0
+    };
+    let j = job(SPLIT_NODES as u32, Some(st), true);
+    let jj = j.clone();
+    let l2 = ledger.clone();
+    let keys: Vec<String> = intents.iter().map(|i| i.key.clone()).collect();
+    let k2 = keys.clone();
+    let mut srv = env.server;
+    let server = tokio::spawn(async move {
+        let (ledger, keys) = (l2, k2);
+        let counts = || ledger.embedded().unwrap().confirmed_key_counts();
+        srv.list_pods(vec![]).await;
+        if restart {
+            // part 1 looked up, not resent
+            let st = srv.status_patch(&jj).await;
+            assert_eq!(
+                st["settlements"][0]["parts"][0]["record"]["state"],
+                "Confirmed"
+            );
+        } else {
+            // the whole plan, every part, before anything is sent
+            let st = srv.status_patch(&jj).await;
+            let s0 = &st["settlements"][0];
+            assert_eq!(s0["record"]["key"], format!("{UID}/0"));
+            assert_eq!(s0["record"]["state"], "Planned");
+            let recorded = s0["parts"].as_array().unwrap();
+            assert_eq!(recorded.len() + 1, parts);
+            for (p, r) in recorded.iter().enumerate() {
+                assert_eq!(r["record"]["key"], part_key(&format!("{UID}/0"), p + 1));
+                assert_eq!(r["record"]["state"], "Planned");
+            }
+            let sent = counts();
+            assert!(
+                keys.iter().all(|k| !sent.contains_key(k)),
+                "nothing sent yet"
+            );
+        }
+        for (p, key) in keys.iter().enumerate().skip(first_new) {
+            let state = |st: &Value| {
+                if p == 0 {
+                    st["settlements"][0]["record"]["state"].clone()
+                } else {
+                    st["settlements"][0]["parts"][p - 1]["record"]["state"].clone()
+                }
+            };
+            // recorded Sent (checked before the operator may send)...
+            let st = srv
+                .status_patch_checked(&jj, |st| {
+                    assert_eq!(state(st), "Sent", "part {p}");
+                    assert_eq!(counts().get(key), None, "{key} not sent before recorded");
+                })
+                .await;
+            assert_ne!(st["phase"], "Settled");
+            // ...then confirmed; the job is not Settled while a part is not
+            let st = srv.status_patch(&jj).await;
+            assert_eq!(state(&st), "Confirmed", "part {p}");
+            assert_ne!(st["phase"], "Settled");
+        }
+        // each provider's share, once, on its GpuNode
+        for g in &nodes {
+            let gs = srv.gpunode_cas(g).await.status.unwrap();
+            assert!(gs.earnings.compute_io > 0);
+        }
+        assert_eq!(srv.event().await.1, "PeriodSettled");
+        let st = srv.status_patch(&jj).await;
+        assert_eq!(st["phase"], "Settled");
+        assert_eq!(st["escrowed"], 0);
+        assert_eq!(srv.event().await.1, "Settled");
+        srv.done().await;
+    });
+    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    let counts = ledger.embedded().unwrap().confirmed_key_counts();
+    for k in &keys {
+        assert_eq!(counts.get(k), Some(&1), "{k} paid exactly once");
+    }
+    for p in js.payouts.iter().filter(|p| p.to != "refund") {
+        let got = ledger
+            .balance(&Account::Wallet(p.wallet.clone()), Token::Io)
+            .unwrap();
+        assert_eq!(got, p.amount, "{} paid once", p.wallet);
+    }
+    assert_eq!(ledger.balance(&Account::Escrow, Token::Io).unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forty_wallet_settlement_is_paid_in_parts_each_exactly_once() {
+    forty_wallets_settle_in_parts(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_split_sends_only_the_parts_never_sent() {
+    forty_wallets_settle_in_parts(true).await;
+}
