@@ -40,13 +40,7 @@ const JOB_FINALIZER: &str = "solgrid.dev/settlement";
 const SCENARIO_FIELD_MANAGER: &str = "solgrid-e2e-trust";
 
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "solgrid_e2e=info,warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    solgrid_e2e::init_test_tracing();
 }
 
 // ---------------------------------------------------------------------------
@@ -54,17 +48,7 @@ fn init_tracing() {
 
 /// The real helm: `$HELM`, `PATH`, or `.tools/bin/helm` (`make tools`).
 fn helm() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("HELM").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("helm"))
-        .find(|p| p.is_file());
-    on_path
-        .or_else(|| Some(root().join(".tools/bin/helm")).filter(|p| p.is_file()))
-        .ok_or_else(|| anyhow!("helm not found: run `make tools` or set HELM"))
+    solgrid_e2e::chart::helm_bin()
 }
 
 /// The chart's cluster-scoped trust objects and the ServiceAccounts they name, as
@@ -115,29 +99,7 @@ fn rendered_trust_objects() -> Result<Vec<Value>> {
 
 /// Server-side applies one object, whatever its kind.
 async fn apply(client: &Client, doc: &Value) -> Result<()> {
-    let (group, version) = match doc["apiVersion"].as_str().unwrap_or("").split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            doc["apiVersion"].as_str().unwrap_or("").to_string(),
-        ),
-    };
-    let gvk = GroupVersionKind::gvk(&group, &version, doc["kind"].as_str().unwrap_or(""));
-    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let name = doc["metadata"]["name"].as_str().unwrap_or("");
-    let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &ar)
-        }
-        _ => Api::all_with(client.clone(), &ar),
-    };
-    api.patch(
-        name,
-        &PatchParams::apply(SCENARIO_FIELD_MANAGER).force(),
-        &Patch::Apply(doc),
-    )
-    .await
-    .with_context(|| format!("applying {} {name}", gvk.kind))?;
+    solgrid_e2e::chart::apply(client, doc, SCENARIO_FIELD_MANAGER).await?;
     Ok(())
 }
 
