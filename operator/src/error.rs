@@ -10,11 +10,11 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("ledger: {0}")]
-    Ledger(String),
+    Ledger(#[source] BoxError),
     #[error("settlement store: {0}")]
-    Store(String),
+    Store(#[source] BoxError),
     #[error("market: {0}")]
-    Market(String),
+    Market(#[source] BoxError),
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
     /// The object is malformed: recorded in a condition, not retried hot.
@@ -30,6 +30,27 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error a [`Error::Ledger`], [`Error::Store`] or [`Error::Market`] wraps (its
+/// `source()`); a message alone converts too (`"...".into()`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl Error {
+    /// A ledger call failed with `e` (kept as the source).
+    pub fn ledger(e: impl Into<BoxError>) -> Self {
+        Error::Ledger(e.into())
+    }
+
+    /// The settlement store failed with `e` (kept as the source).
+    pub fn store(e: impl Into<BoxError>) -> Self {
+        Error::Store(e.into())
+    }
+
+    /// A market computation failed with `e` (kept as the source).
+    pub fn market(e: impl Into<BoxError>) -> Self {
+        Error::Market(e.into())
+    }
+}
 
 impl Error {
     /// A short label for the `error` label of the error metric.
@@ -93,5 +114,31 @@ mod tests {
             Error::Invalid("x".into()).retry_after(),
             Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn ledger_store_and_market_errors_keep_their_source() {
+        use std::error::Error as _;
+        let money = solgrid_market::money::MoneyError::Overflow("fee");
+        let e = Error::market(money.clone());
+        assert_eq!(e.to_string(), format!("market: {money}"));
+        let src = e.source().expect("a source");
+        assert_eq!(
+            src.downcast_ref::<solgrid_market::money::MoneyError>(),
+            Some(&money)
+        );
+        assert_eq!(e.retry_after(), Duration::from_secs(300));
+        let io = std::io::Error::other("disk full");
+        let e = Error::store(io);
+        assert!(
+            e.source()
+                .unwrap()
+                .downcast_ref::<std::io::Error>()
+                .is_some()
+        );
+        assert_eq!(e.metric_label(), "store");
+        let e = Error::ledger("no such account");
+        assert_eq!(e.to_string(), "ledger: no such account");
+        assert_eq!(e.retry_after(), Duration::from_secs(10));
     }
 }

@@ -15,7 +15,7 @@
 //! On Solana the operator has no admin mint for wallets: the status says
 //! `Unsupported` (fund the wallet on chain instead).
 
-use crate::gpunode::common::{event, ms_time, now_ms, publish, set_condition};
+use crate::toolkit::{event, ms_time, now_ms, publish, set_condition};
 use crate::{Context, Error, Result};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};

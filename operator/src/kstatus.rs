@@ -16,8 +16,8 @@
 //! `status.observedGeneration` → InProgress; `Reconciling=True` → InProgress;
 //! `Stalled=True` → Failed; otherwise Current.
 
-use crate::conditions;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use crate::toolkit as conditions;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use solgrid_crds::{
     ComputeJobPhase, ComputeJobStatus, GpuNodePhase, GpuNodeStatus, StakePhase, StakePositionStatus,
 };
@@ -175,25 +175,7 @@ pub fn stamp(cs: &mut Vec<Condition>, s: &Summary, generation: Option<i64>, sort
         }
     };
     let mut put = |type_: &str, on: bool, (reason, message): (String, String)| {
-        let status = if on { "True" } else { "False" };
-        if let Some(c) = cs.iter_mut().find(|c| c.type_ == type_) {
-            if c.status != status {
-                c.last_transition_time = newest.clone();
-            }
-            c.status = status.into();
-            c.reason = reason;
-            c.message = message;
-            c.observed_generation = generation;
-        } else {
-            cs.push(Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason,
-                message,
-                observed_generation: generation,
-                last_transition_time: Time(newest.0),
-            });
-        }
+        conditions::set_condition(cs, type_, on, &reason, message, generation, newest.clone());
     };
     if let Some(ready) = s.ready {
         put(READY, ready, (s.reason.clone(), s.message.clone()));

@@ -14,7 +14,6 @@
 //! See `docs/operator.md`.
 
 pub mod computejob;
-pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -28,8 +27,13 @@ pub mod metrics;
 pub mod rewards;
 pub mod settlement;
 pub mod stake;
+pub mod toolkit;
 pub mod verification;
 pub mod wallet;
+
+/// The toolkit's conditions and time helpers under their former name (tests, e2e
+/// and controllers use `conditions::time` and friends).
+pub use toolkit as conditions;
 
 pub use context::{Clock, Context, FakeClock, LedgerHandle, SystemClock};
 pub use error::{Error, Result};

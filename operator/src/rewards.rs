@@ -38,7 +38,6 @@
 //! `[from, to)`, kept a few hours), both written by the ComputeJob controller. A
 //! GPU allocated for 15 minutes of the hour earns for 45.
 
-use solgrid_market::gpu::{dominant_model, model_groups};
 use crate::{Context, Error, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -47,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use solgrid_crds::{GpuNode, GpuNodeStatus, StakePhase, StakePosition};
 use solgrid_ledger::{Executor, ExecutorConfig, Settlement, SettlementState, SettlementStore};
 use solgrid_market::emission::EmissionSchedule;
+use solgrid_market::gpu::{dominant_model, model_groups};
 use solgrid_market::idle::{BusySpan, IdleWindow};
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_market::staking::{Recipient, RewardNode, StakeShare, StakingConfig, split_rewards};
@@ -107,7 +107,7 @@ pub struct RewardState {
 /// `until_ms`) and its recent history (an allocation in both counts once).
 pub fn busy_spans(st: &GpuNodeStatus, until_ms: u64) -> Vec<BusySpan> {
     let ms = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
-        crate::conditions::from_time(t).timestamp_millis().max(0) as u64
+        crate::toolkit::from_time(t).timestamp_millis().max(0) as u64
     };
     let mut out: Vec<BusySpan> = st
         .allocations
@@ -284,9 +284,8 @@ pub fn plan_round(
     }
     let pool = emission
         .checked_add(state.dust)
-        .ok_or_else(|| Error::Market("reward pool overflow".into()))?;
-    let split = split_rewards(pool, nodes, cfg.max_commission_bps)
-        .map_err(|e| Error::Market(e.to_string()))?;
+        .ok_or_else(|| Error::market("reward pool overflow"))?;
+    let split = split_rewards(pool, nodes, cfg.max_commission_bps).map_err(Error::market)?;
     let mut transfers = Vec::with_capacity(split.payouts.len());
     let mut credits: BTreeMap<(String, Option<String>, String), u64> = BTreeMap::new();
     for p in &split.payouts {
@@ -421,7 +420,7 @@ impl StateStore {
         self.state
             .round
             .as_mut()
-            .ok_or_else(|| Error::Store("no round in progress".into()))
+            .ok_or_else(|| Error::store("no round in progress"))
     }
 
     fn set(&mut self, keys: &[String], state: SettlementState) -> Result<()> {
@@ -431,7 +430,7 @@ impl StateStore {
                 .settlements
                 .iter_mut()
                 .find(|s| &s.intent.key == k)
-                .ok_or_else(|| Error::Store(format!("unknown settlement key {k:?}")))?;
+                .ok_or_else(|| Error::store(format!("unknown settlement key {k:?}")))?;
             s.state = state.clone();
             s.payload = None;
         }
@@ -571,7 +570,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
     let mut store = StateStore::load(cms).await?;
     let mut report = TickReport::default();
     let period_ms = (ctx.config.reward_interval.as_millis() as u64).max(1);
-    let now = crate::gpunode::common::now_ms(ctx);
+    let now = crate::toolkit::now_ms(ctx);
     let current = now / period_ms;
     let Some(ended) = current.checked_sub(1) else {
         return Ok(report);
@@ -607,8 +606,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
         let mut store = store;
         let r = {
             let mut exec = Executor::new(&*ledger, &mut store, ExecutorConfig::default());
-            exec.settle_pass()
-                .map_err(|e| Error::Ledger(e.to_string()))?
+            exec.settle_pass().map_err(Error::ledger)?
         };
         Ok((store, r.confirmed))
     })
@@ -662,7 +660,7 @@ fn schedule(decimals: u8) -> Result<Arc<EmissionSchedule>> {
     if let Some(s) = map.get(&decimals) {
         return Ok(s.clone());
     }
-    let s = Arc::new(EmissionSchedule::new(decimals).map_err(|e| Error::Market(e.to_string()))?);
+    let s = Arc::new(EmissionSchedule::new(decimals).map_err(Error::market)?);
     map.insert(decimals, s.clone());
     Ok(s)
 }
@@ -757,7 +755,7 @@ mod tests {
                     uid: "u".into(),
                     job: "ns/j".into(),
                     gpus: alloc,
-                    since: crate::conditions::time(chrono::DateTime::UNIX_EPOCH),
+                    since: crate::toolkit::time(chrono::DateTime::UNIX_EPOCH),
                 })
                 .into_iter()
                 .collect(),
@@ -774,7 +772,7 @@ mod tests {
     fn idle_fraction_is_by_time_in_the_period() {
         let cfg = StakingConfig::default();
         let at = |ms: u64| {
-            crate::conditions::time(chrono::DateTime::from_timestamp_millis(ms as i64).unwrap())
+            crate::toolkit::time(chrono::DateTime::from_timestamp_millis(ms as i64).unwrap())
         };
         let mut busy = node("busy", "h100", 2, 0, true, 0);
         let st = busy.status.as_mut().unwrap();

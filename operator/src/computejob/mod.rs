@@ -218,7 +218,7 @@ impl Run<'_> {
 
     fn condition(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>) {
         let g = self.generation();
-        conditions::set(
+        conditions::set_condition(
             &mut self.st.conditions,
             type_,
             status,
@@ -724,7 +724,7 @@ async fn step_quote(r: &mut Run<'_>) -> Result<Option<Action>> {
         &cfg.market.fees,
         r.now,
     )
-    .map_err(Error::Market)?;
+    .map_err(Error::market)?;
     match outcome {
         quote::QuoteOutcome::Locked(q) => {
             let msg = format!(
@@ -916,7 +916,7 @@ async fn plan_next(
                 .await;
             return Ok(Err(Action::requeue(Duration::from_secs(60))));
         }
-        Err(e) => return Err(Error::Market(e.to_string())),
+        Err(e) => return Err(Error::market(e)),
     };
     // the ledger's size model may ask the chain (which token accounts exist)
     use solgrid_market::ledger::Ledger as _;
@@ -928,7 +928,7 @@ async fn plan_next(
     })
     .await
     .map_err(|e| Error::Join(e.to_string()))?
-    .map_err(|e| Error::Market(e.to_string()))?;
+    .map_err(Error::market)?;
     if intents.len() > 1 {
         info!(
             job = %r.name,
@@ -1152,8 +1152,8 @@ async fn execute(
             .with_label_values(&[r.ctx.ledger.kind(), "settle"])
             .inc();
         match e {
-            solgrid_ledger::SettleError::Store(s) => Error::Store(s.to_string()),
-            other => Error::Ledger(other.to_string()),
+            solgrid_ledger::SettleError::Store(s) => Error::store(s),
+            other => Error::ledger(other),
         }
     })
 }

@@ -430,7 +430,7 @@ pub async fn book_node(ctx: &Context, node: &str, bookings: &[Booking], now_ms: 
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Store(format!(
+    Err(Error::store(format!(
         "GpuNode {name}: still conflicting after {CAS_ATTEMPTS} attempts"
     )))
 }

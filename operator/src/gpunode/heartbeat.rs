@@ -33,7 +33,7 @@ pub struct Heartbeat {
     pub acquired_ms: Option<u64>,
 }
 
-use crate::gpunode::common::ts_ms as ms;
+use crate::toolkit::ts_ms as ms;
 
 /// The lease's name for a node.
 pub fn lease_name(prefix: &str, node: &str) -> String {

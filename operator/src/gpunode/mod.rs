@@ -26,13 +26,12 @@
 //! the node verifies again; `solgrid.dev/uptime` (written by the operator) keeps the
 //! uptime track ([`solgrid_market::reputation::UptimeTrack`]).
 
-pub mod common;
 pub mod heartbeat;
 pub mod machine;
 pub mod verify;
 
-use crate::gpunode::common::{event, ms_time, now_ms, publish, set_condition, time_ms};
 use crate::stake::machine as stake_machine;
+use crate::toolkit::{event, ms_time, now_ms, publish, set_condition, time_ms};
 use crate::verification::{SpeedConfig, Verdict};
 use crate::{Context, Error, Result};
 use futures::StreamExt;
@@ -621,7 +620,7 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
     st.minimum_stake = cfg
         .staking
         .min_stake_inventory(&groups, unknown)
-        .map_err(|e| Error::Market(e.to_string()))?;
+        .map_err(Error::market)?;
     let (eligible, why) = machine::eligibility(
         &cfg.staking,
         &EligibilityInput {

@@ -13,7 +13,7 @@
 //! report from the container's log, checks it ([`crate::verification::check_report`]),
 //! records the verdict in the GpuNode status and deletes the pod.
 
-use crate::gpunode::common::{label_safe, time_ms};
+use crate::toolkit::{label_safe, time_ms};
 use crate::verification::{Challenge, SpeedConfig, Verdict, WorkerReport, check_report};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use serde_json::json;
@@ -65,7 +65,7 @@ pub fn pod_name(node: &str, period: u64) -> String {
     let base = base.trim_matches('-');
     format!(
         "solgrid-verify-{base}-{:08x}-{period}",
-        crate::gpunode::common::fnv32(node)
+        crate::toolkit::fnv32(node)
     )
 }
 
@@ -276,7 +276,7 @@ pub fn judge_log(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpunode::common::ms_time;
+    use crate::toolkit::ms_time;
     use crate::verification::run_worker;
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,

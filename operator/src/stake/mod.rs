@@ -19,7 +19,7 @@
 pub mod machine;
 pub mod store;
 
-use crate::gpunode::common::{
+use crate::toolkit::{
     add_finalizer_patch, event, ms_time, now_ms, publish, remove_finalizer_patch, set_condition,
     time_ms,
 };
@@ -133,7 +133,7 @@ async fn execute(
         &ctx.config.market.staking,
         &st.operations,
     )
-    .map_err(|e| Error::Market(e.to_string()))?;
+    .map_err(Error::market)?;
     let handle = tokio::runtime::Handle::current();
     let ledger = ctx.ledger.clone();
     let fm = ctx.config.field_manager.clone();
@@ -143,13 +143,13 @@ async fn execute(
         let mut store = StakeStore::new(api, handle, fm, now, sp, known);
         let report = {
             let mut exec = Executor::new(&*ledger, &mut store, ExecutorConfig::default());
-            exec.plan(&new).map_err(|e| Error::Ledger(e.to_string()))?;
+            exec.plan(&new).map_err(Error::ledger)?;
             exec.settle_pass().map_err(|e| {
                 metrics
                     .ledger_errors
                     .with_label_values(&[ledger.kind(), "stake"])
                     .inc();
-                Error::Ledger(e.to_string())
+                Error::ledger(e)
             })?
         };
         tracing::debug!(

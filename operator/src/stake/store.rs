@@ -13,7 +13,7 @@
 //! store blocks on the API calls through the runtime's handle.
 
 use super::machine::{LOCK, SLASH, WITHDRAW};
-use crate::gpunode::common::ms_time;
+use crate::toolkit::ms_time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use solgrid_crds::{
