@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
-use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode, GpuNodePhase};
+use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode};
 use solgrid_e2e::cluster::{TestCluster, free_addr, http_get, shared};
 use solgrid_e2e::nodesim::{NodeSim, SimConfig, SimNodeSpec};
 use solgrid_e2e::process::Proc;
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 mod allocation;
 #[path = "scenarios/lifecycle.rs"]
 mod lifecycle;
+#[path = "scenarios/rewards.rs"]
+mod rewards;
 #[path = "scenarios/solana.rs"]
 mod solana;
 
@@ -106,29 +108,8 @@ fn start_operator(tc: &TestCluster, name: &str, journal: &Path, watch_ns: &str) 
 
 /// The extender binary, listening where the chart's kube-scheduler calls it; its
 /// metrics on a free loopback port (returned).
-///
-/// A fresh cluster cannot meet two market rules the extender enforces: nodes are
-/// hired only 12 h after they are first seen, and only when staked. The extender
-/// runs with `--market-config` `{"matching": {"minNodeAgeMs": 0, "requireStake":
-/// false}}` so the first jobs can run on brand-new nodes.
 fn start_extender(tc: &TestCluster, name: &str) -> Result<(Proc, std::net::SocketAddr)> {
-    let bin = workspace_bin("solgrid-scheduler")?;
-    let market = tc.dir().join(format!("{name}-market.json"));
-    std::fs::write(
-        &market,
-        serde_json::to_vec(&serde_json::json!({
-            "matching": {"minNodeAgeMs": 0, "requireStake": false}
-        }))?,
-    )?;
-    let metrics = free_addr("127.0.0.1")?;
-    let mut cmd = Command::new(bin);
-    cmd.env("KUBECONFIG", tc.kubeconfig())
-        .env("RUST_LOG", "info")
-        .arg(format!("--listen={}", tc.extender_addr()))
-        .arg(format!("--metrics-listen={metrics}"))
-        .arg(format!("--market-config={}", market.display()));
-    let log = tc.dir().join(format!("{name}.log"));
-    Ok((Proc::spawn(name, cmd, &log)?, metrics))
+    solgrid_e2e::market::start_extender_with_metrics(tc, tc.dir(), name, None)
 }
 
 /// The sum of a counter's samples whose labels contain `label`.
@@ -230,27 +211,9 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
     ];
     let gpunodes: Api<GpuNode> = Api::all(client.clone());
     for (node, wallet) in nodes {
-        sim.add_node(SimNodeSpec::rtx4090(node, 1))
+        solgrid_e2e::market::add_gpunode(&client, &sim, node, 1, wallet, true)
             .await
-            .expect("simulated node");
-        let gn = serde_json::json!({
-            "apiVersion": solgrid_crds::API_VERSION, "kind": "GpuNode",
-            "metadata": {"name": node},
-            "spec": {
-                "nodeName": node, "payoutWallet": wallet,
-                "location": {"region": "eu-west", "country": "DE",
-                             "coordinates": {"latitude": 50.11, "longitude": 8.68}},
-            },
-        });
-        gpunodes
-            .patch(
-                node,
-                &PatchParams::apply("solgrid-e2e").force(),
-                &Patch::Apply(gn),
-            )
-            .await
-            .expect("GpuNode applied");
-        sim.publish_inventory(node, node).await.expect("inventory");
+            .expect("simulated node and its GpuNode");
     }
     eprintln!(
         "{TEST}: cluster up in {:.1} s; nodes registered at +{:.1} s",
@@ -263,19 +226,9 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
     let mut operator = start_operator(tc, "solgrid-operator-llm", &journal, &ns).expect("operator");
 
     // honest fresh nodes verify (the real verify-worker) and become Active
-    let active = wait_for(Duration::from_secs(90), || async {
-        let mut scores = Vec::new();
-        for (node, _) in nodes {
-            let g = gpunodes.get(node).await.ok()?;
-            let st = g.status?;
-            if st.phase != GpuNodePhase::Active {
-                return None;
-            }
-            scores.push(st.reputation.score);
-        }
-        Some(scores)
-    })
-    .await;
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| *n).collect();
+    let active =
+        solgrid_e2e::market::wait_gpunodes_active(&client, &names, Duration::from_secs(90)).await;
     let Some(scores) = active else {
         let phases: Vec<String> = futures::future::join_all(
             nodes
@@ -296,15 +249,11 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
         "{TEST}: GpuNodes Active at +{:.1} s, reputation {scores:?}",
         t0.elapsed().as_secs_f64()
     );
-    // a fresh cluster: the example's minReputation (600) is above what a node has
-    // after its first verification; ask for what the honest nodes have
-    let min_score = scores.iter().copied().min().unwrap_or(0) as u64;
-    if job_v["spec"]["minReputation"].as_u64().unwrap_or(0) > min_score {
+    if let Some(was) = solgrid_e2e::market::fit_min_reputation(&mut job_v, &scores) {
         eprintln!(
-            "{TEST}: NOTE example minReputation {} > fresh nodes' {min_score}: lowered to {min_score}",
+            "{TEST}: NOTE example minReputation {was} > fresh nodes': lowered to {}",
             job_v["spec"]["minReputation"]
         );
-        job_v["spec"]["minReputation"] = min_score.into();
     }
 
     let secret: Secret = serde_json::from_value(secret_v).unwrap();

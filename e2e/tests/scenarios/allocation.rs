@@ -25,10 +25,7 @@ async fn a_running_job_is_allocated_on_its_node_and_released_when_it_ends() {
     };
     let _one = tc.exclusive().await;
     let payer =
-        solgrid_e2e::example("computejob-llm-finetune.yaml").unwrap()[0]["stringData"]["address"]
-            .as_str()
-            .expect("the example Secret's address")
-            .to_string();
+        solgrid_e2e::market::example_payer();
     let m = Market::up(tc, MarketOpts::new("e2e-alloc", &[(NODE, 2)]), &payer)
         .await
         .expect("market");

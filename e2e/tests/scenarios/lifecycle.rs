@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use solgrid_crds::{ComputeJobPhase, ComputeJobStatus, GpuNode, GpuNodePhase};
-use solgrid_e2e::market::{Market, MarketOpts};
+use solgrid_e2e::market::{Market, MarketOpts, example_payer};
 use solgrid_e2e::wait_for;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -538,11 +538,4 @@ async fn invalid_examples_are_refused_by_the_api_server_naming_their_field() {
         }
     }
     solgrid_e2e::delete_namespace(&client, &ns).await;
-}
-
-fn example_payer() -> String {
-    solgrid_e2e::example("computejob-llm-finetune.yaml").unwrap()[0]["stringData"]["address"]
-        .as_str()
-        .expect("the example Secret's address")
-        .to_string()
 }
