@@ -32,8 +32,6 @@ mod lifecycle;
 mod rewards;
 #[path = "scenarios/solana.rs"]
 mod solana;
-#[path = "scenarios/verification.rs"]
-mod verification;
 
 /// The local cluster, or `None` (skip) with the reason on stderr.
 fn local_cluster(test: &str) -> Option<&'static TestCluster> {
@@ -103,8 +101,7 @@ fn start_operator(tc: &TestCluster, name: &str, journal: &Path, watch_ns: &str) 
         .arg("--running-requeue-seconds=2")
         // idle-reward rounds (which mint) only at start: the supply then moves only by burns
         .arg("--reward-interval-seconds=1000000000")
-        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
-        .envs(solgrid_e2e::SIM_VERIFY_ENV);
+        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
 }

@@ -148,9 +148,9 @@ pub struct Cli {
         default_value = "ghcr.io/solgrid/verifier:0.2.0"
     )]
     pub verifier_image: String,
-    /// Proof-of-work sizing, tolerance and expiry (`--verify-*`).
+    /// The scheduled buyback of IO with the treasury's stablecoin (`--buyback-*`).
     #[command(flatten)]
-    pub verify: crate::gpunode::verify::VerifyArgs,
+    pub buyback: crate::buyback::BuybackArgs,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "SOLGRID_LOG_FORMAT", default_value = "text")]
@@ -192,8 +192,7 @@ pub struct OperatorConfig {
     pub verification_interval: Duration,
     pub reward_interval: Duration,
     pub verifier_image: String,
-    /// Proof-of-work sizing, tolerance and expiry.
-    pub verify: crate::gpunode::verify::VerifyArgs,
+    pub buyback: crate::buyback::BuybackArgs,
     /// Field manager of every server-side apply.
     pub field_manager: String,
 }
@@ -327,7 +326,7 @@ impl Cli {
             verification_interval: Duration::from_secs(self.verification_interval_seconds.max(1)),
             reward_interval: Duration::from_secs(self.reward_interval_seconds.max(1)),
             verifier_image: self.verifier_image,
-            verify: self.verify.validated().map_err(ConfigError::Invalid)?,
+            buyback: self.buyback.validated().map_err(ConfigError::Invalid)?,
             field_manager: "solgrid-operator".into(),
         })
     }

@@ -682,8 +682,7 @@ fn start_solana_operator(
         .arg(format!("--lease-namespace={ns}"))
         .arg(format!("--reward-interval-seconds={REWARD_INTERVAL_S}"))
         .arg("--running-requeue-seconds=2")
-        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
-        .envs(solgrid_e2e::SIM_VERIFY_ENV);
+        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
 }
