@@ -19,7 +19,7 @@ use solgrid_ledger::WalletKeypair;
 use std::collections::BTreeMap;
 
 /// Label on the Secrets `wallet new` creates.
-pub const WALLET_LABEL: &str = "solgrid.dev/wallet";
+pub use solgrid_crds::labels::LABEL_WALLET as WALLET_LABEL;
 /// `generateName` prefix of the LedgerGrants `fund` creates.
 pub const GRANT_PREFIX: &str = "fund-";
 
@@ -43,7 +43,7 @@ pub fn wallet_secret(name: &str, namespace: &str, keypair: &WalletKeypair) -> Se
                 "true".to_string(),
             )])),
             annotations: Some(BTreeMap::from([(
-                "solgrid.dev/wallet-address".to_string(),
+                solgrid_crds::labels::ANN_WALLET_ADDRESS.to_string(),
                 keypair.address(),
             )])),
             ..Default::default()

@@ -144,8 +144,13 @@ pub struct VerificationStatus {
     pub last_result: Option<String>,
     pub passed: u32,
     pub failed: u32,
-    /// Whether the node has passed at least one verification since it was last slashed.
+    /// Whether the node has passed at least one verification since it was last
+    /// slashed, and has not had `--verify-expire-after` inconclusive runs in a row since.
     pub verified: bool,
+    /// Inconclusive runs since the last conclusive one (pod never ran, started
+    /// late, failed without a report).
+    #[serde(default)]
+    pub inconclusive: u32,
 }
 
 /// Job outcomes on this node.

@@ -19,6 +19,17 @@ pub const LABEL_WALLET: &str = "solgrid.dev/wallet";
 /// Standard label naming a pod's role (`verifier` for verification pods).
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 
+/// Prefix of the node labels the device plugin writes about a node's GPUs.
+pub const LABEL_PREFIX: &str = "solgrid.dev/";
+/// Node label the device plugin sets (`true`) on any node with a GPU.
+pub const LABEL_GPU_PRESENT: &str = "solgrid.dev/gpu.present";
+
+/// A node label the device plugin writes per vendor: `solgrid.dev/<vendor>-gpu.<key>`
+/// (`count`, `model`, `memory-mib`).
+pub fn gpu_label(vendor: &str, key: &str) -> String {
+    format!("{LABEL_PREFIX}{vendor}-gpu.{key}")
+}
+
 /// GpuNode annotation an admin sets (`true`) to clear a slash.
 pub const ANN_CLEAR_SLASH: &str = "solgrid.dev/clear-slash";
 /// GpuNode annotation where the operator keeps the node's uptime track
@@ -36,6 +47,10 @@ pub const ANN_GPUNODE: &str = "solgrid.dev/gpunode";
 pub const ANN_VERIFY_SEED: &str = "solgrid.dev/verify-seed";
 /// Verification pod annotation: the challenge's matrix size.
 pub const ANN_VERIFY_SIZE: &str = "solgrid.dev/verify-size";
+/// Verification pod annotation: the devices' challenges (a JSON list).
+pub const ANN_VERIFY_DEVICES: &str = "solgrid.dev/verify-devices";
+/// Verification pod annotation: when the operator created it, ms since the epoch.
+pub const ANN_VERIFY_CREATED_MS: &str = "solgrid.dev/verify-created-ms";
 /// Worker pod annotation: the job's locked price per GPU-hour.
 pub const ANN_PRICE_PER_GPU_HOUR: &str = "solgrid.dev/price-per-gpu-hour";
 /// Wallet Secret annotation: the wallet's public address.
@@ -45,3 +60,23 @@ pub const ANN_WALLET_ADDRESS: &str = "solgrid.dev/wallet-address";
 pub const FINALIZER_SETTLEMENT: &str = "solgrid.dev/settlement";
 /// Finalizer keeping a StakePosition until its stake is released.
 pub const FINALIZER_STAKE: &str = "solgrid.dev/stake-protection";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_labels_carry_the_prefix() {
+        assert_eq!(gpu_label("nvidia", "count"), "solgrid.dev/nvidia-gpu.count");
+        assert!(LABEL_GPU_PRESENT.starts_with(LABEL_PREFIX));
+        for k in [
+            LABEL_JOB,
+            LABEL_WORKER,
+            LABEL_ATTEMPT,
+            LABEL_MARKET_STATE,
+            ANN_UPTIME,
+        ] {
+            assert!(k.starts_with(LABEL_PREFIX), "{k}");
+        }
+    }
+}

@@ -10,8 +10,8 @@ use crate::device::label_value;
 use crate::resource::DeviceState;
 use std::collections::BTreeMap;
 
-/// Label prefix.
-pub const PREFIX: &str = "solgrid.dev/";
+pub use solgrid_crds::labels::LABEL_PREFIX as PREFIX;
+use solgrid_crds::labels::{LABEL_GPU_PRESENT, gpu_label};
 
 /// The most common model (ties: the one seen first).
 pub fn primary_model<'a>(models: impl IntoIterator<Item = &'a str>) -> Option<String> {
@@ -42,7 +42,7 @@ pub fn node_labels(states: &[DeviceState]) -> BTreeMap<String, String> {
     }
     let mut labels = BTreeMap::new();
     for (vendor, devs) in &by_vendor {
-        let key = |k: &str| format!("{PREFIX}{vendor}-gpu.{k}");
+        let key = |k: &str| gpu_label(vendor, k);
         labels.insert(key("count"), devs.len().to_string());
         if let Some(model) = primary_model(devs.iter().map(|d| d.device.model.as_str())) {
             labels.insert(key("model"), label_value(&model));
@@ -52,7 +52,7 @@ pub fn node_labels(states: &[DeviceState]) -> BTreeMap<String, String> {
         }
     }
     if !by_vendor.is_empty() {
-        labels.insert(format!("{PREFIX}gpu.present"), "true".into());
+        labels.insert(LABEL_GPU_PRESENT.to_string(), "true".into());
     }
     labels
 }

@@ -38,6 +38,22 @@ pub mod market;
 pub mod nodesim;
 pub mod process;
 
+/// Proof-of-work settings (environment of the operator processes) for simulated
+/// nodes, whose "GPUs" are this machine's CPU running the reference worker: an RTX
+/// 4090 is taken to need 1 s per 32-product, so a CPU is far faster than any claim
+/// and every chain is a few products (4090: 8 rounds for the 8 s target, limit
+/// 1.5 x 8 s + 2 s). Scenarios about the speed check pass their own `--verify-*`
+/// flags (flags win over these).
+pub const SIM_VERIFY_ENV: [(&str, &str); 7] = [
+    ("SOLGRID_VERIFY_SIZE", "32"),
+    ("SOLGRID_VERIFY_REFERENCE_SIZE", "32"),
+    ("SOLGRID_VERIFY_REFERENCE_US", "1000000"),
+    ("SOLGRID_VERIFY_TARGET_MS", "8000"),
+    ("SOLGRID_VERIFY_SLACK_MS", "2000"),
+    ("SOLGRID_VERIFY_TOLERANCE_PCT", "150"),
+    ("SOLGRID_VERIFY_MAX_MATRICES", "2"),
+];
+
 /// A binary of this workspace, next to the test executable (`target/<profile>/`,
 /// built by `cargo test --workspace` or `cargo build --bins`).
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {

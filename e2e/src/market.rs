@@ -203,6 +203,7 @@ impl Market {
             // idle-reward rounds (which mint) only at start: the supply moves only by burns
             .arg("--reward-interval-seconds=1000000000")
             .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
+            .envs(crate::SIM_VERIFY_ENV)
             .args(&self.opts.operator_args);
         let log = self.dir.join(format!("{name}.log"));
         Ok(Proc::spawn(&name, cmd, &log)?)

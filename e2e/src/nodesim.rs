@@ -25,7 +25,18 @@
 //!
 //! Faults, per node ([`Faults`]): a node that corrupts its proof of work, one whose
 //! workers exit non-zero, one that stops heartbeating (no Lease renewal, no `Ready`
-//! updates).
+//! updates), one whose verification pods never start (they stay `Pending`, as on a
+//! node that keeps them unschedulable), one that reports its verification
+//! container as having run 0 ms with a worker `computeMs` of 0 (a node lying about
+//! its speed: the operator times the run itself).
+//!
+//! What is simulated in the proof of work: the "GPUs" are this machine's CPU
+//! running the real reference worker (`solgrid-operator verify-worker`), one thread
+//! per device, at CPU speed. A scenario makes an honest node by having it claim a
+//! model whose calibrated speed the CPU matches (the operator's
+//! `--verify-reference-us` measured on this machine) and a cheating one by having
+//! the same CPU claim a much faster model (an H100): the latter then genuinely
+//! computes the H100-sized chain at CPU speed. Real GPU throughput is not measured.
 
 use anyhow::{Context as _, Result, anyhow};
 use futures::StreamExt as _;
@@ -62,6 +73,11 @@ pub struct Faults {
     pub fail_workers: AtomicBool,
     /// No more Lease renewals or `Ready` heartbeats.
     pub stop_heartbeat: AtomicBool,
+    /// Verification pods are never started (left `Pending`).
+    pub hold_verification: AtomicBool,
+    /// Verification containers are reported as having run 0 ms (`startedAt ==
+    /// finishedAt`) and the worker's `computeMs` as 0, however long they took.
+    pub forge_fast_timestamps: AtomicBool,
 }
 
 /// A node to simulate.
@@ -557,6 +573,9 @@ fn handle_pod(inner: &Arc<Inner>, pod: Pod) {
     if running.contains_key(&uid) || phase == "Succeeded" || phase == "Failed" {
         return;
     }
+    if node.faults.hold_verification.load(Ordering::Relaxed) && verify_args(&pod).is_some() {
+        return;
+    }
     let h = tokio::spawn(run_pod(inner.clone(), node, pod));
     running.insert(uid, h);
 }
@@ -680,7 +699,10 @@ async fn run_pod(inner: Arc<Inner>, node: Arc<SimNode>, pod: Pod) {
             logs.insert((ns.clone(), name.clone(), c.clone()), outcome.log.clone());
         }
     }
-    let finished = now();
+    let mut finished = now();
+    if node.faults.forge_fast_timestamps.load(Ordering::Relaxed) && verify_args(&pod).is_some() {
+        finished = started.clone();
+    }
     let status = finished_status(&pod, &started, &finished, &containers, &outcome);
     set_status(&api, &name, status, "the final phase").await;
     forget(&inner, &pod);
@@ -717,14 +739,10 @@ async fn run_verify_worker(inner: &Inner, node: &SimNode, args: &[String]) -> Ou
     };
     let mut args = args.to_vec();
     let corrupt = node.faults.corrupt_proof.load(Ordering::Relaxed);
-    // a corrupting node computes another challenge's product and claims it is this one's
-    let mut real_seed = None;
-    if corrupt
-        && let Some(i) = args.iter().position(|a| a == "--seed")
-        && let Some(s) = args.get(i + 1).and_then(|s| s.parse::<u64>().ok())
-    {
-        real_seed = Some(s);
-        args[i + 1] = s.wrapping_add(1).to_string();
+    // a corrupting node computes other challenges' results and claims they are these
+    let mut relabel = Vec::new();
+    if corrupt {
+        relabel = shift_seeds(&mut args);
     }
     let out = tokio::process::Command::new(&bin)
         .arg("verify-worker")
@@ -735,8 +753,11 @@ async fn run_verify_worker(inner: &Inner, node: &SimNode, args: &[String]) -> Ou
     match out {
         Ok(o) => {
             let mut log = String::from_utf8_lossy(&o.stdout).into_owned();
-            if let Some(s) = real_seed {
-                log = claim_seed(&log, s.wrapping_add(1), s);
+            for (computed, claimed) in relabel {
+                log = claim_seed(&log, computed, claimed);
+            }
+            if node.faults.forge_fast_timestamps.load(Ordering::Relaxed) {
+                log = zero_compute_ms(&log);
             }
             log.push_str(&String::from_utf8_lossy(&o.stderr));
             Outcome {
@@ -751,6 +772,49 @@ async fn run_verify_worker(inner: &Inner, node: &SimNode, args: &[String]) -> Ou
             log: format!("solgrid-nodesim: running {}: {e}\n", bin.display()),
         },
     }
+}
+
+/// Adds 1 to every challenge seed in the worker's arguments (`--seed S` and
+/// `--device uuid:S:R:L`); the (computed, claimed) pairs.
+fn shift_seeds(args: &mut [String]) -> Vec<(u64, u64)> {
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    while i + 1 < args.len() {
+        match args[i].as_str() {
+            "--seed" => {
+                if let Ok(s) = args[i + 1].parse::<u64>() {
+                    args[i + 1] = s.wrapping_add(1).to_string();
+                    pairs.push((s.wrapping_add(1), s));
+                }
+            }
+            "--device" => {
+                let parts: Vec<&str> = args[i + 1].rsplitn(4, ':').collect();
+                if let [l, r, seed, uuid] = parts.as_slice()
+                    && let Ok(s) = seed.parse::<u64>()
+                {
+                    pairs.push((s.wrapping_add(1), s));
+                    args[i + 1] = format!("{uuid}:{}:{r}:{l}", s.wrapping_add(1));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    pairs
+}
+
+/// The worker's report lines with `computeMs` set to 0 (a lying node).
+pub fn zero_compute_ms(log: &str) -> String {
+    log.lines()
+        .map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(mut v) if v.get("computeMs").is_some() => {
+                v["computeMs"] = 0.into();
+                v.to_string()
+            }
+            _ => l.to_string(),
+        })
+        .map(|l| l + "\n")
+        .collect()
 }
 
 /// A worker report for challenge seed `computed`, relabelled as the answer to `claimed`
@@ -968,9 +1032,9 @@ mod tests {
         use solgrid_operator::verification::{
             Challenge, SpeedConfig, WorkerReport, check_report, run_worker,
         };
-        let c = Challenge { seed: 42, n: 16 };
+        let c = Challenge::single(42, 16);
         let (honest, _) = run_worker(&c, || 0).unwrap();
-        let (other, _) = run_worker(&Challenge { seed: 43, n: 16 }, || 0).unwrap();
+        let (other, _) = run_worker(&Challenge::single(43, 16), || 0).unwrap();
         let forged = claim_seed(&other, 43, 42);
         assert_ne!(forged, other, "the seed was relabelled");
         let check = |log: &str| {
@@ -979,6 +1043,30 @@ mod tests {
         };
         assert!(!check(&honest).is_cheating());
         assert!(check(&forged).is_cheating(), "{:?}", check(&forged));
+    }
+
+    #[test]
+    fn seeds_are_shifted_per_device_and_compute_zeroed() {
+        let mut args: Vec<String> = [
+            "--size",
+            "8",
+            "--device",
+            "GPU-a:b:5:3:2",
+            "--device",
+            "GPU-c:9:1:1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let pairs = shift_seeds(&mut args);
+        assert_eq!(pairs, vec![(6, 5), (10, 9)]);
+        assert_eq!(args[3], "GPU-a:b:6:3:2");
+        assert_eq!(args[5], "GPU-c:10:1:1");
+        let z = zero_compute_ms("x\n{\"v\":2,\"computeMs\":840}\n");
+        let lines: Vec<&str> = z.lines().collect();
+        assert_eq!(lines[0], "x");
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v, serde_json::json!({"v": 2, "computeMs": 0}));
     }
 
     #[test]

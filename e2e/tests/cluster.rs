@@ -32,6 +32,8 @@ mod lifecycle;
 mod rewards;
 #[path = "scenarios/solana.rs"]
 mod solana;
+#[path = "scenarios/verification.rs"]
+mod verification;
 
 /// The local cluster, or `None` (skip) with the reason on stderr.
 fn local_cluster(test: &str) -> Option<&'static TestCluster> {
@@ -101,7 +103,8 @@ fn start_operator(tc: &TestCluster, name: &str, journal: &Path, watch_ns: &str) 
         .arg("--running-requeue-seconds=2")
         // idle-reward rounds (which mint) only at start: the supply then moves only by burns
         .arg("--reward-interval-seconds=1000000000")
-        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
+        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
+        .envs(solgrid_e2e::SIM_VERIFY_ENV);
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
 }

@@ -148,9 +148,9 @@ pub struct Cli {
         default_value = "ghcr.io/solgrid/verifier:0.2.0"
     )]
     pub verifier_image: String,
-    /// The scheduled buyback of IO with the treasury's stablecoin (`--buyback-*`).
+    /// Proof-of-work sizing, tolerance and expiry (`--verify-*`).
     #[command(flatten)]
-    pub buyback: crate::buyback::BuybackArgs,
+    pub verify: crate::gpunode::verify::VerifyArgs,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "SOLGRID_LOG_FORMAT", default_value = "text")]
@@ -192,7 +192,8 @@ pub struct OperatorConfig {
     pub verification_interval: Duration,
     pub reward_interval: Duration,
     pub verifier_image: String,
-    pub buyback: crate::buyback::BuybackArgs,
+    /// Proof-of-work sizing, tolerance and expiry.
+    pub verify: crate::gpunode::verify::VerifyArgs,
     /// Field manager of every server-side apply.
     pub field_manager: String,
 }
@@ -326,7 +327,7 @@ impl Cli {
             verification_interval: Duration::from_secs(self.verification_interval_seconds.max(1)),
             reward_interval: Duration::from_secs(self.reward_interval_seconds.max(1)),
             verifier_image: self.verifier_image,
-            buyback: self.buyback.validated().map_err(ConfigError::Invalid)?,
+            verify: self.verify.validated().map_err(ConfigError::Invalid)?,
             field_manager: "solgrid-operator".into(),
         })
     }

@@ -352,6 +352,9 @@ pub enum JobStoreError {
     Serde(#[from] serde_json::Error),
     #[error("{0}")]
     Parts(#[from] PartsError),
+    /// A writer other than the API server's failed.
+    #[error("writing the status: {0}")]
+    Write(String),
 }
 
 /// How the store writes the status. The real one applies it to the API server
@@ -880,7 +883,7 @@ mod split_tests {
                 if self.persisted {
                     self.saved = st.clone();
                 }
-                return Err(JobStoreError::NotStaged("injected crash".into()));
+                return Err(JobStoreError::Write("injected crash".into()));
             }
             self.saved = st.clone();
             Ok(())

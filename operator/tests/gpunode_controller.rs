@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use solgrid_crds::{GpuNode, StakePosition};
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_operator::config::OperatorConfig;
+use solgrid_operator::gpunode::verify::devices_of;
 use solgrid_operator::gpunode::{GpuNodeCtx, Settings, gpunode_for_node, reconcile};
-use solgrid_operator::verification::{Challenge, run_worker};
+use solgrid_operator::verification::{Challenge, SpeedConfig, run_device_worker, run_worker};
 use std::sync::Arc;
 
 const GN: &str = "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-1";
@@ -83,6 +84,8 @@ fn setup(phase: &str, extra: Value) -> T {
     lw.apply_watcher_event(&watcher::Event::Apply(lease("gpu-1", T0_MS - 5_000)));
     let mut settings = Settings::from_config(&ctx.config);
     settings.verify.size = 32;
+    // an RTX 4090 takes 1 ms per 32-product; the chain takes the claimed model 200 ms
+    settings.verify.speed = SpeedConfig::quick(32);
     let g = Arc::new(GpuNodeCtx {
         ctx: ctx.clone(),
         nodes: ns,
@@ -160,7 +163,7 @@ fn finish_pod(t: &T, path: &str, log: &str) {
     p["status"] = json!({
         "phase": "Succeeded",
         "containerStatuses": [{"name": "verify", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
-            "state": {"terminated": {"exitCode": 0, "startedAt": rfc(T0_MS + 1_000), "finishedAt": rfc(T0_MS + 3_000)}}}],
+            "state": {"terminated": {"exitCode": 0, "startedAt": rfc(T0_MS), "finishedAt": rfc(T0_MS)}}}],
     });
     t.server.put(path, p);
     t.server.set_log(path, log);
@@ -168,12 +171,15 @@ fn finish_pod(t: &T, path: &str, log: &str) {
 
 fn good_log(t: &T, path: &str) -> String {
     let p: Pod = serde_json::from_value(t.server.get(path).unwrap()).unwrap();
-    let ann = p.metadata.annotations.unwrap();
-    let c = Challenge {
-        seed: ann["solgrid.dev/verify-seed"].parse().unwrap(),
-        n: ann["solgrid.dev/verify-size"].parse().unwrap(),
-    };
-    format!("starting\n{}\n", run_worker(&c, || 0).unwrap().0)
+    let (n, devices) = devices_of(&p).expect("the challenges in the annotations");
+    let lines: Vec<String> = devices
+        .iter()
+        .map(|d| {
+            let c = d.challenge(n).unwrap();
+            run_device_worker(Some(&d.uuid), &c, || 0).unwrap().0
+        })
+        .collect();
+    format!("starting\n{}\n", lines.join("\n"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,10 +196,25 @@ async fn pending_with_inventory_verifies_then_activates() {
     assert_eq!(pod["spec"]["activeDeadlineSeconds"], 900);
     assert_eq!(pod["spec"]["restartPolicy"], "Never");
     let c = &pod["spec"]["containers"][0];
-    assert_eq!(c["resources"]["limits"]["solgrid.dev/nvidia-gpu"], "1");
+    // every GPU of the node, each with its own challenge by UUID (here: the id)
+    assert_eq!(c["resources"]["limits"]["solgrid.dev/nvidia-gpu"], "2");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[..3], ["verify-worker", "--size", "32"]);
+    assert_eq!(args[3], "--device");
+    assert!(
+        args[4].starts_with("g0:") && args[6].starts_with("g1:"),
+        "{args:?}"
+    );
+    // H100: 2.4x an RTX 4090 -> 480 rounds for the 200 ms target
+    assert!(args[4].ends_with(":480:8"), "{args:?}");
     assert_eq!(
-        c["args"],
-        json!(["verify-worker", "--seed", "4242", "--size", "32"])
+        pod["metadata"]["annotations"]["solgrid.dev/verify-created-ms"],
+        T0_MS.to_string()
     );
     assert_eq!(
         pod["metadata"]["annotations"]["solgrid.dev/gpunode"],
@@ -229,7 +250,8 @@ async fn pending_with_inventory_verifies_then_activates() {
     let path = pod_path(&t);
     let log = good_log(&t, &path);
     finish_pod(&t, &path, &log);
-    advance(&mut t, chrono::Duration::seconds(20));
+    // the operator's clock: 300 ms from creation to the read (450 ms allowed)
+    advance(&mut t, chrono::Duration::milliseconds(300));
     t.server.clear_calls();
     reconcile(gn(&t), t.g.clone()).await.unwrap();
     let calls = t.server.calls();
@@ -433,7 +455,7 @@ async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
     // the worker reports the product of another challenge
     let wrong = format!(
         "{}\n",
-        run_worker(&Challenge { seed: 1, n: 32 }, || 0).unwrap().0
+        run_worker(&Challenge::single(1, 32), || 0).unwrap().0
     )
     .replace("\"seed\":\"1\"", "\"seed\":\"4242\"");
     finish_pod(&t, &path, &wrong);
@@ -557,7 +579,7 @@ async fn far_too_slow_is_cheating() {
     p["status"] = json!({
         "phase": "Failed", "reason": "DeadlineExceeded",
         "containerStatuses": [{"name": "verify", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
-            "state": {"terminated": {"exitCode": 137, "startedAt": rfc(T0_MS + 1_000), "finishedAt": rfc(T0_MS + 900_000)}}}],
+            "state": {"terminated": {"exitCode": 137, "startedAt": rfc(T0_MS), "finishedAt": rfc(T0_MS + 900_000)}}}],
     });
     t.server.put(&path, p);
     advance(&mut t, chrono::Duration::seconds(901));
@@ -591,6 +613,130 @@ async fn a_pod_that_never_ran_is_inconclusive() {
         t.server
             .events()
             .contains(&"VerificationInconclusive".to_string())
+    );
+}
+
+/// Runs one period whose pod never starts: reconcile (pod created), then again
+/// once it can no longer pass; the status applied last.
+async fn unschedulable_period(t: &mut T) -> Value {
+    t.server.clear_calls();
+    reconcile(gn(t), t.g.clone()).await.unwrap();
+    let path = pod_path(t);
+    let mut p = t.server.get(&path).unwrap();
+    p["status"] = json!({"phase": "Pending"});
+    t.server.put(&path, p);
+    // H100 limit 450 ms + 50 ms slack to read: judged after 500 ms
+    advance(t, chrono::Duration::milliseconds(501));
+    t.server.clear_calls();
+    reconcile(gn(t), t.g.clone()).await.unwrap();
+    assert!(t.server.writes().iter().any(|c| c.is("DELETE", &path)));
+    let st = status_applies(t).pop().expect("a status write");
+    advance(t, chrono::Duration::hours(1));
+    st
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inconclusive_periods_in_a_row_expire_verification() {
+    let mut t = verified_active();
+    assert_eq!(t.g.settings.verify.expire_after, 3);
+    for i in 1..=2 {
+        let st = unschedulable_period(&mut t).await;
+        assert_eq!(st["verification"]["inconclusive"], i);
+        assert_eq!(st["verification"]["verified"], true, "period {i}");
+        assert_eq!(st["phase"], "Active");
+        assert_eq!(cond(&st, "Verified")["reason"], "Inconclusive");
+    }
+    let st = unschedulable_period(&mut t).await;
+    assert_eq!(st["verification"]["inconclusive"], 3);
+    assert_eq!(st["verification"]["verified"], false);
+    assert_eq!(st["verification"]["failed"], 0, "not cheating");
+    assert_eq!(cond(&st, "Verified")["status"], "False");
+    assert_eq!(cond(&st, "Verified")["reason"], "Expired");
+    assert_eq!(st["phase"], "Verifying");
+    assert_eq!(st["rewardEligible"], false);
+    assert!(
+        t.server
+            .events()
+            .contains(&"VerificationExpired".to_string())
+    );
+    // a fourth keeps the reason; a pass restores it
+    let st = unschedulable_period(&mut t).await;
+    assert_eq!(cond(&st, "Verified")["reason"], "Expired");
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let path = pod_path(&t);
+    let log = good_log(&t, &path);
+    finish_pod(&t, &path, &log);
+    advance(&mut t, chrono::Duration::milliseconds(100));
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = status_applies(&t).pop().unwrap();
+    assert_eq!(st["verification"]["verified"], true);
+    assert_eq!(st["verification"]["inconclusive"], 0);
+    assert_eq!(st["phase"], "Active");
+}
+
+fn verified_active() -> T {
+    setup(
+        "Active",
+        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
+    )
+}
+
+/// A verified node's period: its pod succeeds (the node reporting a 0 ms run) with
+/// `log_of(the honest log)`, read `after` the pod's creation; the status applied and
+/// its `Verified` condition.
+async fn judged(log_of: impl Fn(String) -> String, after: chrono::Duration) -> (Value, Value) {
+    let mut t = verified_active();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let path = pod_path(&t);
+    let log = log_of(good_log(&t, &path));
+    finish_pod(&t, &path, &log);
+    advance(&mut t, after);
+    t.server.clear_calls();
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    let st = status_applies(&t).remove(0);
+    let c = cond(&st, "Verified").clone();
+    (st, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_by_the_operators_clock_is_cheating_whatever_the_node_says() {
+    // the node claims a 0 ms run started at once and its worker 0 ms of compute;
+    // the operator reads the report 2 s after creating the pod (450 ms allowed)
+    let (st, c) = judged(|l| l, chrono::Duration::seconds(2)).await;
+    assert_eq!(st["phase"], "Slashed");
+    assert_eq!(c["reason"], "TooSlow");
+    assert!(c["message"].as_str().unwrap().contains("2000 ms"), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_a_report_is_cheating() {
+    // only the first GPU's report: the second (g1) is missing
+    let first = |l: String| l.lines().take(2).collect::<Vec<_>>().join("\n");
+    let (st, c) = judged(first, chrono::Duration::milliseconds(100)).await;
+    assert_eq!(st["phase"], "Slashed");
+    assert_eq!(c["reason"], "WrongResult");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("device g1 did not report"),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_an_allocated_gpu_is_not_challenged() {
+    let t = setup(
+        "Active",
+        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H),
+               "allocatedGpus": 1}),
+    );
+    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    assert!(
+        !t.server.writes().iter().any(|c| c.is("POST", PODS)),
+        "every device is challenged at once: not while one is busy"
     );
 }
 

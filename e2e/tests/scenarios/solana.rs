@@ -20,6 +20,7 @@
 
 use super::*;
 use serde_json::{Value, json};
+use solgrid_crds::{ComputeJobStatus, PaymentToken, SettlementState as RecState};
 use solgrid_market::ledger::Amount;
 use solgrid_solana::testing::{IO_DECIMALS, LocalChain, USDC_DECIMALS, fund, keypair_json};
 use solgrid_solana::{Commitment, Keypair, Signer as _, create_mint};
@@ -51,20 +52,41 @@ struct Accounts {
     providers: Vec<(String, String)>, // (wallet, its token account)
 }
 
+/// The local control plane, held exclusively (one operator and one extender at a
+/// time: cluster-wide singletons), and a fresh validator with both mints; `None`
+/// (printed why) to skip.
+fn cluster_and_chain(
+    test: &str,
+) -> Option<(
+    &'static TestCluster,
+    tokio::sync::MutexGuard<'static, ()>,
+    LocalChain,
+    Instant,
+)> {
+    let tc = local_cluster(test)?;
+    let exclusive = tc.exclusive_blocking();
+    init_tracing();
+    let t0 = Instant::now();
+    let chain = LocalChain::start(test, IO_DECIMALS, USDC_DECIMALS, FAST_SLOTS)?;
+    Some((tc, exclusive, chain, t0))
+}
+
+/// The scenarios' runtime (made after the blocking set-up on chain).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
 fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
     const TEST: &str = "example_llm_finetune_settles_on_solana_through_the_operator_binary";
-    let Some(tc) = local_cluster(TEST) else {
+    let Some((tc, _exclusive, chain, t0)) = cluster_and_chain(TEST) else {
         return;
     };
-    // one operator and one extender at a time (cluster-wide singletons)
-    let _exclusive = tc.exclusive_blocking();
-    init_tracing();
-    let t0 = Instant::now();
     // blocking set-up on chain (the blocking RPC client runs its own runtime: before ours)
-    let Some(chain) = LocalChain::start(TEST, IO_DECIMALS, USDC_DECIMALS, FAST_SLOTS) else {
-        return;
-    };
     // a mint with decimals other than those the market prices IO in (9)
     let io_mint_6 = create_mint(
         chain.rpc_url(),
@@ -113,11 +135,7 @@ fn example_llm_finetune_settles_on_solana_through_the_operator_binary() {
         "{TEST}: validator and mints ready at +{:.1} s ({chain:?})",
         t0.elapsed().as_secs_f64()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(scenario(
         TEST, tc, &chain, &io_mint_6, &payer, &accounts, t0,
     ));
@@ -682,7 +700,8 @@ fn start_solana_operator(
         .arg(format!("--lease-namespace={ns}"))
         .arg(format!("--reward-interval-seconds={REWARD_INTERVAL_S}"))
         .arg("--running-requeue-seconds=2")
-        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e");
+        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
+        .envs(solgrid_e2e::SIM_VERIFY_ENV);
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
 }
@@ -910,4 +929,438 @@ fn dechunk(mut s: &str) -> Result<String> {
         out.push_str(rest.get(..n).context("a whole chunk")?);
         s = rest.get(n + 2..).unwrap_or_default();
     }
+}
+
+/// Provider wallets of the split settlement: more than one transaction holds.
+const SPLIT_WALLETS: usize = 40;
+
+/// A ComputeJob that ran 40 workers on 40 nodes, each paying out to its own fresh
+/// wallet, settled on the validator by the operator's own settlement code
+/// (`billing::plan`, `settlement::split` by the `SolanaLedger`'s size model,
+/// `JobStore` writing the job's status on the API server, the exactly-once
+/// executor), with the operator dying twice mid-way: after part 0 was sent, and
+/// after part 0 was confirmed and part 1 sent. The restarted operator reads the
+/// status back from the API server. Then, through JSON-RPC: each part's key on
+/// chain exactly once under its recorded signature, every provider paid to the
+/// unit (ECONOMICS.md fees), the burn, the refund, the escrow emptied.
+///
+/// The control plane holds the status (its CRD schema must keep `parts`: a pruned
+/// split would lose the record of what was sent); no operator process runs, so the
+/// job's status is what the test's "operator processes" write.
+#[test]
+fn a_forty_wallet_settlement_lands_in_several_transactions_exactly_once() {
+    const TEST: &str = "a_forty_wallet_settlement_lands_in_several_transactions_exactly_once";
+    // held exclusively: no operator reconciles the job meanwhile
+    let Some((tc, _exclusive, chain, t0)) = cluster_and_chain(TEST) else {
+        return;
+    };
+    let ledger = chain.ledger_with(|_| {}).expect("ledger");
+    ledger.ensure_custody_accounts().expect("custody accounts");
+    eprintln!(
+        "{TEST}: validator and mints ready at +{:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let rt = runtime();
+    rt.block_on(split_scenario(
+        TEST,
+        tc,
+        &chain,
+        std::sync::Arc::new(ledger),
+        t0,
+    ));
+    drop(rt);
+    drop(chain);
+}
+
+/// A status writer whose operator dies (writes nothing more, errs) at the first
+/// write after the one that recorded part `part` `Sent` (whatever that next write
+/// is: that part confirmed, or the next part sent); never with `None`.
+struct DiesAfterSent {
+    inner: solgrid_operator::settlement::ApiWriter,
+    part: Option<usize>,
+    armed: bool,
+}
+
+impl solgrid_operator::settlement::StatusWriter for DiesAfterSent {
+    fn write(
+        &mut self,
+        st: &ComputeJobStatus,
+    ) -> Result<(), solgrid_operator::settlement::JobStoreError> {
+        if self.armed {
+            return Err(solgrid_operator::settlement::JobStoreError::Write(
+                "the operator died here (injected)".into(),
+            ));
+        }
+        self.inner.write(st)?;
+        self.armed = self
+            .part
+            .is_some_and(|p| part_state(st, p) == Some(RecState::Sent));
+        Ok(())
+    }
+}
+
+/// The state of part `part` of the job's first settlement.
+fn part_state(st: &ComputeJobStatus, part: usize) -> Option<RecState> {
+    st.settlements.first()?.records().nth(part).map(|r| r.state)
+}
+
+/// One operator process settling the job from its status on the API server: runs
+/// passes until nothing is unsettled (or `passes` ran, or its writer dies).
+/// Returns whether it died and the transactions it sent.
+async fn settle_process(
+    jobs: &Api<ComputeJob>,
+    name: &str,
+    ledger: &std::sync::Arc<solgrid_solana::SolanaLedger>,
+    staged: Option<(solgrid_crds::JobSettlement, Vec<solgrid_market::Intent>)>,
+    passes: usize,
+    dies_after_sent: Option<usize>,
+) -> (bool, usize) {
+    use solgrid_operator::settlement::{ApiWriter, JobStore};
+    let job = jobs.get(name).await.expect("the job");
+    let writer = DiesAfterSent {
+        inner: ApiWriter {
+            api: jobs.clone(),
+            name: name.to_string(),
+            field_manager: "solgrid-operator".into(),
+            handle: tokio::runtime::Handle::current(),
+            resource_version: job.metadata.resource_version.clone(),
+        },
+        part: dies_after_sent,
+        armed: false,
+    };
+    let uid = job.metadata.uid.clone().expect("uid");
+    let status = job.status.clone().expect("status");
+    let ledger = ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = JobStore::new(uid, PaymentToken::Io, status, chrono::Utc::now(), writer);
+        let intents = match staged {
+            Some((js, intents)) => {
+                store.staged = vec![js];
+                intents
+            }
+            None => Vec::new(),
+        };
+        let mut exec = solgrid_ledger::Executor::new(
+            &*ledger,
+            &mut store,
+            solgrid_ledger::ExecutorConfig::default(),
+        );
+        if exec.plan(&intents).is_err() {
+            return (true, 0);
+        }
+        let mut txs = 0;
+        for _ in 0..passes {
+            match exec.settle_pass() {
+                Ok(r) => {
+                    txs += r.txs();
+                    if r.remaining == 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("settlement pass ended: {e}");
+                    return (true, txs);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        (false, txs)
+    })
+    .await
+    .expect("settlement task")
+}
+
+async fn split_scenario(
+    test: &str,
+    tc: &'static TestCluster,
+    chain: &LocalChain,
+    ledger: std::sync::Arc<solgrid_solana::SolanaLedger>,
+    t0: Instant,
+) {
+    use solgrid_crds::{LedgerRecord, Quote, WorkerStatus};
+    use solgrid_operator::computejob::billing;
+    use solgrid_operator::settlement::{REFUND, split, status_patch};
+    let rpc_url = chain.rpc_url().to_string();
+    let client = tc.client().await.expect("client");
+    install_crds(&client).await.expect("CRDs installed");
+    let ns = namespace(&client, "e2e-split").await.expect("namespace");
+    let (_, mut job_v) = example_job(
+        "computejob-llm-finetune.yaml",
+        &ns,
+        "busybox:1.36",
+        &["true"],
+    )
+    .expect("example");
+    job_v["metadata"]["name"] = "forty-wallets".into();
+    job_v["spec"]["workers"] = (SPLIT_WALLETS as u64).into();
+    let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
+    let job = jobs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(job_v).unwrap(),
+        )
+        .await
+        .expect("job created");
+    let name = job.name_any();
+    let uid = job.metadata.uid.clone().expect("uid");
+
+    // the job ran 90 s on 40 nodes, each paying out to a fresh wallet (no token
+    // account yet: the settlement creates them)
+    let price = 1_000_000_000u64; // 1 IO per GPU-hour
+    let max_cost = 1_000 * 1_000_000_000u64;
+    let payer = Keypair::new().pubkey().to_string();
+    let wallets: Vec<String> = (0..SPLIT_WALLETS)
+        .map(|_| Keypair::new().pubkey().to_string())
+        .collect();
+    let node = |i: usize| format!("split-gpu-{i:02}");
+    let end = chrono::Utc::now();
+    let start = end - chrono::Duration::seconds(90);
+    let status = ComputeJobStatus {
+        phase: ComputeJobPhase::Succeeded,
+        quote: Some(Quote {
+            price_per_gpu_hour: price,
+            max_cost,
+            ..Default::default()
+        }),
+        payer_wallet: Some(payer.clone()),
+        escrow: Some(LedgerRecord {
+            key: format!("{uid}/escrow"),
+            purpose: "escrow".into(),
+            state: RecState::Confirmed,
+            ..Default::default()
+        }),
+        workers: (0..SPLIT_WALLETS)
+            .map(|i| WorkerStatus {
+                index: i as u32,
+                pod: format!("{name}-a1-w{i}"),
+                node: Some(node(i)),
+                phase: "Succeeded".into(),
+                payout_wallet: Some(wallets[i].clone()),
+            })
+            .collect(),
+        start_time: Some(solgrid_operator::conditions::time(start)),
+        end_time: Some(solgrid_operator::conditions::time(end)),
+        ..Default::default()
+    };
+    jobs.patch_status(
+        &name,
+        &PatchParams::apply("solgrid-operator").force(),
+        &Patch::Apply(status_patch(&status, None)),
+    )
+    .await
+    .expect("status written");
+
+    // the escrow holds the job's maximum cost (minted there: the escrow step is
+    // the other scenario's)
+    let l = ledger.clone();
+    let fund_key = format!("{uid}/e2e-escrow-funding");
+    tokio::task::spawn_blocking(move || {
+        let p = l
+            .prepare(&[solgrid_market::Intent {
+                key: fund_key,
+                movements: vec![solgrid_market::ledger::Movement {
+                    token: Token::Io,
+                    op: solgrid_market::ledger::Op::Mint {
+                        to: Account::Escrow,
+                        amount: max_cost,
+                    },
+                }],
+            }])
+            .expect("prepare");
+        assert_eq!(
+            l.send_and_confirm(&p, Duration::from_secs(60))
+                .expect("sent"),
+            solgrid_market::ledger::TxStatus::Confirmed
+        );
+    })
+    .await
+    .unwrap();
+    let escrow_acc = ledger
+        .custody_address(&Account::Escrow, Token::Io)
+        .expect("escrow account");
+    let supply_of = |v: Value| amount(&v["value"]);
+    let supply_before = supply_of(
+        rpc(
+            &rpc_url,
+            "getTokenSupply",
+            json!([chain.io_mint, commitment()]),
+        )
+        .await
+        .unwrap(),
+    );
+
+    // plan, then split by the ledger's own size model (it asks the chain which
+    // token accounts exist: the transactions create the missing ones)
+    let spec = job.spec.clone();
+    let wallet_of: std::collections::HashMap<String, String> = (0..SPLIT_WALLETS)
+        .map(|i| (node(i), wallets[i].clone()))
+        .collect();
+    let (js, _) = billing::plan(
+        &uid,
+        &spec,
+        &status,
+        0,
+        start.timestamp_millis() as u64,
+        end.timestamp_millis() as u64,
+        true,
+        &wallet_of,
+        &FeeConfig::default(),
+    )
+    .expect("plan");
+    let l = ledger.clone();
+    let p = payer.clone();
+    let (js, intents) = tokio::task::spawn_blocking(move || {
+        split(js, &p, PaymentToken::Io, |i| {
+            l.fits(std::slice::from_ref(i))
+        })
+    })
+    .await
+    .unwrap()
+    .expect("split");
+    let parts = intents.len();
+    eprintln!(
+        "{test}: {} payouts split into {parts} transactions at +{:.1} s: {:?}",
+        js.payouts.len(),
+        t0.elapsed().as_secs_f64(),
+        intents
+            .iter()
+            .map(|i| i.movements.len())
+            .collect::<Vec<_>>()
+    );
+    assert!(parts >= 3, "40 wallets need several transactions: {parts}");
+    let cost = js.cost.clone();
+    let payouts = js.payouts.clone();
+
+    // operator 1 dies right after recording part 0 sent
+    let settle_started = Instant::now();
+    let (died, txs1) = settle_process(
+        &jobs,
+        &name,
+        &ledger,
+        Some((js, intents.clone())),
+        4,
+        Some(0),
+    )
+    .await;
+    assert!(died, "operator 1 was to die mid-way");
+    let st = jobs.get(&name).await.unwrap().status.unwrap();
+    assert_eq!(part_state(&st, 0), Some(RecState::Sent));
+    assert!((1..parts).all(|p| part_state(&st, p) == Some(RecState::Planned)));
+    assert_eq!(
+        st.settlements[0].parts.len() + 1,
+        parts,
+        "the API server kept every part's record"
+    );
+    let sig0 = st.settlements[0].record.signature.clone().expect("sig 0");
+    let l = ledger.clone();
+    let landed = tokio::task::spawn_blocking(move || l.wait(&sig0, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("part 0 looked up");
+    assert_eq!(landed, solgrid_market::ledger::TxStatus::Confirmed);
+
+    // operator 2 records part 0 confirmed, then dies right after recording part 1 sent
+    let (died, txs2) = settle_process(&jobs, &name, &ledger, None, 4, Some(1)).await;
+    assert!(died, "operator 2 was to die mid-way");
+    let st = jobs.get(&name).await.unwrap().status.unwrap();
+    assert_eq!(part_state(&st, 0), Some(RecState::Confirmed));
+    assert_eq!(part_state(&st, 1), Some(RecState::Sent));
+    assert!((2..parts).all(|p| part_state(&st, p) == Some(RecState::Planned)));
+    assert_eq!(
+        st.settlements[0].state(),
+        RecState::Sent,
+        "not confirmed while parts are not"
+    );
+
+    // operator 3 (the restart) finishes from the status alone
+    let (died, txs3) = settle_process(&jobs, &name, &ledger, None, 200, None).await;
+    assert!(!died);
+    let settle_s = settle_started.elapsed().as_secs_f64();
+    let st = jobs.get(&name).await.unwrap().status.unwrap();
+    let s = &st.settlements[0];
+    assert_eq!(s.state(), RecState::Confirmed, "{s:#?}");
+    // operators 1 and 2 died inside their pass (their reports were lost with them)
+    assert_eq!((txs1, txs2), (0, 0));
+    assert_eq!(
+        txs3,
+        parts - 2,
+        "the restart sent only the parts never sent"
+    );
+
+    // the chain: each part's key in exactly one transaction, the recorded one
+    let authority = chain.authority_address();
+    let history = memo_history(&rpc_url, &authority).await;
+    let mut signatures = std::collections::BTreeSet::new();
+    for r in s.records() {
+        let sig = r.signature.clone().expect("signature");
+        let landed: Vec<&String> = history
+            .iter()
+            .filter(|(_, keys)| keys.contains(&r.key))
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(landed, vec![&sig], "{}: landed once, as recorded", r.key);
+        assert!(transaction_memos(&rpc_url, &sig).await.contains(&r.key));
+        signatures.insert(sig);
+    }
+    assert_eq!(signatures.len(), parts, "one transaction per part");
+
+    // the money, to the unit (ECONOMICS.md): each provider C_i - Fp_i, the
+    // protocol's share burned, the rest refunded, the escrow empty
+    let gpu_ms = 90_000 * spec.gpus.count as u64;
+    let per_node = fees_for_usage(gpu_ms, price, Token::Io, &FeeConfig::default()).unwrap();
+    let mut received = 0;
+    for w in &wallets {
+        let ata = ledger
+            .token_account(&Account::Wallet(w.clone()), Token::Io)
+            .unwrap()
+            .to_string();
+        let got = token_balance(&rpc_url, &ata)
+            .await
+            .expect("provider account");
+        assert_eq!(got, per_node.received().unwrap(), "{w}: C - Fp");
+        received += got;
+    }
+    assert_eq!(received, cost.received);
+    let total = fees_for_usage(
+        gpu_ms * SPLIT_WALLETS as u64,
+        price,
+        Token::Io,
+        &FeeConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(cost.compute, total.compute);
+    assert_eq!(cost.requester_fee, total.requester_fee);
+    assert_eq!(
+        cost.burned,
+        total.requester_fee + per_node.provider_fee * SPLIT_WALLETS as u64
+    );
+    assert_eq!(cost.paid, cost.received + cost.burned);
+    let refund = payouts.iter().find(|p| p.to == REFUND).unwrap().amount;
+    assert_eq!(refund, max_cost - cost.paid);
+    let payer_ata = ledger
+        .token_account(&Account::Wallet(payer.clone()), Token::Io)
+        .unwrap()
+        .to_string();
+    assert_eq!(token_balance(&rpc_url, &payer_ata).await, Some(refund));
+    assert_eq!(token_balance(&rpc_url, &escrow_acc).await, Some(0));
+    let supply_after = supply_of(
+        rpc(
+            &rpc_url,
+            "getTokenSupply",
+            json!([chain.io_mint, commitment()]),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        supply_before - supply_after,
+        cost.burned,
+        "supply fell by the burn"
+    );
+    eprintln!(
+        "{test}: {parts} transactions, each key once; settled in {settle_s:.1} s across two crashes; test {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let _ = jobs.delete(&name, &Default::default()).await;
+    delete_namespace(&client, &ns).await;
 }

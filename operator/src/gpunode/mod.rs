@@ -32,7 +32,7 @@ pub mod verify;
 
 use crate::stake::machine as stake_machine;
 use crate::toolkit::{event, ms_time, now_ms, publish, set_condition, time_ms};
-use crate::verification::{SpeedConfig, Verdict};
+use crate::verification::Verdict;
 use crate::{Context, Error, Result};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -46,7 +46,7 @@ use solgrid_crds::{
     GpuNode, GpuNodePhase, GpuNodeSpec, GpuNodeStatus, LedgerRecord, Location, ReputationStatus,
     SettlementState, StakePosition,
 };
-use solgrid_market::gpu::{dominant_model, model_groups};
+use solgrid_market::gpu::model_groups;
 use solgrid_market::reputation::{EvidenceAge, ReputationInputs, UptimeTrack};
 use solgrid_market::staking::EligibilityInput;
 use std::sync::Arc;
@@ -82,11 +82,13 @@ impl Settings {
                 namespace: c.lease_namespace.clone(),
                 image: c.verifier_image.clone(),
                 period_ms: (c.verification_interval.as_millis() as u64).max(1),
-                size: 512,
-                deadline_s: 900,
+                size: c.verify.verify_size,
+                deadline_s: c.verify.verify_deadline_seconds,
                 rounds: 3,
-                speed: SpeedConfig::default(),
-                grace_ms: 120_000,
+                speed: c.verify.speed(),
+                expire_after: c.verify.verify_expire_after.max(1),
+                default_nvidia: c.default_nvidia_model,
+                default_apple: c.default_apple_model,
             },
         }
     }
@@ -410,111 +412,24 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
     let generation = obj.metadata.generation;
 
     let (groups, unknown) = model_groups(st.gpus.iter().map(|d| d.model.as_str()));
-    let dominant = dominant_model(&groups).map(|(m, _)| m);
     let mut events: Vec<(bool, &'static str, String)> = Vec::new();
     let mut delete_pod: Option<String> = None;
 
     // --- 1. a finished verification
     let mut slashed_now = false;
+    let mut judge_at: Option<u64> = None;
     if st.verification.last_result.as_deref() == Some("Running") {
-        let started = st
-            .verification
-            .last_run
-            .as_ref()
-            .map(time_ms)
-            .unwrap_or(now);
-        let pname = verify::pod_name(&name, period_of(started, s.verify.period_ms));
-        let found = match pods.get_opt(&pname).await {
-            Ok(f) => Some(f),
-            Err(e) => {
-                // keep waiting; the rest of the status is still kept in step
-                tracing::warn!(gpunode = %name, error = %e, "reading the verification pod failed");
-                None
-            }
-        };
-        let verdict = match found {
-            None => None,
-            Some(None) => Some(Verdict::Inconclusive {
-                reason: "the verification pod disappeared".into(),
-            }),
-            Some(Some(p)) if !verify::ran_on(&p, &node_name) => {
-                delete_pod = Some(pname.clone());
-                Some(Verdict::Inconclusive {
-                    reason: format!(
-                        "the verification pod ran on {}, not on {node_name}: its report is rejected",
-                        p.spec
-                            .as_ref()
-                            .and_then(|s| s.node_name.as_deref())
-                            .unwrap_or("no node")
-                    ),
-                })
-            }
-            Some(Some(p)) => match verify::classify(&p, &s.verify, dominant, started, now) {
-                PodState::Running => None,
-                PodState::Verdict(v) => {
-                    delete_pod = Some(pname.clone());
-                    Some(v)
-                }
-                PodState::Succeeded { duration_ms } => {
-                    let lp = LogParams {
-                        container: Some(verify::CONTAINER.into()),
-                        limit_bytes: Some((s.verify.size * s.verify.size * 3 + 65_536) as i64),
-                        ..Default::default()
-                    };
-                    match pods.logs(&pname, &lp).await {
-                        Err(e) => {
-                            tracing::warn!(gpunode = %name, error = %e, "reading the verification log failed");
-                            None
-                        }
-                        Ok(log) => {
-                            delete_pod = Some(pname.clone());
-                            let seed = fresh_seed(&g, g.verifier_seed);
-                            Some(verify::judge_log(
-                                &p,
-                                &log,
-                                &s.verify,
-                                dominant,
-                                duration_ms,
-                                seed,
-                            ))
-                        }
-                    }
-                }
-            },
-        };
-        if let Some(v) = verdict {
-            st.verification.last_result = Some(v.label().to_string());
-            match &v {
-                Verdict::Passed => {
-                    st.verification.passed = st.verification.passed.saturating_add(1);
-                    st.verification.verified = true;
-                    events.push((false, "VerificationPassed", v.message()));
-                }
-                Verdict::Inconclusive { .. } => {
-                    events.push((true, "VerificationInconclusive", v.message()));
-                }
-                Verdict::WrongResult { .. } | Verdict::TooSlow { .. } => {
-                    st.verification.failed = st.verification.failed.saturating_add(1);
-                    st.verification.verified = false;
-                    slashed_now = old.phase != GpuNodePhase::Slashed;
-                    st.phase = GpuNodePhase::Slashed;
-                    events.push((true, "VerificationFailed", v.message()));
-                }
-            }
-            set_condition(
-                &mut st.conditions,
-                "Verified",
-                st.verification.verified,
-                match &v {
-                    Verdict::Passed => "Passed",
-                    Verdict::WrongResult { .. } => "WrongResult",
-                    Verdict::TooSlow { .. } => "TooSlow",
-                    Verdict::Inconclusive { .. } => "Inconclusive",
-                },
-                &v.message(),
-                generation,
-                now,
-            );
+        let run = check_verification(&g, &pods, &name, &node_name, &st, now).await;
+        judge_at = run.judge_at;
+        if run.delete {
+            delete_pod = Some(verify::pod_name(
+                &name,
+                period_of(run.started, s.verify.period_ms),
+            ));
+        }
+        if let Some(v) = run.verdict {
+            slashed_now = record_verdict(&mut st, &v, &s.verify, &mut events, generation, now)
+                && old.phase != GpuNodePhase::Slashed;
         }
     }
 
@@ -645,16 +560,20 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
         .as_ref()
         .map(|t| period_of(time_ms(t), s.verify.period_ms));
     let running = st.verification.last_result.as_deref() == Some("Running");
-    let free_gpu = st.allocated_gpus < st.gpus.len() as u32;
+    // every device is challenged at once: only when none is allocated
+    let all_free = st.allocated_gpus == 0 && !st.gpus.is_empty();
     if machine::verifies(st.phase)
         && !running
         && last_period != Some(period)
-        && free_gpu
+        && all_free
         && hb.online
     {
         let vendor = st.gpus.first().map(|d| d.vendor).unwrap_or_default();
         let seed = fresh_seed(&g, g.challenge_seed);
-        let p = verify::pod(&s.verify, &name, &node_name, vendor, period, seed);
+        let devices = verify::plan(&s.verify, &st.gpus, seed);
+        let p = verify::pod(
+            &s.verify, &name, &node_name, vendor, period, seed, &devices, now,
+        );
         // a pod that cannot be created (quota, RBAC) does not hold the status back
         let created = match pods.create(&PostParams::default(), &p).await {
             Ok(_) => true,
@@ -794,11 +713,190 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
 
     ctx.reset_failures(&format!("gn:{name}"));
     let next = if st.verification.last_result.as_deref() == Some("Running") {
-        Duration::from_secs(15).min(s.resync)
+        // look again when the running pod can no longer pass
+        let until = judge_at.map(|t| Duration::from_millis(t.saturating_sub(now) + 200));
+        Duration::from_secs(15)
+            .min(s.resync)
+            .min(until.unwrap_or(Duration::MAX))
     } else {
         s.resync
     };
     Ok(Action::requeue(next))
+}
+
+/// What a look at the running verification pod found.
+struct VerificationRun {
+    verdict: Option<Verdict>,
+    /// Delete the pod (judged, or not ours to judge).
+    delete: bool,
+    /// When the run was started (the status' `lastRun`).
+    started: u64,
+    /// When a pod still running can no longer pass.
+    judge_at: Option<u64>,
+}
+
+/// Looks at the period's verification pod: judges it once it has succeeded (the
+/// operator's time from creation to reading the report) or can no longer pass.
+async fn check_verification(
+    g: &GpuNodeCtx,
+    pods: &Api<Pod>,
+    name: &str,
+    node_name: &str,
+    st: &GpuNodeStatus,
+    now: u64,
+) -> VerificationRun {
+    let s = &g.settings.verify;
+    let started = st
+        .verification
+        .last_run
+        .as_ref()
+        .map(time_ms)
+        .unwrap_or(now);
+    let mut run = VerificationRun {
+        verdict: None,
+        delete: false,
+        started,
+        judge_at: None,
+    };
+    let pname = verify::pod_name(name, period_of(started, s.period_ms));
+    let p = match pods.get_opt(&pname).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            run.verdict = Some(Verdict::Inconclusive {
+                reason: "the verification pod disappeared".into(),
+            });
+            return run;
+        }
+        Err(e) => {
+            // keep waiting; the rest of the status is still kept in step
+            tracing::warn!(gpunode = %name, error = %e, "reading the verification pod failed");
+            return run;
+        }
+    };
+    if !verify::ran_on(&p, node_name) {
+        run.delete = true;
+        run.verdict = Some(Verdict::Inconclusive {
+            reason: format!(
+                "the verification pod ran on {}, not on {node_name}: its report is rejected",
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .unwrap_or("no node")
+            ),
+        });
+        return run;
+    }
+    let created = verify::created_ms_of(&p, started);
+    let (n, devices) = verify::devices_of(&p).unwrap_or_default();
+    let limit = verify::pod_limit_ms(s, n, &devices);
+    run.judge_at = Some(verify::judge_at(s, created, limit));
+    match verify::classify(&p, s, created, limit, now) {
+        PodState::Running => {}
+        PodState::Verdict(v) => {
+            run.delete = true;
+            run.verdict = Some(v);
+        }
+        PodState::Succeeded { started_late } => {
+            let lp = LogParams {
+                container: Some(verify::CONTAINER.into()),
+                limit_bytes: Some(((n * n * 3 + 4_096) * devices.len().max(1) + 65_536) as i64),
+                ..Default::default()
+            };
+            match pods.logs(&pname, &lp).await {
+                Err(e) => {
+                    tracing::warn!(gpunode = %name, error = %e, "reading the verification log failed")
+                }
+                Ok(log) => {
+                    // the clock stops when the report is in the operator's hands
+                    let read = now_ms(&g.ctx);
+                    run.delete = true;
+                    let seed = fresh_seed(g, g.verifier_seed);
+                    run.verdict = Some(verify::judge_log(
+                        &p,
+                        &log,
+                        s,
+                        created,
+                        read,
+                        started_late,
+                        seed,
+                    ));
+                    if let Some(v) = &run.verdict {
+                        tracing::info!(gpunode = %name, duration_ms = read.saturating_sub(created), limit_ms = limit, verdict = v.label(), "verification judged");
+                    }
+                }
+            }
+        }
+    }
+    run
+}
+
+/// Records a verdict in the status; `true` when the node is caught cheating.
+/// Inconclusive results in a row (`verification.inconclusive`) expire `verified`
+/// after `expire_after` of them.
+fn record_verdict(
+    st: &mut GpuNodeStatus,
+    v: &Verdict,
+    s: &VerifySettings,
+    events: &mut Vec<(bool, &'static str, String)>,
+    generation: Option<i64>,
+    now: u64,
+) -> bool {
+    st.verification.last_result = Some(v.label().to_string());
+    let mut reason = match v {
+        Verdict::Passed => "Passed",
+        Verdict::WrongResult { .. } => "WrongResult",
+        Verdict::TooSlow { .. } => "TooSlow",
+        Verdict::Inconclusive { .. } => "Inconclusive",
+    };
+    let mut message = v.message();
+    let cheating = v.is_cheating();
+    match v {
+        Verdict::Passed => {
+            st.verification.passed = st.verification.passed.saturating_add(1);
+            st.verification.verified = true;
+            st.verification.inconclusive = 0;
+            events.push((false, "VerificationPassed", v.message()));
+        }
+        Verdict::Inconclusive { .. } => {
+            st.verification.inconclusive = st.verification.inconclusive.saturating_add(1);
+            events.push((true, "VerificationInconclusive", v.message()));
+            if st.verification.inconclusive >= s.expire_after && st.verification.verified {
+                st.verification.verified = false;
+                reason = "Expired";
+                message = format!(
+                    "{} verification periods in a row were inconclusive (last: {}): not verified until a run passes",
+                    st.verification.inconclusive,
+                    v.message()
+                );
+                events.push((true, "VerificationExpired", message.clone()));
+            } else if !st.verification.verified {
+                // keep the reason a node lost its verification for
+                if let Some(c) = st.conditions.iter().find(|c| c.type_ == "Verified")
+                    && c.reason == "Expired"
+                {
+                    reason = "Expired";
+                    message = c.message.clone();
+                }
+            }
+        }
+        Verdict::WrongResult { .. } | Verdict::TooSlow { .. } => {
+            st.verification.failed = st.verification.failed.saturating_add(1);
+            st.verification.verified = false;
+            st.verification.inconclusive = 0;
+            st.phase = GpuNodePhase::Slashed;
+            events.push((true, "VerificationFailed", v.message()));
+        }
+    }
+    set_condition(
+        &mut st.conditions,
+        "Verified",
+        st.verification.verified,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    cheating
 }
 
 struct PhaseReasonMsg;
