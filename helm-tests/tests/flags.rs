@@ -64,3 +64,34 @@ fn rendered_args_are_accepted_by_the_binaries() {
     }
     eprintln!("checked the args of {checked} container renderings");
 }
+
+#[test]
+fn buyback_args_are_rendered_only_with_a_wallet_and_accepted() {
+    let off = args_of(&render(&[], &[]), "Deployment", "-operator", "operator");
+    assert!(!off.iter().any(|a| a.starts_with("--buyback")), "{off:?}");
+    let docs = render(
+        &[],
+        &[
+            "operator.buyback.wallet=DgmxzQX61DxkAMkAubrgHVJb637fYYTdh7ouVqZGnJrp",
+            "operator.buyback.ioPriceMicroUsd=2500000",
+        ],
+    );
+    let args = args_of(&docs, "Deployment", "-operator", "operator");
+    for want in [
+        "--buyback-wallet=DgmxzQX61DxkAMkAubrgHVJb637fYYTdh7ouVqZGnJrp",
+        "--buyback-interval-seconds=86400",
+        "--buyback-io-price-micro-usd=2500000",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    let Some(path) = binary("solgrid-operator") else {
+        eprintln!("note: target/debug/solgrid-operator not built; its flags are not checked");
+        return;
+    };
+    let out = run(Command::new(&path).args(&args).arg("--help"));
+    assert!(
+        out.success,
+        "the operator refuses {args:?}:\n{}",
+        out.stderr
+    );
+}

@@ -151,6 +151,9 @@ pub struct Cli {
     /// Proof-of-work sizing, tolerance and expiry (`--verify-*`).
     #[command(flatten)]
     pub verify: crate::gpunode::verify::VerifyArgs,
+    /// The scheduled buyback of IO with the treasury's stablecoin (`--buyback-*`).
+    #[command(flatten)]
+    pub buyback: crate::buyback::BuybackArgs,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "SOLGRID_LOG_FORMAT", default_value = "text")]
@@ -194,6 +197,7 @@ pub struct OperatorConfig {
     pub verifier_image: String,
     /// Proof-of-work sizing, tolerance and expiry.
     pub verify: crate::gpunode::verify::VerifyArgs,
+    pub buyback: crate::buyback::BuybackArgs,
     /// Field manager of every server-side apply.
     pub field_manager: String,
 }
@@ -328,6 +332,7 @@ impl Cli {
             reward_interval: Duration::from_secs(self.reward_interval_seconds.max(1)),
             verifier_image: self.verifier_image,
             verify: self.verify.validated().map_err(ConfigError::Invalid)?,
+            buyback: self.buyback.validated().map_err(ConfigError::Invalid)?,
             field_manager: "solgrid-operator".into(),
         })
     }

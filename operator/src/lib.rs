@@ -5,6 +5,8 @@
 //! - [`settlement`]: the exactly-once settlement store over a ComputeJob's status.
 //! - [`gpunode`], [`stake`], [`rewards`], [`verification`]: the GpuNode and
 //!   StakePosition controllers, idle rewards, proof-of-work verification.
+//! - [`buyback`]: the scheduled buyback and burn of IO with the treasury's stablecoin.
+//! - [`cmstore`]: the ConfigMap settlement store of the scheduled tasks (rewards, buyback).
 //! - [`grant`], [`wallet`]: admin funding on the embedded ledger (`LedgerGrant`),
 //!   and the wallet owner's keypair that every debit of a wallet needs.
 //! - [`context`]: what every reconcile shares ([`context::Context`]), the ledger
@@ -13,6 +15,8 @@
 //!
 //! See `docs/operator.md`.
 
+pub mod buyback;
+pub mod cmstore;
 pub mod computejob;
 pub mod config;
 pub mod context;
@@ -52,6 +56,7 @@ pub async fn run_controllers(ctx: Arc<Context>, token: CancellationToken) {
             stake::run(ctx.clone()),
             grant::run(ctx.clone()),
             rewards::run(ctx.clone()),
+            buyback::run(ctx.clone()),
             market_gauges::run(ctx.clone()),
         );
     };

@@ -46,6 +46,14 @@ pub struct Metrics {
     pub gpus: IntGaugeVec,
     /// `solgrid_operator_market_price_micro_usd{model}`: the quote of one GPU-hour now.
     pub market_price: IntGaugeVec,
+    /// `solgrid_operator_buyback_swapped_base_units_total{token}`: stablecoin paid for IO.
+    pub buyback_swapped: IntCounterVec,
+    /// `solgrid_operator_buyback_burned_base_units_total{token}`: IO bought back and burned.
+    pub buyback_burned: IntCounterVec,
+    /// `solgrid_operator_buyback_rounds_total{outcome}`: periods closed (completed, empty, failed).
+    pub buyback_rounds: IntCounterVec,
+    /// `solgrid_operator_buyback_last_period`: the last buyback period closed.
+    pub buyback_last_period: IntGauge,
 }
 
 impl Default for Metrics {
@@ -179,6 +187,31 @@ impl Metrics {
             "Quote of one GPU-hour now (normal urgency, one GPU), micro-USD, by model",
             &["model"],
         );
+        let buyback_swapped = counter(
+            &r,
+            "solgrid_operator_buyback_swapped_base_units_total",
+            "Base units of stablecoin paid from the treasury for IO by the buyback",
+            &["token"],
+        );
+        let buyback_burned = counter(
+            &r,
+            "solgrid_operator_buyback_burned_base_units_total",
+            "Base units of IO bought back and burned from the treasury's reserve",
+            &["token"],
+        );
+        let buyback_rounds = counter(
+            &r,
+            "solgrid_operator_buyback_rounds_total",
+            "Buyback periods closed, by outcome (completed, empty, failed)",
+            &["outcome"],
+        );
+        let buyback_last_period = IntGauge::new(
+            "solgrid_operator_buyback_last_period",
+            "The last buyback period closed (unix time / buyback interval)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(buyback_last_period.clone()))
+            .expect("unique metric");
         Self {
             registry: r,
             reconciles,
@@ -198,6 +231,10 @@ impl Metrics {
             gpunodes_by_phase,
             gpus,
             market_price,
+            buyback_swapped,
+            buyback_burned,
+            buyback_rounds,
+            buyback_last_period,
         }
     }
 

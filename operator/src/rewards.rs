@@ -38,13 +38,14 @@
 //! `[from, to)`, kept a few hours), both written by the ComputeJob controller. A
 //! GPU allocated for 15 minutes of the hour earns for 45.
 
+use crate::cmstore::{ConfigMapStore, Rounds, settle_pass};
 use crate::{Context, Error, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use solgrid_crds::{GpuNode, GpuNodeStatus, StakePhase, StakePosition};
-use solgrid_ledger::{Executor, ExecutorConfig, Settlement, SettlementState, SettlementStore};
+use solgrid_ledger::{Settlement, SettlementState};
 use solgrid_market::emission::EmissionSchedule;
 use solgrid_market::gpu::{dominant_model, model_groups};
 use solgrid_market::idle::{BusySpan, IdleWindow};
@@ -57,7 +58,7 @@ use std::time::Duration;
 /// The ConfigMap holding the state.
 pub const CONFIGMAP: &str = "solgrid-rewards";
 /// Its key.
-pub const STATE_KEY: &str = "state.json";
+pub use crate::cmstore::STATE_KEY;
 /// The most periods one round catches up on (older missed emission is still
 /// carried: it is added to the pool in full).
 pub const MAX_CATCH_UP: u64 = 24 * 366;
@@ -341,192 +342,15 @@ pub fn plan_round(
 
 // ------------------------------------------------------------------ store
 
-/// The state in its ConfigMap.
-pub struct StateStore {
-    api: Api<ConfigMap>,
-    handle: tokio::runtime::Handle,
-    pub state: RewardState,
-    resource_version: Option<String>,
-    exists: bool,
-}
+/// The state in its ConfigMap (the store shared with the buyback: [`crate::cmstore`]).
+pub type StateStore = ConfigMapStore<RewardState>;
 
-impl StateStore {
-    /// Reads the state (default when the ConfigMap does not exist).
-    pub async fn load(api: Api<ConfigMap>) -> Result<Self> {
-        let cm = api.get_opt(CONFIGMAP).await?;
-        let (state, rv, exists) = match cm {
-            None => (RewardState::default(), None, false),
-            Some(cm) => {
-                let text = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(STATE_KEY))
-                    .cloned()
-                    .unwrap_or_default();
-                let state = if text.is_empty() {
-                    RewardState::default()
-                } else {
-                    serde_json::from_str(&text)
-                        .map_err(|e| Error::Invalid(format!("{CONFIGMAP}/{STATE_KEY}: {e}")))?
-                };
-                (state, cm.resource_version(), true)
-            }
-        };
-        Ok(StateStore {
-            api,
-            handle: tokio::runtime::Handle::current(),
-            state,
-            resource_version: rv,
-            exists,
-        })
+impl Rounds for RewardState {
+    fn settlements(&self) -> Option<&Vec<Settlement>> {
+        self.round.as_ref().map(|r| &r.settlements)
     }
-
-    fn body(&self) -> Result<ConfigMap, serde_json::Error> {
-        let mut cm = ConfigMap::default();
-        cm.metadata.name = Some(CONFIGMAP.into());
-        cm.metadata.resource_version = self.resource_version.clone();
-        cm.metadata.labels = Some(BTreeMap::from([(
-            "app.kubernetes.io/name".to_string(),
-            "solgrid".to_string(),
-        )]));
-        cm.data = Some(BTreeMap::from([(
-            STATE_KEY.to_string(),
-            serde_json::to_string(&self.state)?,
-        )]));
-        Ok(cm)
-    }
-
-    /// Writes the state (create, or replace guarded by `resourceVersion`).
-    pub async fn save(&mut self) -> Result<()> {
-        let body = self.body()?;
-        let cm = if self.exists {
-            self.api
-                .replace(CONFIGMAP, &PostParams::default(), &body)
-                .await?
-        } else {
-            self.api.create(&PostParams::default(), &body).await?
-        };
-        self.exists = true;
-        self.resource_version = cm.resource_version();
-        Ok(())
-    }
-
-    fn save_blocking(&mut self) -> Result<()> {
-        let handle = self.handle.clone();
-        handle.block_on(self.save())
-    }
-
-    fn round_mut(&mut self) -> Result<&mut Round> {
-        self.state
-            .round
-            .as_mut()
-            .ok_or_else(|| Error::store("no round in progress"))
-    }
-
-    fn set(&mut self, keys: &[String], state: SettlementState) -> Result<()> {
-        let round = self.round_mut()?;
-        for k in keys {
-            let s = round
-                .settlements
-                .iter_mut()
-                .find(|s| &s.intent.key == k)
-                .ok_or_else(|| Error::store(format!("unknown settlement key {k:?}")))?;
-            s.state = state.clone();
-            s.payload = None;
-        }
-        self.save_blocking()
-    }
-}
-
-/// Errors of the store, as the executor sees them.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreErr(String);
-
-impl From<Error> for StoreErr {
-    fn from(e: Error) -> Self {
-        StoreErr(e.to_string())
-    }
-}
-
-impl SettlementStore for StateStore {
-    type Error = StoreErr;
-
-    fn record_plan(&mut self, intent: &Intent) -> Result<(), StoreErr> {
-        let round = self.round_mut()?;
-        if round.settlements.iter().any(|s| s.intent.key == intent.key) {
-            return Err(StoreErr(format!(
-                "settlement {:?} already planned",
-                intent.key
-            )));
-        }
-        round.settlements.push(Settlement {
-            intent: intent.clone(),
-            state: SettlementState::Planned,
-            payload: None,
-        });
-        Ok(self.save_blocking()?)
-    }
-    fn record_sent(
-        &mut self,
-        keys: &[String],
-        signature: &str,
-        lvbh: u64,
-        _payload: &[u8],
-    ) -> Result<(), StoreErr> {
-        Ok(self.set(
-            keys,
-            SettlementState::Sent {
-                signature: signature.into(),
-                last_valid_block_height: lvbh,
-            },
-        )?)
-    }
-    fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), StoreErr> {
-        Ok(self.set(
-            keys,
-            SettlementState::Confirmed {
-                signature: signature.into(),
-            },
-        )?)
-    }
-    fn record_failed(
-        &mut self,
-        keys: &[String],
-        signature: Option<&str>,
-        reason: &str,
-    ) -> Result<(), StoreErr> {
-        Ok(self.set(
-            keys,
-            SettlementState::Failed {
-                signature: signature.map(str::to_string),
-                reason: reason.into(),
-            },
-        )?)
-    }
-    fn record_replan(&mut self, keys: &[String]) -> Result<(), StoreErr> {
-        Ok(self.set(keys, SettlementState::Planned)?)
-    }
-    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreErr> {
-        Ok(self
-            .state
-            .round
-            .as_ref()
-            .and_then(|r| r.settlements.iter().find(|s| s.intent.key == key).cloned()))
-    }
-    fn unsettled(&self) -> Result<Vec<Settlement>, StoreErr> {
-        Ok(self
-            .state
-            .round
-            .as_ref()
-            .map(|r| {
-                r.settlements
-                    .iter()
-                    .filter(|s| s.state.is_unsettled())
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
+    fn settlements_mut(&mut self) -> Option<&mut Vec<Settlement>> {
+        self.round.as_mut().map(|r| &mut r.settlements)
     }
 }
 
@@ -567,7 +391,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
     let _timer = ctx.metrics.reconcile("rewards");
     let ns = ctx.config.lease_namespace.clone();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut store = StateStore::load(cms).await?;
+    let mut store = StateStore::load(cms, CONFIGMAP).await?;
     let mut report = TickReport::default();
     let period_ms = (ctx.config.reward_interval.as_millis() as u64).max(1);
     let now = crate::toolkit::now_ms(ctx);
@@ -601,17 +425,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
     }
 
     // pay
-    let ledger = ctx.ledger.clone();
-    let (store, confirmed) = tokio::task::spawn_blocking(move || -> Result<(StateStore, usize)> {
-        let mut store = store;
-        let r = {
-            let mut exec = Executor::new(&*ledger, &mut store, ExecutorConfig::default());
-            exec.settle_pass().map_err(Error::ledger)?
-        };
-        Ok((store, r.confirmed))
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))??;
+    let (store, confirmed) = settle_pass(ctx.ledger.clone(), store).await?;
     let mut store = store;
     report.confirmed = confirmed;
     let Some(round) = store.state.round.clone() else {

@@ -19,6 +19,7 @@ use crate::fleet::{self, REGIONS};
 use crate::jobs::{self, JobSpec};
 use crate::rng::Rng;
 use solgrid_market::MarketConfig;
+use solgrid_market::buyback;
 use solgrid_market::emission::{EmissionSchedule, HOURS_PER_MONTH};
 use solgrid_market::fees::escrow_max_cost;
 use solgrid_market::gpu::GpuModel;
@@ -1124,41 +1125,28 @@ impl<L: Ledger + 'static> Sim<L> {
         self.accrued.iter_mut().for_each(|a| *a = 0);
         self.totals.rewards_paid_io += paid;
         if self.usdc_fees_pending > 0 {
-            let usdc = self.usdc_fees_pending;
-            let micro_usd = self.cfg.market.pricing.usdc_rate.to_micro_usd(usdc)?;
-            let io_rate = self.cfg.market.pricing.io_rate;
-            let io = money::to_amount(
-                money::mul_div_floor(
-                    micro_usd as u128,
-                    io_rate.unit as u128,
-                    io_rate.micro_usd_per_token as u128,
-                    "buyback",
-                )?,
-                "buyback",
+            // production's buyback math (solgrid_market::buyback, as the operator's
+            // scheduled buyback): IO rounded down, USDC rounded up, at most the
+            // treasury's reserve; what is left waits for the next day
+            let pricing = &self.cfg.market.pricing;
+            let reserve = money::to_amount(
+                (self.treasury_reserve as u128).saturating_sub(self.totals.buyback_burned_io),
+                "buyback reserve",
             )?;
-            self.bank.submit(Intent {
-                key: format!("buyback/day{day}"),
-                movements: vec![
-                    Movement {
-                        token: Token::Usdc,
-                        op: Op::Transfer {
-                            from: Account::Treasury,
-                            to: Account::Wallet(self.wallets[self.wallets.len() - 1].clone()),
-                            amount: usdc,
-                        },
-                    },
-                    Movement {
-                        token: Token::Io,
-                        op: Op::Burn {
-                            from: Account::Treasury,
-                            amount: io,
-                        },
-                    },
-                ],
-            });
-            self.totals.buyback_usdc += usdc as u128;
-            self.totals.buyback_burned_io += io as u128;
-            self.usdc_fees_pending = 0;
+            let plan = buyback::plan(
+                self.usdc_fees_pending,
+                pricing.usdc_rate,
+                pricing.io_rate,
+                reserve,
+            )?;
+            if !plan.is_empty() {
+                let desk = self.wallets[self.wallets.len() - 1].clone();
+                self.bank
+                    .submit(plan.intent(format!("buyback/day{day}"), &desk));
+            }
+            self.totals.buyback_usdc += plan.stable_in as u128;
+            self.totals.buyback_burned_io += plan.io_burned as u128;
+            self.usdc_fees_pending = plan.stable_carried;
         }
         Ok(())
     }

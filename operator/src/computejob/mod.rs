@@ -712,23 +712,24 @@ async fn live_payout_wallets(
 async fn step_quote(r: &mut Run<'_>) -> Result<Option<Action>> {
     let cfg = &r.ctx.config;
     let spec = &r.job.spec;
-    let model = quote::target_model(spec, cfg.default_nvidia_model, cfg.default_apple_model)
+    // a job accepting several models is priced at the dearest (quote.rs)
+    let models = quote::accepted_models(spec, cfg.default_nvidia_model, cfg.default_apple_model)
         .map_err(Error::Invalid)?;
-    let (util, floor) = r.ctx.supply().get(model);
-    let outcome = quote::quote(
-        spec,
-        model,
-        util,
-        floor,
-        &cfg.market.pricing,
-        &cfg.market.fees,
-        r.now,
-    )
-    .map_err(Error::market)?;
+    let supply = r.ctx.supply();
+    let classes = quote::classes(&models, |m| supply.get(m));
+    let (outcome, model) =
+        quote::quote_models(spec, &classes, &cfg.market.pricing, &cfg.market.fees, r.now)
+            .map_err(Error::market)?;
     match outcome {
         quote::QuoteOutcome::Locked(q) => {
+            let of = if models.len() > 1 {
+                let all: Vec<String> = models.iter().map(|m| m.to_string()).collect();
+                format!(" (the dearest of {})", all.join(", "))
+            } else {
+                String::new()
+            };
             let msg = format!(
-                "{} {} per GPU-hour for {model}; escrow {}",
+                "{} {} per GPU-hour for {model}{of}; escrow {}",
                 q.price_per_gpu_hour, q.token, q.max_cost
             );
             r.st.quote = Some(q);

@@ -7,33 +7,61 @@ use solgrid_crds::market::quote_request;
 use solgrid_crds::{ComputeJobSpec, GpuVendor, Quote};
 use solgrid_market::GpuModel;
 use solgrid_market::fees::{FeeConfig, escrow_max_cost};
-use solgrid_market::pricing::PricingConfig;
+use solgrid_market::pricing::{ModelSupply, PricingConfig};
 
-/// The GPU class a job is quoted for: the first model it allows that the market
-/// knows (for the job's vendor), or the configured default of its vendor.
+/// The GPU class a job is first described by: the first of [`accepted_models`].
 pub fn target_model(
     spec: &ComputeJobSpec,
     default_nvidia: GpuModel,
     default_apple: GpuModel,
 ) -> Result<GpuModel, String> {
+    accepted_models(spec, default_nvidia, default_apple).map(|m| m[0])
+}
+
+/// Every GPU class a job accepts and is priced for: the models it lists that the
+/// market knows for the job's vendor (in order, each once), or, when it lists none,
+/// the configured default of its vendor. Never empty.
+pub fn accepted_models(
+    spec: &ComputeJobSpec,
+    default_nvidia: GpuModel,
+    default_apple: GpuModel,
+) -> Result<Vec<GpuModel>, String> {
     if spec.gpus.models.is_empty() {
-        return Ok(match spec.gpus.vendor {
+        return Ok(vec![match spec.gpus.vendor {
             GpuVendor::Nvidia => default_nvidia,
             GpuVendor::Apple => default_apple,
-        });
+        }]);
     }
     let vendor: solgrid_market::GpuVendor = spec.gpus.vendor.into();
-    spec.gpus
-        .models
+    let mut out: Vec<GpuModel> = Vec::new();
+    for m in spec.gpus.models.iter().filter_map(|m| GpuModel::parse(m)) {
+        if m.vendor() == vendor && !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "none of gpus.models {:?} is a known {} GPU model",
+            spec.gpus.models, spec.gpus.vendor
+        ));
+    }
+    Ok(out)
+}
+
+/// The accepted classes with their supply (`supply(model)`: utilization ppm and
+/// lowest provider floor, as `SupplyIndex::get` answers).
+pub fn classes(models: &[GpuModel], supply: impl Fn(GpuModel) -> (u32, u64)) -> Vec<ModelSupply> {
+    models
         .iter()
-        .filter_map(|m| GpuModel::parse(m))
-        .find(|m| m.vendor() == vendor)
-        .ok_or_else(|| {
-            format!(
-                "none of gpus.models {:?} is a known {} GPU model",
-                spec.gpus.models, spec.gpus.vendor
-            )
+        .map(|&model| {
+            let (utilization_ppm, floor_micro_usd) = supply(model);
+            ModelSupply {
+                model,
+                utilization_ppm,
+                floor_micro_usd,
+            }
         })
+        .collect()
 }
 
 /// The outcome of quoting.
@@ -45,7 +73,8 @@ pub enum QuoteOutcome {
     BelowMarket(String),
 }
 
-/// Quotes a job. Errors are a malformed job or configuration (not retried hot).
+/// Quotes a job for one GPU class. Errors are a malformed job or configuration
+/// (not retried hot).
 pub fn quote(
     spec: &ComputeJobSpec,
     model: GpuModel,
@@ -55,14 +84,36 @@ pub fn quote(
     fees: &FeeConfig,
     now: DateTime<Utc>,
 ) -> Result<QuoteOutcome, String> {
-    let req = quote_request(spec, model, utilization_ppm, floor_micro_usd);
+    let class = ModelSupply {
+        model,
+        utilization_ppm,
+        floor_micro_usd,
+    };
+    quote_models(spec, &[class], pricing_cfg, fees, now).map(|(o, _)| o)
+}
+
+/// Quotes a job that accepts each of `classes` (its [`accepted_models`] with their
+/// supply): priced at the dearest class (`PricingConfig::quote_models`), so the one
+/// locked price, and the escrow computed from it, cover whichever class the job runs
+/// on, and are never below any class's provider floor. Also returns the class priced.
+pub fn quote_models(
+    spec: &ComputeJobSpec,
+    classes: &[ModelSupply],
+    pricing_cfg: &PricingConfig,
+    fees: &FeeConfig,
+    now: DateTime<Utc>,
+) -> Result<(QuoteOutcome, GpuModel), String> {
+    let first = classes.first().ok_or("no GPU model to quote")?;
+    let req = quote_request(spec, first.model, 0, 0);
     let (t, max_duration_ms) = (req.token, req.max_duration_ms);
-    let q = pricing_cfg.quote(&req).map_err(|e| e.to_string())?;
+    let q = pricing_cfg
+        .quote_models(&req, classes)
+        .map_err(|e| e.to_string())?;
     if q.below_market {
-        return Ok(QuoteOutcome::BelowMarket(
-            q.below_market_message()
-                .unwrap_or_else(|| "budget cap below the market price".into()),
-        ));
+        let msg = q
+            .below_market_message()
+            .unwrap_or_else(|| "budget cap below the market price".into());
+        return Ok((QuoteOutcome::BelowMarket(msg), q.model));
     }
     let esc = escrow_max_cost(
         spec.workers,
@@ -77,7 +128,7 @@ pub fn quote(
         .rate(t)
         .from_micro_usd(q.reference_micro_usd)
         .map_err(|e| e.to_string())?;
-    Ok(QuoteOutcome::Locked(Quote {
+    let locked = QuoteOutcome::Locked(Quote {
         price_per_gpu_hour: q.price_per_gpu_hour,
         token: spec.payment_token,
         reference_price_per_gpu_hour: reference,
@@ -86,5 +137,6 @@ pub fn quote(
         supply_factor_bps: q.supply_bps,
         max_cost: esc.total,
         locked_at: Some(conditions::time(now)),
-    }))
+    });
+    Ok((locked, q.model))
 }

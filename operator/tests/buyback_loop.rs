@@ -1,0 +1,302 @@
+//! The scheduled buyback against an in-memory API server (tower-test) and the
+//! embedded ledger: once per period the treasury's stablecoin pays the buyback
+//! wallet and that much IO (at the configured price) is burned from the treasury's
+//! reserve, under `buyback/<period>`, recorded in the ConfigMap before anything is
+//! sent; a tick later in the period, a restarted operator, or a crash after sending
+//! never buy back twice; the metrics say so, and pass `promtool check metrics`.
+
+mod gpunode_harness;
+
+use gpunode_harness::*;
+use serde_json::json;
+use solgrid_ledger::SettlementState;
+use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_operator::buyback::{BuybackState, key, plan_round, tick};
+use solgrid_operator::config::OperatorConfig;
+use solgrid_operator::context::Context;
+use solgrid_operator::metrics::Metrics;
+use std::sync::Arc;
+
+const CM: &str = "/api/v1/namespaces/solgrid-system/configmaps/solgrid-buyback";
+const CMS: &str = "/api/v1/namespaces/solgrid-system/configmaps";
+const IO: u64 = 1_000_000_000;
+const USDC: u64 = 1_000_000;
+const DAY: u64 = 86_400_000;
+
+fn config() -> OperatorConfig {
+    let mut c = OperatorConfig::default();
+    c.buyback.buyback_wallet = Some(WALLET_B.into());
+    c
+}
+
+fn mint(ctx: &Context, token: Token, amount: u64, tag: &str) {
+    ctx.ledger
+        .embedded()
+        .unwrap()
+        .apply(&[Intent {
+            key: format!("test-mint/{tag}"),
+            movements: vec![Movement {
+                token,
+                op: Op::Mint {
+                    to: Account::Treasury,
+                    amount,
+                },
+            }],
+        }])
+        .unwrap();
+}
+
+fn bal(ctx: &Context, a: Account, t: Token) -> u64 {
+    ctx.ledger.balance(&a, t).unwrap()
+}
+
+fn state(server: &Server) -> BuybackState {
+    let cm = server.get(CM).unwrap();
+    serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap()
+}
+
+fn confirmed(ctx: &Context, period: u64) -> usize {
+    ctx.ledger.embedded().unwrap().confirmed_key_counts()[&key(period)]
+}
+
+/// `promtool check metrics` on the operator's exposition (promtool from $PROMTOOL,
+/// PATH or .tools/bin; without it the check is skipped with a note, except on CI).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/bin/promtool");
+    let tool = std::env::var("PROMTOOL")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .or_else(|| {
+            Command::new("promtool")
+                .arg("--version")
+                .output()
+                .ok()
+                .map(|_| "promtool".to_string())
+        })
+        .or_else(|| {
+            std::path::Path::new(local)
+                .exists()
+                .then(|| local.to_string())
+        });
+    let Some(tool) = tool else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool not found (scripts/install-promtool.sh)"
+        );
+        eprintln!("promtool not found: metrics lint skipped");
+        return;
+    };
+    let mut child = Command::new(tool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_is_bought_back_and_burned_exactly_once() {
+    let (ctx, server, clock) = env(config());
+    // 12.345678 USDC of fees and a 1,000 IO reserve in the treasury
+    mint(&ctx, Token::Usdc, 12_345_678, "fees");
+    mint(&ctx, Token::Io, 1_000 * IO, "reserve");
+    let supply0 = ctx.ledger.supply(Token::Io).unwrap();
+    let period = T0_MS as u64 / DAY - 1;
+
+    let r = tick(&ctx).await.unwrap();
+    assert_eq!(r.planned, Some(period));
+    assert_eq!(r.closed, Some((period, "completed")));
+
+    // the round was recorded before anything was sent
+    let calls = server.calls();
+    let create = calls.iter().find(|c| c.is("POST", CMS)).unwrap();
+    let planned: BuybackState =
+        serde_json::from_str(create.body["data"]["state.json"].as_str().unwrap()).unwrap();
+    let round = planned.round.unwrap();
+    assert_eq!(round.settlements.len(), 1);
+    assert_eq!(round.settlements[0].intent.key, format!("buyback/{period}"));
+    assert!(matches!(
+        round.settlements[0].state,
+        SettlementState::Planned
+    ));
+    assert_eq!(round.io_price_micro_usd, 500_000);
+
+    // at 0.50 $ per IO: 24.691356 IO burned, the USDC to the buyback wallet
+    let burned = 24_691_356_000;
+    assert_eq!(round.plan.io_burned, burned);
+    assert_eq!(ctx.ledger.supply(Token::Io).unwrap(), supply0 - burned);
+    assert_eq!(bal(&ctx, Account::Treasury, Token::Io), 1_000 * IO - burned);
+    assert_eq!(bal(&ctx, Account::Treasury, Token::Usdc), 0);
+    assert_eq!(
+        bal(&ctx, Account::Wallet(WALLET_B.into()), Token::Usdc),
+        12_345_678
+    );
+    assert_eq!(confirmed(&ctx, period), 1);
+    let st = state(&server);
+    assert_eq!(st.last_period, Some(period));
+    assert_eq!((st.swapped_total, st.burned_total), (12_345_678, burned));
+    assert!(st.round.is_none());
+
+    // metrics
+    let text = ctx.metrics.render();
+    for line in [
+        "solgrid_operator_buyback_swapped_base_units_total{token=\"USDC\"} 12345678".to_string(),
+        format!("solgrid_operator_buyback_burned_base_units_total{{token=\"IO\"}} {burned}"),
+        "solgrid_operator_buyback_rounds_total{outcome=\"completed\"} 1".to_string(),
+        format!("solgrid_operator_buyback_last_period {period}"),
+    ] {
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
+    promtool_check(&text);
+
+    // more fees later in the same period: not bought back again in this period
+    mint(&ctx, Token::Usdc, 2 * USDC, "fees-2");
+    server.clear_calls();
+    let txs = ctx.ledger.embedded().unwrap().tx_count();
+    // a minute before the period ends
+    let left = DAY - T0_MS as u64 % DAY;
+    clock.advance(chrono::Duration::milliseconds((left - 60_000) as i64));
+    assert_eq!(tick(&ctx).await.unwrap(), Default::default());
+    assert_eq!(ctx.ledger.embedded().unwrap().tx_count(), txs);
+    assert!(server.writes().is_empty());
+
+    // a restarted operator (fresh process: new metrics, same API server and ledger)
+    let restarted = Arc::new(Context::new(
+        ctx.client.clone(),
+        ctx.config.clone(),
+        ctx.ledger.clone(),
+        Arc::new(Metrics::new()),
+        clock.clone(),
+    ));
+    assert_eq!(tick(&restarted).await.unwrap(), Default::default());
+    assert_eq!(ctx.ledger.embedded().unwrap().tx_count(), txs);
+    assert!(
+        restarted
+            .metrics
+            .render()
+            .contains(&format!("solgrid_operator_buyback_last_period {period}"))
+    );
+
+    // the next period buys back what came in since
+    clock.advance(chrono::Duration::minutes(1));
+    let r = tick(&restarted).await.unwrap();
+    assert_eq!(r.closed, Some((period + 1, "completed")));
+    assert_eq!(confirmed(&ctx, period + 1), 1);
+    assert_eq!(confirmed(&ctx, period), 1);
+    assert_eq!(
+        bal(&ctx, Account::Wallet(WALLET_B.into()), Token::Usdc),
+        14_345_678
+    );
+    let st = state(&server);
+    assert_eq!(st.burned_total, burned + 4 * IO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_sending_resumes_the_recorded_round_without_resending() {
+    let (ctx, server, _clock) = env(config());
+    mint(&ctx, Token::Usdc, 3 * USDC, "fees");
+    mint(&ctx, Token::Io, 100 * IO, "reserve");
+    let period = T0_MS as u64 / DAY - 1;
+    let pricing = &ctx.config.market.pricing;
+    // a previous run planned 3 USDC → 6 IO, sent it, and crashed before recording
+    // the confirmation
+    let mut round = plan_round(
+        period,
+        WALLET_B,
+        3 * USDC,
+        100 * IO,
+        pricing.usdc_rate,
+        pricing.io_rate,
+    )
+    .unwrap();
+    let tx = ctx
+        .ledger
+        .prepare(&[round.settlements[0].intent.clone()])
+        .unwrap();
+    ctx.ledger.send(&tx).unwrap();
+    round.settlements[0].state = SettlementState::Sent {
+        signature: tx.signature.clone(),
+        last_valid_block_height: tx.last_valid_block_height,
+    };
+    let st = BuybackState {
+        round: Some(round),
+        ..Default::default()
+    };
+    server.put(
+        CM,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "solgrid-buyback", "namespace": "solgrid-system"},
+               "data": {"state.json": serde_json::to_string(&st).unwrap()}}),
+    );
+    // meanwhile more fees came in: the recorded round is what is closed, not a new plan
+    mint(&ctx, Token::Usdc, 5 * USDC, "fees-2");
+    let txs = ctx.ledger.embedded().unwrap().tx_count();
+    let r = tick(&ctx).await.unwrap();
+    assert_eq!(r.planned, None);
+    assert_eq!(r.closed, Some((period, "completed")));
+    assert_eq!(ctx.ledger.embedded().unwrap().tx_count(), txs, "not resent");
+    assert_eq!(confirmed(&ctx, period), 1);
+    assert_eq!(bal(&ctx, Account::Treasury, Token::Usdc), 5 * USDC);
+    assert_eq!(bal(&ctx, Account::Treasury, Token::Io), 94 * IO);
+    let st = state(&server);
+    assert_eq!((st.last_period, st.burned_total), (Some(period), 6 * IO));
+    // and the period is done
+    assert_eq!(tick(&ctx).await.unwrap(), Default::default());
+    assert_eq!(confirmed(&ctx, period), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_reserve_burns_nothing_and_keeps_the_stablecoin() {
+    let (ctx, server, _clock) = env(config());
+    mint(&ctx, Token::Usdc, 7 * USDC, "fees");
+    let period = T0_MS as u64 / DAY - 1;
+    let r = tick(&ctx).await.unwrap();
+    assert_eq!(r.closed, Some((period, "empty")));
+    assert_eq!(bal(&ctx, Account::Treasury, Token::Usdc), 7 * USDC);
+    assert!(
+        !ctx.ledger
+            .embedded()
+            .unwrap()
+            .confirmed_key_counts()
+            .contains_key(&key(period))
+    );
+    assert_eq!(state(&server).last_period, Some(period));
+    assert!(
+        ctx.metrics
+            .render()
+            .contains("solgrid_operator_buyback_rounds_total{outcome=\"empty\"} 1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_price_is_used_and_no_wallet_means_no_buyback() {
+    let mut cfg = config();
+    cfg.buyback.buyback_io_price_micro_usd = Some(250_000); // 0.25 $ per IO
+    let (ctx, _server, _clock) = env(cfg);
+    mint(&ctx, Token::Usdc, USDC, "fees");
+    mint(&ctx, Token::Io, 100 * IO, "reserve");
+    tick(&ctx).await.unwrap();
+    assert_eq!(bal(&ctx, Account::Treasury, Token::Io), 96 * IO);
+
+    let (off, server, _clock) = env(OperatorConfig::default());
+    mint(&off, Token::Usdc, USDC, "fees");
+    assert_eq!(tick(&off).await.unwrap(), Default::default());
+    assert!(server.calls().is_empty(), "off: not even a read");
+    assert_eq!(bal(&off, Account::Treasury, Token::Usdc), USDC);
+}
