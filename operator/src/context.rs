@@ -3,7 +3,6 @@
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
-use solgrid_market::supply::SupplyIndex;
 use chrono::{DateTime, Utc};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -11,6 +10,7 @@ use kube::{Api, Client};
 use solgrid_crds::{ComputeJob, GpuNode, StakePosition};
 use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger};
 use solgrid_market::ledger::{Account, Amount, Intent, Ledger, Prepared, Token, TxStatus};
+use solgrid_market::supply::SupplyIndex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

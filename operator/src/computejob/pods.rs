@@ -1,11 +1,11 @@
 //! The worker pods of a job.
 
-use solgrid_crds::labels::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use solgrid_crds::ComputeJob;
+use solgrid_crds::labels::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER};
 use std::collections::BTreeMap;
 
 /// The name of worker `index` of `attempt`: `<job>-a<attempt>-w<index>`.
