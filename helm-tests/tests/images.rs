@@ -230,7 +230,9 @@ fn the_chart_deploys_these_images() {
     let verify =
         std::fs::read_to_string(workspace_root().join("operator/src/gpunode/verify.rs")).unwrap();
     assert!(
-        verify.contains(r#""runAsUser": 65532"#) && verify.contains(r#""args": ["verify-worker""#),
+        verify.contains(r#""runAsUser": 65532"#)
+            && verify.contains(r#""args": worker_args("#)
+            && verify.contains(r#"vec!["verify-worker".to_string()]"#),
         "operator/src/gpunode/verify.rs: the verification pod's user or args changed"
     );
     assert_eq!(verifier.bin, "solgrid-operator");

@@ -811,15 +811,15 @@ async fn check_verification(
                     let read = now_ms(&g.ctx);
                     run.delete = true;
                     let seed = fresh_seed(g, g.verifier_seed);
-                    run.verdict = Some(verify::judge_log(
-                        &p,
-                        &log,
-                        s,
-                        created,
-                        read,
-                        started_late,
-                        seed,
-                    ));
+                    // Freivalds over the chains is O(rounds n^2) per device: off the runtime
+                    let settings = s.clone();
+                    let judged = tokio::task::spawn_blocking(move || {
+                        verify::judge_log(&p, &log, &settings, created, read, started_late, seed)
+                    })
+                    .await;
+                    run.verdict = Some(judged.unwrap_or_else(|e| Verdict::Inconclusive {
+                        reason: format!("the check did not complete: {e}"),
+                    }));
                     if let Some(v) = &run.verdict {
                         tracing::info!(gpunode = %name, duration_ms = read.saturating_sub(created), limit_ms = limit, verdict = v.label(), "verification judged");
                     }

@@ -174,6 +174,17 @@ pub fn plan(s: &VerifySettings, gpus: &[GpuDevice], seed: u64) -> Vec<DeviceChal
         .collect()
 }
 
+/// The container's arguments (appended to the image's entrypoint):
+/// `verify-worker --size <n> --device <uuid>:<seed>:<rounds>:<matrices> ...`.
+pub fn worker_args(n: usize, devices: &[DeviceChallenge]) -> Vec<String> {
+    let mut args = vec!["verify-worker".to_string()];
+    args.extend(["--size".to_string(), n.to_string()]);
+    for d in devices {
+        args.extend(["--device".to_string(), d.arg()]);
+    }
+    args
+}
+
 /// The verification pod (a JSON object, posted as is).
 #[allow(clippy::too_many_arguments)]
 pub fn pod(
@@ -189,15 +200,6 @@ pub fn pod(
     let deadline = s.deadline_s();
     let resource = vendor.resource_name();
     let count = devices.len().max(1).to_string();
-    let mut args = vec![
-        "verify-worker".to_string(),
-        "--size".into(),
-        s.size.to_string(),
-    ];
-    for d in devices {
-        args.push("--device".into());
-        args.push(d.arg());
-    }
     let value = json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -231,7 +233,7 @@ pub fn pod(
                 "name": CONTAINER,
                 "image": s.image,
                 "imagePullPolicy": "IfNotPresent",
-                "args": args,
+                "args": worker_args(s.size, devices),
                 "resources": {
                     "requests": { resource: count, "cpu": "1", "memory": "256Mi" },
                     "limits": { resource: count, "memory": "2Gi" },
