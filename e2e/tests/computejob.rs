@@ -184,7 +184,8 @@ impl FinalizersFree for solgrid_crds::ComputeJobStatus {
     fn finalizers_free_check(&self) -> bool {
         self.settlements
             .iter()
-            .all(|s| s.record.state == solgrid_crds::SettlementState::Confirmed)
+            // every part of a settlement split into several transactions
+            .all(|s| s.state() == solgrid_crds::SettlementState::Confirmed)
     }
 }
 
