@@ -1,38 +1,16 @@
 //! What a ComputeJob would cost now: the same computation the operator makes when it
-//! quotes a job (ECONOMICS.md, "Dynamic pricing"), from `solgrid_market::pricing`
-//! and `solgrid_market::fees`, with the supply of the job's GPU class read from the
-//! cluster's GpuNodes.
+//! quotes a job (ECONOMICS.md, "Dynamic pricing"): `solgrid_crds::market::quote_spec`
+//! over the classes the job accepts, each with its supply read from the cluster's
+//! GpuNodes (`solgrid_crds::market::supply_index`), priced at the dearest.
 
-use solgrid_crds::market::quote_request;
-use solgrid_crds::{ComputeJobSpec, GpuNode, GpuVendor};
+use solgrid_crds::market::{
+    DEFAULT_APPLE_MODEL, DEFAULT_NVIDIA_MODEL, accepted_models, quote_spec, supply_index,
+};
+use solgrid_crds::{ComputeJobSpec, GpuNode};
 use solgrid_market::GpuModel;
-use solgrid_market::fees::{EscrowAmount, FeeConfig, escrow_max_cost};
+use solgrid_market::fees::{EscrowAmount, FeeConfig};
 use solgrid_market::pricing::{self, PricingConfig};
 use solgrid_market::supply::ClassSupply;
-
-/// The GPU class a job is priced as: the first of its allowed models the market
-/// knows for its vendor, or the vendor's default class (the operator's defaults:
-/// `rtx-4090` for NVIDIA, `apple-m2` for Apple).
-pub fn target_model(spec: &ComputeJobSpec) -> Result<GpuModel, String> {
-    let vendor: solgrid_market::GpuVendor = spec.gpus.vendor.into();
-    if spec.gpus.models.is_empty() {
-        return Ok(match spec.gpus.vendor {
-            GpuVendor::Nvidia => GpuModel::Rtx4090,
-            GpuVendor::Apple => GpuModel::AppleM2,
-        });
-    }
-    spec.gpus
-        .models
-        .iter()
-        .filter_map(|m| GpuModel::parse(m))
-        .find(|m| m.vendor() == vendor)
-        .ok_or_else(|| {
-            format!(
-                "none of gpus.models {:?} is a known {} GPU model",
-                spec.gpus.models, spec.gpus.vendor
-            )
-        })
-}
 
 /// The supply of one GPU class over the Active GpuNodes (the market's
 /// [`solgrid_market::supply`], as the operator reads it).
@@ -40,7 +18,7 @@ pub type Supply = ClassSupply;
 
 /// Utilization and the lowest floor of `model` over Active GpuNodes.
 pub fn supply<'a>(model: GpuModel, nodes: impl IntoIterator<Item = &'a GpuNode>) -> Supply {
-    solgrid_crds::market::supply_index(nodes).class(model)
+    supply_index(nodes).class(model)
 }
 
 /// A quote with the numbers behind it.
@@ -60,36 +38,16 @@ pub fn quote_job(
     pricing_cfg: &PricingConfig,
     fees: &FeeConfig,
 ) -> Result<JobQuote, String> {
-    let model = target_model(spec)?;
-    let supply = supply(model, nodes);
-    let req = quote_request(
-        spec,
-        model,
-        supply.utilization_ppm(),
-        supply.floor_micro_usd(),
-    );
-    let (t, max_duration_ms) = (req.token, req.max_duration_ms);
-    let q = pricing_cfg.quote(&req).map_err(|e| e.to_string())?;
-    let escrow = if q.below_market {
-        None
-    } else {
-        Some(
-            escrow_max_cost(
-                spec.workers,
-                spec.gpus.count,
-                max_duration_ms,
-                q.price_per_gpu_hour,
-                t,
-                fees,
-            )
-            .map_err(|e| e.to_string())?,
-        )
-    };
+    let models = accepted_models(spec, DEFAULT_NVIDIA_MODEL, DEFAULT_APPLE_MODEL)?;
+    let index = supply_index(nodes);
+    let classes: Vec<_> = models.iter().map(|m| index.model_supply(*m)).collect();
+    let q = quote_spec(spec, &classes, pricing_cfg, fees)?;
+    let model = q.quote.model;
     Ok(JobQuote {
         model,
-        supply,
-        quote: q,
-        escrow,
+        supply: index.class(model),
+        quote: q.quote,
+        escrow: q.escrow,
     })
 }
 
@@ -312,14 +270,42 @@ mod tests {
 
     #[test]
     fn unknown_models_and_defaults() {
+        let target = |s: &ComputeJobSpec| {
+            accepted_models(s, DEFAULT_NVIDIA_MODEL, DEFAULT_APPLE_MODEL).map(|m| m[0])
+        };
         let mut s = spec();
         s.gpus.models = vec!["Voodoo 5".into()];
-        assert!(target_model(&s).unwrap_err().contains("Voodoo 5"));
+        assert!(target(&s).unwrap_err().contains("Voodoo 5"));
+        let e = quote_job(&s, &[], &PricingConfig::default(), &FeeConfig::default());
+        assert!(e.unwrap_err().contains("Voodoo 5"));
         s.gpus.models.clear();
-        assert_eq!(target_model(&s).unwrap(), GpuModel::Rtx4090);
+        assert_eq!(target(&s).unwrap(), GpuModel::Rtx4090);
         s.gpus.vendor = GpuVendor::Apple;
-        assert_eq!(target_model(&s).unwrap(), GpuModel::AppleM2);
+        assert_eq!(target(&s).unwrap(), GpuModel::AppleM2);
         s.gpus.models = vec!["Apple M3 Max".into()];
-        assert_eq!(target_model(&s).unwrap(), GpuModel::AppleM3);
+        assert_eq!(target(&s).unwrap(), GpuModel::AppleM3);
+    }
+
+    #[test]
+    fn a_multi_model_job_is_priced_at_the_dearest_class_as_the_operator_does() {
+        let mut s = spec();
+        s.gpus.models = vec!["rtx-3060".into(), "h100".into()];
+        let nodes = vec![
+            node("a", "rtx-3060", 4, 0, 0, GpuNodePhase::Active),
+            node("b", "h100", 8, 4, 0, GpuNodePhase::Active),
+        ];
+        let q = quote_job(&s, &nodes, &PricingConfig::default(), &FeeConfig::default()).unwrap();
+        assert_eq!(q.model, GpuModel::H100);
+        assert_eq!(q.supply.utilization_ppm(), 500_000);
+        let h100_only = {
+            let mut h = s.clone();
+            h.gpus.models = vec!["h100".into()];
+            quote_job(&h, &nodes, &PricingConfig::default(), &FeeConfig::default()).unwrap()
+        };
+        assert_eq!(
+            q.quote.price_per_gpu_hour,
+            h100_only.quote.price_per_gpu_hour
+        );
+        assert_eq!(q.escrow, h100_only.escrow);
     }
 }

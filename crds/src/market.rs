@@ -1,9 +1,14 @@
 //! The API's enums and objects as the market library's inputs: one mapping, used by the operator,
 //! the scheduler extender and the kubectl plugin alike.
 
-use crate::{ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, PaymentToken, Preference, Urgency};
+use crate::{
+    ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, PaymentToken, Preference, Quote, Urgency,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use solgrid_market::GpuModel;
+use solgrid_market::fees::{EscrowAmount, FeeConfig, escrow_max_cost};
 use solgrid_market::matching::{self, NodePhase};
+use solgrid_market::pricing::{ModelSupply, PricingConfig};
 use solgrid_market::supply::{SupplyIndex, SupplyNode};
 use solgrid_market::{ledger::Token, pricing};
 
@@ -98,6 +103,110 @@ pub fn quote_request(
         floor_micro_usd,
         budget_cap_per_gpu_hour: Some(spec.max_price_per_gpu_hour),
     }
+}
+
+/// The model an NVIDIA job that lists none is priced as (the operator's
+/// `--default-nvidia-model` default).
+pub const DEFAULT_NVIDIA_MODEL: GpuModel = GpuModel::Rtx4090;
+/// The model an Apple job that lists none is priced as (`--default-apple-model`).
+pub const DEFAULT_APPLE_MODEL: GpuModel = GpuModel::AppleM2;
+
+/// Every GPU class a job accepts and is priced for: the models it lists that the
+/// market knows for the job's vendor (in order, each once), or, when it lists none,
+/// the default of its vendor. Never empty; an error names the unknown models.
+pub fn accepted_models(
+    spec: &ComputeJobSpec,
+    default_nvidia: GpuModel,
+    default_apple: GpuModel,
+) -> Result<Vec<GpuModel>, String> {
+    if spec.gpus.models.is_empty() {
+        return Ok(vec![match spec.gpus.vendor {
+            GpuVendor::Nvidia => default_nvidia,
+            GpuVendor::Apple => default_apple,
+        }]);
+    }
+    let vendor: solgrid_market::GpuVendor = spec.gpus.vendor.into();
+    let mut out: Vec<GpuModel> = Vec::new();
+    for m in spec.gpus.models.iter().filter_map(|m| GpuModel::parse(m)) {
+        if m.vendor() == vendor && !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "none of gpus.models {:?} is a known {} GPU model",
+            spec.gpus.models, spec.gpus.vendor
+        ));
+    }
+    Ok(out)
+}
+
+/// A job's quote and what it puts into escrow (`None` when its cap is below the market).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpecQuote {
+    /// Priced as `quote.model`, the dearest class the job accepts.
+    pub quote: pricing::Quote,
+    pub escrow: Option<EscrowAmount>,
+}
+
+/// Quotes a job spec that accepts each of `classes` (its [`accepted_models`] with
+/// their supply): priced at the dearest class ([`PricingConfig::quote_models`]), so
+/// the one locked price and the escrow computed from it cover whichever class the
+/// job runs on and are never below any class's provider floor. What the operator
+/// locks and `kubectl solgrid quote` shows.
+pub fn quote_spec(
+    spec: &ComputeJobSpec,
+    classes: &[ModelSupply],
+    pricing_cfg: &PricingConfig,
+    fees: &FeeConfig,
+) -> Result<SpecQuote, String> {
+    let first = classes.first().ok_or("no GPU model to quote")?;
+    let req = quote_request(spec, first.model, 0, 0);
+    let quote = pricing_cfg
+        .quote_models(&req, classes)
+        .map_err(|e| e.to_string())?;
+    let escrow = if quote.below_market {
+        None
+    } else {
+        let e = escrow_max_cost(
+            spec.workers,
+            spec.gpus.count,
+            req.max_duration_ms,
+            quote.price_per_gpu_hour,
+            req.token,
+            fees,
+        )
+        .map_err(|e| e.to_string())?;
+        Some(e)
+    };
+    Ok(SpecQuote { quote, escrow })
+}
+
+/// The `status.quote` a job's quote is locked as at `locked_at`; `None` when it
+/// is below the market (nothing to lock).
+pub fn locked_quote(
+    spec: &ComputeJobSpec,
+    q: &SpecQuote,
+    pricing_cfg: &PricingConfig,
+    locked_at: Time,
+) -> Result<Option<Quote>, String> {
+    let Some(escrow) = &q.escrow else {
+        return Ok(None);
+    };
+    let reference = pricing_cfg
+        .rate(spec.payment_token.into())
+        .from_micro_usd(q.quote.reference_micro_usd)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Quote {
+        price_per_gpu_hour: q.quote.price_per_gpu_hour,
+        token: spec.payment_token,
+        reference_price_per_gpu_hour: reference,
+        urgency_factor_bps: q.quote.urgency_bps,
+        complexity_factor_bps: q.quote.complexity_bps,
+        supply_factor_bps: q.quote.supply_bps,
+        max_cost: escrow.total,
+        locked_at: Some(locked_at),
+    }))
 }
 
 #[cfg(test)]

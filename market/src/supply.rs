@@ -14,6 +14,7 @@
 
 use crate::gpu::{GpuModel, ModelTable};
 use crate::matching::NodePhase;
+use crate::pricing::ModelSupply;
 use serde::{Deserialize, Serialize};
 
 /// One node as the supply of its GPU class sees it.
@@ -121,6 +122,16 @@ impl SupplyIndex {
         (c.utilization_ppm(), c.floor_micro_usd())
     }
 
+    /// A class as the quote of a job accepting it reads it.
+    pub fn model_supply(&self, model: GpuModel) -> ModelSupply {
+        let (utilization_ppm, floor_micro_usd) = self.get(model);
+        ModelSupply {
+            model,
+            utilization_ppm,
+            floor_micro_usd,
+        }
+    }
+
     /// Places (`gpus > 0`) or releases (`gpus < 0`) GPUs of a class.
     pub fn allocate(&mut self, model: GpuModel, gpus: i64) {
         let mut c = self.by_model.get(model);
@@ -171,6 +182,11 @@ mod tests {
         assert_eq!(idx.get(Rtx4090), (1_000_000, 0));
         assert_eq!(idx.get(A100_80), (0, 0));
         assert_eq!(idx.classes().count(), 2);
+        let m = idx.model_supply(H100);
+        assert_eq!(
+            (m.model, m.utilization_ppm, m.floor_micro_usd),
+            (H100, 375_000, 1_500_000)
+        );
         let mut idx = idx;
         idx.allocate(H100, 10);
         assert_eq!(idx.get(H100).0, 1_000_000);

@@ -351,6 +351,15 @@ mod tests {
         assert_eq!(c.periods.period_ms, 3_600_000);
         assert_eq!(c.market.fees, FeeConfig::default());
         assert!(c.solana.is_none());
+        // the models `kubectl solgrid quote` prices an any-model job as
+        assert_eq!(
+            c.default_nvidia_model,
+            solgrid_crds::market::DEFAULT_NVIDIA_MODEL
+        );
+        assert_eq!(
+            c.default_apple_model,
+            solgrid_crds::market::DEFAULT_APPLE_MODEL
+        );
     }
 
     #[test]
