@@ -962,23 +962,31 @@ impl<L: Ledger + 'static> Sim<L> {
                 continue;
             }
             let rate = self.cfg.market.pricing.rate(spec.token);
-            let (utilization_ppm, floor_micro_usd) = supply.get(spec.quote_model);
+            // every accepted class with its own supply; priced at the dearest, as
+            // the operator quotes (solgrid_crds::market::quote_spec)
+            let mut classes: Vec<_> = spec.models.iter().map(|m| supply.model_supply(m)).collect();
+            if classes.is_empty() {
+                classes.push(supply.model_supply(spec.quote_model));
+            }
             let quote = self
                 .cfg
                 .market
                 .pricing
-                .quote(&QuoteRequest {
-                    model: spec.quote_model,
-                    token: spec.token,
-                    urgency: spec.urgency,
-                    gpus_per_worker: spec.gpus_per_worker,
-                    workers: spec.workers,
-                    min_vram_mib: spec.min_vram_mib,
-                    max_duration_ms: spec.max_duration_ms,
-                    utilization_ppm,
-                    floor_micro_usd,
-                    budget_cap_per_gpu_hour: Some(rate.from_micro_usd(spec.budget_micro_usd)?),
-                })
+                .quote_models(
+                    &QuoteRequest {
+                        model: spec.quote_model,
+                        token: spec.token,
+                        urgency: spec.urgency,
+                        gpus_per_worker: spec.gpus_per_worker,
+                        workers: spec.workers,
+                        min_vram_mib: spec.min_vram_mib,
+                        max_duration_ms: spec.max_duration_ms,
+                        utilization_ppm: 0,
+                        floor_micro_usd: 0,
+                        budget_cap_per_gpu_hour: Some(rate.from_micro_usd(spec.budget_micro_usd)?),
+                    },
+                    &classes,
+                )
                 .map_err(market)?;
             if quote.below_market {
                 self.below_market_waits += 1;

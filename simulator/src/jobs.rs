@@ -23,7 +23,8 @@ pub struct JobSpec {
     pub buyer: u32,
     pub vendor: Option<GpuVendor>,
     pub models: ModelSet,
-    /// The model the quote is made for (the cheapest allowed).
+    /// The model the buyer's budget is anchored at (the dearest allowed: the job
+    /// is quoted at the dearest of `models`).
     pub quote_model: GpuModel,
     pub min_vram_mib: u64,
     pub gpus_per_worker: u32,
@@ -44,10 +45,13 @@ pub struct JobSpec {
 
 const HOUR: u64 = 3_600_000;
 
-fn cheapest(models: &[GpuModel], reference: &dyn Fn(GpuModel) -> u64) -> GpuModel {
+/// The accepted model with the highest reference price: a job accepting several
+/// models is quoted at the dearest of them (as the operator quotes it), so a buyer
+/// anchors its budget there.
+fn dearest(models: &[GpuModel], reference: &dyn Fn(GpuModel) -> u64) -> GpuModel {
     *models
         .iter()
-        .min_by_key(|m| reference(**m))
+        .max_by_key(|m| reference(**m))
         .unwrap_or(&GpuModel::Rtx4090)
 }
 
@@ -165,7 +169,7 @@ pub fn draw_job(
     } else {
         Token::Io
     };
-    let quote_model = cheapest(models, reference);
+    let quote_model = dearest(models, reference);
     // Willingness to pay: 0.6x to 3x the reference of the model quoted.
     let budget_micro_usd = reference(quote_model) * rng.range(600, 3000) / 1000;
     JobSpec {
