@@ -54,6 +54,12 @@ pub struct Metrics {
     pub buyback_rounds: IntCounterVec,
     /// `solgrid_operator_buyback_last_period`: the last buyback period closed.
     pub buyback_last_period: IntGauge,
+    /// `solgrid_operator_verifications_total{result}`: proof-of-work verdicts
+    /// (`Passed`, `WrongResult`, `TooSlow`, `Inconclusive`) and expiries (`Expired`).
+    pub verifications: IntCounterVec,
+    /// `solgrid_operator_verification_time_ratio`: a judged run's time (the
+    /// operator's, creation to report) over its limit; calibrates `--verify-reference-us`.
+    pub verification_time_ratio: prometheus::Histogram,
 }
 
 impl Default for Metrics {
@@ -212,6 +218,24 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(buyback_last_period.clone()))
             .expect("unique metric");
+        let verifications = counter(
+            &r,
+            "solgrid_operator_verifications_total",
+            "Proof-of-work verdicts (Passed, WrongResult, TooSlow, Inconclusive) and expiries (Expired)",
+            &["result"],
+        );
+        let verification_time_ratio = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "solgrid_operator_verification_time_ratio",
+                "A judged proof-of-work run's time (operator's clock) over its limit",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(verification_time_ratio.clone()))
+            .expect("unique metric");
         Self {
             registry: r,
             reconciles,
@@ -235,6 +259,8 @@ impl Metrics {
             buyback_burned,
             buyback_rounds,
             buyback_last_period,
+            verifications,
+            verification_time_ratio,
         }
     }
 

@@ -659,6 +659,10 @@ async fn inconclusive_periods_in_a_row_expire_verification() {
             .events()
             .contains(&"VerificationExpired".to_string())
     );
+    let count = |r: &str| t.ctx.metrics.verifications.with_label_values(&[r]).get();
+    assert_eq!((count("Inconclusive"), count("Expired")), (3, 1));
+    // a run's time over its limit is observed only when judged from a report
+    assert_eq!(t.ctx.metrics.verification_time_ratio.get_sample_count(), 0);
     // a fourth keeps the reason; a pass restores it
     let st = unschedulable_period(&mut t).await;
     assert_eq!(cond(&st, "Verified")["reason"], "Expired");

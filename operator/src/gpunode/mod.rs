@@ -428,8 +428,19 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
             ));
         }
         if let Some(v) = run.verdict {
+            let was_verified = st.verification.verified;
+            ctx.metrics
+                .verifications
+                .with_label_values(&[verdict_reason(&v)])
+                .inc();
             slashed_now = record_verdict(&mut st, &v, &s.verify, &mut events, generation, now)
                 && old.phase != GpuNodePhase::Slashed;
+            if was_verified && !st.verification.verified && !v.is_cheating() {
+                ctx.metrics
+                    .verifications
+                    .with_label_values(&["Expired"])
+                    .inc();
+            }
         }
     }
 
@@ -821,6 +832,12 @@ async fn check_verification(
                         reason: format!("the check did not complete: {e}"),
                     }));
                     if let Some(v) = &run.verdict {
+                        if limit > 0 {
+                            g.ctx
+                                .metrics
+                                .verification_time_ratio
+                                .observe(read.saturating_sub(created) as f64 / limit as f64);
+                        }
                         tracing::info!(gpunode = %name, duration_ms = read.saturating_sub(created), limit_ms = limit, verdict = v.label(), "verification judged");
                     }
                 }
@@ -828,6 +845,16 @@ async fn check_verification(
         }
     }
     run
+}
+
+/// The `Verified` condition's reason (and the metric's label) of a verdict.
+fn verdict_reason(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Passed => "Passed",
+        Verdict::WrongResult { .. } => "WrongResult",
+        Verdict::TooSlow { .. } => "TooSlow",
+        Verdict::Inconclusive { .. } => "Inconclusive",
+    }
 }
 
 /// Records a verdict in the status; `true` when the node is caught cheating.
@@ -842,12 +869,7 @@ fn record_verdict(
     now: u64,
 ) -> bool {
     st.verification.last_result = Some(v.label().to_string());
-    let mut reason = match v {
-        Verdict::Passed => "Passed",
-        Verdict::WrongResult { .. } => "WrongResult",
-        Verdict::TooSlow { .. } => "TooSlow",
-        Verdict::Inconclusive { .. } => "Inconclusive",
-    };
+    let mut reason = verdict_reason(v);
     let mut message = v.message();
     let cheating = v.is_cheating();
     match v {
