@@ -133,6 +133,12 @@ impl StakingConfig {
         self.multipliers_permille.get(m)
     }
 
+    /// The multiplier a node's idle-reward weight uses: its dominant model's
+    /// ([`crate::gpu::dominant_model`] of its groups), 1× when it has no known model.
+    pub fn node_multiplier(&self, groups: &[(GpuModel, u32)]) -> u32 {
+        crate::gpu::dominant_model(groups).map_or(1000, |(m, _)| self.multiplier(m))
+    }
+
     /// `ceil(base * unit * max(1000, mult_pm) * gpus / 1000)`.
     pub fn min_stake(&self, model: GpuModel, gpus: u32) -> Result<Amount, MoneyError> {
         let per_gpu = (self.base_stake_io as u128)

@@ -44,10 +44,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use solgrid_crds::{GpuNode, GpuNodeStatus, StakePhase, StakePosition};
+use solgrid_crds::{GpuNode, GpuNodeStatus, StakePosition};
 use solgrid_ledger::{Settlement, SettlementState};
 use solgrid_market::emission::EmissionSchedule;
-use solgrid_market::gpu::{dominant_model, model_groups};
+use solgrid_market::gpu::model_groups;
 use solgrid_market::idle::{BusySpan, IdleWindow};
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_market::staking::{Recipient, RewardNode, StakeShare, StakingConfig, split_rewards};
@@ -154,9 +154,7 @@ pub fn reward_nodes(
             continue;
         }
         let (groups, _) = model_groups(st.gpus.iter().map(|g| g.model.as_str()));
-        let mult = dominant_model(&groups)
-            .map(|(m, _)| cfg.multiplier(m))
-            .unwrap_or(1000);
+        let mult = cfg.node_multiplier(&groups);
         let window = IdleWindow {
             gpus,
             from_ms,
@@ -168,7 +166,7 @@ pub fn reward_nodes(
             .filter(|p| p.spec.node_name == name)
             .filter_map(|p| {
                 let s = p.status.as_ref()?;
-                if !matches!(s.phase, StakePhase::Active | StakePhase::Unbonding) || s.locked == 0 {
+                if !crate::stake::machine::counts_for_node(s.phase) || s.locked == 0 {
                     return None;
                 }
                 Some(StakeShare {
@@ -532,6 +530,7 @@ async fn credit(ctx: &Context, c: &Credit) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use solgrid_crds::StakePhase;
     use solgrid_crds::{
         Allocation, AllocationSpan, GpuDevice, GpuNodeSpec, StakePositionSpec, StakePositionStatus,
         WalletSecretRef,
