@@ -480,15 +480,24 @@ pub async fn add_gpunode(
 /// Writes an embedded-ledger journal where `payer` holds `amount` IO (before an
 /// operator opens it).
 pub fn fund_journal(path: &Path, payer: &str, amount: u64) -> Result<()> {
+    mint_journal(
+        path,
+        &format!("e2e-fund-{payer}"),
+        Token::Io,
+        Account::Wallet(payer.to_string()),
+        amount,
+    )
+}
+
+/// Mints `amount` of `token` into `to` in a journal no operator holds (before the
+/// operators start, or while they are stopped), once per `key`.
+pub fn mint_journal(path: &Path, key: &str, token: Token, to: Account, amount: u64) -> Result<()> {
     let ledger = EmbeddedLedger::open(path, journal_config())?;
     ledger.apply(&[Intent {
-        key: format!("e2e-fund-{payer}"),
+        key: key.to_string(),
         movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Wallet(payer.to_string()),
-                amount,
-            },
+            token,
+            op: Op::Mint { to, amount },
         }],
     }])?;
     ledger.sync()?;

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 #[path = "scenarios/allocation.rs"]
 mod allocation;
+#[path = "scenarios/buyback.rs"]
+mod buyback;
 #[path = "scenarios/lifecycle.rs"]
 mod lifecycle;
 #[path = "scenarios/rewards.rs"]
