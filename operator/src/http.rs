@@ -1,6 +1,7 @@
 //! The HTTP server: `/metrics` (Prometheus text), `/healthz` (the process lives),
 //! `/readyz` (start-up finished; a standby replica is ready too: it is waiting for
-//! the lease, and `/metrics` says `solgrid_operator_is_leader 0`).
+//! the leader's ledger journal or the lease, and `/metrics` says
+//! `solgrid_operator_is_leader 0`).
 
 use crate::leader::State;
 use crate::metrics::Metrics;

@@ -43,6 +43,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(ledger) => break ledger,
             Err(LedgerHandleError::Embedded(solgrid_ledger::LedgerError::Locked { path })) => {
                 info!(path = %path.display(), "ledger journal is held by another replica; waiting");
+                // A standby is ready (as one waiting for the lease is): a rolling
+                // update (maxUnavailable 0) stops the old leader only once the new
+                // pod is ready, and only then is the journal free.
+                state.ready.store(true, Ordering::Release);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}

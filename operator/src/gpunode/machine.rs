@@ -152,12 +152,39 @@ pub fn online_since(hb: &Heartbeat, previous_ms: Option<u64>, now_ms: u64) -> Op
 pub fn eligibility(cfg: &StakingConfig, input: &EligibilityInput, now_ms: u64) -> (bool, String) {
     match cfg.reward_eligibility(input, now_ms) {
         Ok(()) => (true, "eligible for idle rewards".to_string()),
-        Err(e) => (false, describe(&e)),
+        Err(e) => (false, describe(&e, input)),
     }
 }
 
-fn describe(e: &Ineligible) -> String {
-    e.to_string()
+/// The reason as status text. It must not change while the node's facts do not:
+/// a duration counted up to now would make every reconcile (each Node heartbeat)
+/// a status write. The reasons that wait for time name the moment they started
+/// and the moment they end instead.
+fn describe(e: &Ineligible, input: &EligibilityInput) -> String {
+    match *e {
+        Ineligible::UptimeTooShort { need_ms, .. } => match input.online_since_ms {
+            Some(since) => format!(
+                "node has been online without a break since {}; {need_ms} ms needed (eligible from {})",
+                rfc3339(since),
+                rfc3339(since.saturating_add(need_ms))
+            ),
+            None => e.to_string(),
+        },
+        Ineligible::TooNew { need_ms, .. } => format!(
+            "node was first seen {}; {need_ms} ms of age needed (eligible from {})",
+            rfc3339(input.first_seen_ms),
+            rfc3339(input.first_seen_ms.saturating_add(need_ms))
+        ),
+        _ => e.to_string(),
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 #[cfg(test)]
@@ -265,5 +292,41 @@ mod tests {
         assert!(why.contains("below its minimum"), "{why}");
         let (ok, _) = eligibility(&s, &EligibilityInput { stake: 2, ..input }, 13 * 3_600_000);
         assert!(ok);
+    }
+
+    /// A reason that waits for time reads the same at every reconcile until it
+    /// ends (no status write per heartbeat), and says when it ends.
+    #[test]
+    fn time_based_reasons_do_not_change_with_the_clock() {
+        let s = StakingConfig::default();
+        let h = 3_600_000;
+        let input = EligibilityInput {
+            phase: solgrid_market::matching::NodePhase::Active,
+            verified: true,
+            online_since_ms: Some(20 * h),
+            first_seen_ms: 0,
+            stake: 2,
+            min_stake: 2,
+            slashed: false,
+        };
+        let (ok, a) = eligibility(&s, &input, 21 * h);
+        let (_, b) = eligibility(&s, &input, 21 * h + 12_345);
+        assert!(!ok);
+        assert_eq!(a, b);
+        assert!(
+            a.contains("without a break since 1970-01-01T20:00:00Z"),
+            "{a}"
+        );
+        assert!(a.contains("eligible from 1970-01-02T01:00:00Z"), "{a}");
+        let young = EligibilityInput {
+            online_since_ms: Some(0),
+            first_seen_ms: 5 * h,
+            ..input
+        };
+        let (ok, a) = eligibility(&s, &young, 6 * h);
+        let (_, b) = eligibility(&s, &young, 6 * h + 999);
+        assert!(!ok);
+        assert_eq!(a, b);
+        assert!(a.contains("eligible from 1970-01-01T17:00:00Z"), "{a}");
     }
 }
