@@ -4,15 +4,18 @@
 //! What is real and what is simulated: the operator, the API server, the pods, the
 //! log reads through the (simulated) kubelet and the reference worker's work are
 //! real; the "GPUs" are this machine's CPU. The scenario measures the CPU's speed
-//! with the worker binary and sets `--verify-reference-us` so that the CPU is 4x
-//! an RTX 3060 as the market's speed table has it. Then:
-//! - `e2e-vpow-honest` (2 GPUs) claims RTX 3060s: its chains are sized for a 3060,
-//!   the CPU computes them in about a quarter of the target: it passes;
-//! - `e2e-vpow-cpu` claims an H100 (10.9x a 3060): its chain is sized for an H100,
-//!   the same CPU genuinely needs ~2.7x the target for it, past the 1.5x + slack
-//!   limit; it also reports a 0 ms container run and a worker `computeMs` of 0,
-//!   which the operator does not believe: it is slashed as too slow;
-//! - `e2e-vpow-idle` claims an RTX 3060 and passes, then keeps its verification pods
+//! with the worker binary and sets `--verify-reference-us` so that the CPU is 8x
+//! an Apple M1 as the market's speed table has it (the slowest model: the widest
+//! margin on both sides on a loaded machine, where every simulated node computes on
+//! the same two cores). Then:
+//! - `e2e-vpow-honest` (2 GPUs) claims Apple M1s: its chains are sized for an M1,
+//!   the CPU computes them in about an eighth of the target: it passes;
+//! - `e2e-vpow-cpu` (published once the honest nodes are Active, so that their
+//!   first runs do not share the CPU with it) claims an H100 (40x an M1): its chain
+//!   is sized for an H100, the same CPU genuinely needs ~5x the target for it, far
+//!   past the 1.5x + slack limit; it also reports a 0 ms container run and a worker
+//!   `computeMs` of 0, which the operator does not believe: it is slashed as too slow;
+//! - `e2e-vpow-idle` claims an Apple M1 and passes, then keeps its verification pods
 //!   from ever starting: after `--verify-expire-after=2` inconclusive periods it
 //!   loses `verified` (condition `Verified` reason `Expired`), is no longer eligible
 //!   for idle rewards, and is not slashed.
@@ -20,7 +23,7 @@
 use super::local_cluster;
 use kube::api::{Api, Patch, PatchParams};
 use solgrid_crds::{GpuNode, GpuNodePhase, GpuNodeStatus};
-use solgrid_e2e::market::{Market, MarketOpts};
+use solgrid_e2e::market::{Market, MarketOpts, example_payer};
 use solgrid_e2e::{wait_for, workspace_bin};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -52,13 +55,14 @@ fn cpu_us_per_product() -> f64 {
 }
 
 /// Publishes a node's inventory as its device plugin would: `gpus` devices of
-/// `model` with UUIDs.
-async fn publish(m: &Market, node: &str, gpus: u32, model: &str, vram_mib: u64) {
+/// `model` with UUIDs (the simulated kubelet runs pods bound to it whatever GPU
+/// resource they request).
+async fn publish(m: &Market, node: &str, gpus: u32, vendor: &str, model: &str, vram_mib: u64) {
     let devices: Vec<serde_json::Value> = (0..gpus)
         .map(|i| {
             serde_json::json!({
                 "id": format!("{node}-{i}"), "uuid": format!("GPU-{node}-{i}"),
-                "vendor": "nvidia", "model": model, "vramMib": vram_mib, "health": "Healthy",
+                "vendor": vendor, "model": model, "vramMib": vram_mib, "health": "Healthy",
             })
         })
         .collect();
@@ -97,8 +101,8 @@ async fn a_cpu_claiming_an_h100_fails_and_an_unverifiable_node_expires() {
     let _one = tc.exclusive().await;
     let t0 = Instant::now();
     let cpu_us = cpu_us_per_product();
-    // an RTX 3060 (220 per mille of a 4090) is taken to need 4x the CPU's time
-    let reference_us = ((4.0 * cpu_us * 220.0 / 1000.0).round() as u64).max(1);
+    // an Apple M1 (60 per mille of a 4090) is taken to need 8x the CPU's time
+    let reference_us = ((8.0 * cpu_us * 60.0 / 1000.0).round() as u64).max(1);
     eprintln!("CPU: {cpu_us:.1} us per {SIZE}-product -> --verify-reference-us={reference_us}");
     let mut opts = MarketOpts::new("e2e-vpow", &[(HONEST, 2), (CPU, 1), (IDLE, 1)]);
     opts.publish_inventory = false;
@@ -114,20 +118,15 @@ async fn a_cpu_claiming_an_h100_fails_and_an_unverifiable_node_expires() {
         "--verify-max-matrices=4".into(),
         "--verify-deadline-seconds=60".into(),
     ];
-    let payer =
-        solgrid_e2e::example("computejob-llm-finetune.yaml").unwrap()[0]["stringData"]["address"]
-            .as_str()
-            .expect("the example Secret's address")
-            .to_string();
+    let payer = example_payer();
     let m = Market::up(tc, opts, &payer).await.expect("market");
     m.sim
         .faults(CPU)
         .expect("cpu node")
         .forge_fast_timestamps
         .store(true, Ordering::SeqCst);
-    publish(&m, HONEST, 2, "NVIDIA GeForce RTX 3060", 12_288).await;
-    publish(&m, CPU, 1, "NVIDIA H100 80GB HBM3", 81_559).await;
-    publish(&m, IDLE, 1, "NVIDIA GeForce RTX 3060", 12_288).await;
+    publish(&m, HONEST, 2, "apple", "Apple M1", 8_192).await;
+    publish(&m, IDLE, 1, "apple", "Apple M1", 8_192).await;
     let api: Api<GpuNode> = Api::all(m.client.clone());
 
     // the honest node and the idle one pass (both of the honest node's GPUs reported)
@@ -137,6 +136,7 @@ async fn a_cpu_claiming_an_h100_fails_and_an_unverifiable_node_expires() {
     let st = status(&api, HONEST).await.expect("status");
     assert!(st.verification.verified && st.verification.passed >= 1);
     eprintln!("honest Active after {:.1} s", t0.elapsed().as_secs_f64());
+    publish(&m, CPU, 1, "nvidia", "NVIDIA H100 80GB HBM3", 81_559).await;
 
     // the CPU claiming an H100: too slow by the operator's clock, slashed
     let cheat = wait_for(MIN, || async {
