@@ -69,7 +69,7 @@
 //! computes the chain above on the device with that UUID and prints these lines
 //! can be set as `--verifier-image`; the reference worker
 //! (`solgrid-operator verify-worker`, [`worker_main`]) is the CPU path and the
-//! specification (its output must match byte for byte, `computeMs` aside). The
+//! specification (same fields and values, `computeMs` aside). The
 //! image must be present on the node before the challenge (pre-pulled): pull time
 //! counts against the node (below). Calibrate `reference_us` with the image in use
 //! (one `reference_n` product on an RTX 4090), since it sets every model's rounds.
