@@ -71,6 +71,14 @@ fn cluster_and_chain(
     Some((tc, exclusive, chain, t0))
 }
 
+/// A client of the control plane with the CRDs installed, and a fresh namespace.
+async fn client_and_namespace(tc: &TestCluster, prefix: &str) -> (Client, String) {
+    let client = tc.client().await.expect("client");
+    install_crds(&client).await.expect("CRDs installed");
+    let ns = namespace(&client, prefix).await.expect("namespace");
+    (client, ns)
+}
+
 /// The scenarios' runtime (made after the blocking set-up on chain).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -154,9 +162,7 @@ async fn scenario(
 ) {
     let rpc_url = chain.rpc_url().to_string();
     let authority = chain.authority_address();
-    let client = tc.client().await.expect("client");
-    install_crds(&client).await.expect("CRDs installed");
-    let ns = namespace(&client, "e2e-sol").await.expect("namespace");
+    let (client, ns) = client_and_namespace(tc, "e2e-sol").await;
     wait_default_sa(&client, &ns).await.expect("default SA");
 
     let (mut secret_v, mut job_v) = example_job(
@@ -509,13 +515,14 @@ impl JobRun<'_> {
             .flat_map(|s| s.usage.iter())
             .map(|u| u.gpu_ms)
             .sum();
-        let want = fees_for_usage(
-            gpu_ms,
+        let want = settlement_fees(
+            st.settlements
+                .iter()
+                .flat_map(|s| s.usage.iter())
+                .map(|u| u.gpu_ms),
             quote.price_per_gpu_hour,
             token,
-            &FeeConfig::default(),
-        )
-        .unwrap();
+        );
         let c = &st.cost;
         eprintln!(
             "{test}: {name} settled at +{settle_s:.1} s: {gpu_ms} GPU-ms at {} {token} base units per GPU-hour; cost {c:?}",
@@ -592,27 +599,12 @@ impl JobRun<'_> {
             "paid = received + protocol"
         );
 
-        // the memos: the escrow and each settlement, on chain exactly once
+        // the memos: the escrow and each settlement (each part), on chain exactly once
         let mut records = vec![st.escrow.clone().expect("escrow record")];
-        records.extend(st.settlements.iter().map(|s| s.record.clone()));
+        records.extend(st.settlements.iter().flat_map(|s| s.records().cloned()));
         let history = memo_history(self.rpc_url, self.authority).await;
         for r in &records {
-            let sig = r
-                .signature
-                .clone()
-                .unwrap_or_else(|| panic!("{} has no signature", r.key));
-            let memos = transaction_memos(self.rpc_url, &sig).await;
-            assert!(
-                memos.contains(&r.key),
-                "{sig} ({}): memo {memos:?} on chain, not the key",
-                r.purpose
-            );
-            let landed: Vec<&String> = history
-                .iter()
-                .filter(|(_, keys)| keys.contains(&r.key))
-                .map(|(s, _)| s)
-                .collect();
-            assert_eq!(landed, vec![&sig], "{}: landed once, as recorded", r.key);
+            landed_once(self.rpc_url, &history, r).await;
         }
         eprintln!(
             "{test}: memos on chain: {:?}",
@@ -837,6 +829,32 @@ async fn transaction_memos(url: &str, signature: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that record `r`'s key is on chain exactly once (in `history`, from
+/// [`memo_history`]), in the transaction of its recorded signature; returns it.
+async fn landed_once(
+    url: &str,
+    history: &[(String, Vec<String>)],
+    r: &solgrid_crds::LedgerRecord,
+) -> String {
+    let sig = r
+        .signature
+        .clone()
+        .unwrap_or_else(|| panic!("{} has no signature", r.key));
+    let memos = transaction_memos(url, &sig).await;
+    assert!(
+        memos.contains(&r.key),
+        "{sig} ({}): memo {memos:?} on chain, not the key",
+        r.purpose
+    );
+    let landed: Vec<&String> = history
+        .iter()
+        .filter(|(_, keys)| keys.contains(&r.key))
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(landed, vec![&sig], "{}: landed once, as recorded", r.key);
+    sig
+}
+
 /// The successful transactions of `address`'s history with the memo texts of each
 /// (`getSignaturesForAddress`: `memo` is `"[len] text; [len] text"`).
 async fn memo_history(url: &str, address: &str) -> Vec<(String, Vec<String>)> {
@@ -935,18 +953,23 @@ fn dechunk(mut s: &str) -> Result<String> {
 const SPLIT_WALLETS: usize = 40;
 
 /// A ComputeJob that ran 40 workers on 40 nodes, each paying out to its own fresh
-/// wallet, settled on the validator by the operator's own settlement code
-/// (`billing::plan`, `settlement::split` by the `SolanaLedger`'s size model,
-/// `JobStore` writing the job's status on the API server, the exactly-once
-/// executor), with the operator dying twice mid-way: after part 0 was sent, and
-/// after part 0 was confirmed and part 1 sent. The restarted operator reads the
-/// status back from the API server. Then, through JSON-RPC: each part's key on
-/// chain exactly once under its recorded signature, every provider paid to the
-/// unit (ECONOMICS.md fees), the burn, the refund, the escrow emptied.
+/// wallet, settled on the validator in several transactions, exactly once:
 ///
-/// The control plane holds the status (its CRD schema must keep `parts`: a pruned
-/// split would lose the record of what was sent); no operator process runs, so the
-/// job's status is what the test's "operator processes" write.
+/// 1. by the operator's own settlement code (`billing::plan`, `settlement::split`
+///    by the `SolanaLedger`'s size model, `JobStore` writing the job's status on
+///    the API server, the exactly-once executor), with the operator dying twice
+///    mid-way: after part 0 was sent, and after part 0 was confirmed and part 1
+///    sent; the restarted operator reads the status back from the API server;
+/// 2. by the operator binary on its own: a second such job, from `Succeeded` to
+///    `Settled` (and released on delete).
+///
+/// Then, through JSON-RPC: each part's key on chain exactly once under its
+/// recorded signature, every provider paid to the unit (ECONOMICS.md fees), the
+/// burns, the refunds, the escrow emptied. The control plane holds the statuses
+/// (its CRD schema must keep `parts`: a pruned split would lose the record of what
+/// was sent). The 40 workers' GpuNodes do not exist: the jobs are written as the
+/// operator leaves them when their workers finish (no verification, no pods), so
+/// the test takes seconds, not the minutes 40 simulated nodes would.
 #[test]
 fn a_forty_wallet_settlement_lands_in_several_transactions_exactly_once() {
     const TEST: &str = "a_forty_wallet_settlement_lands_in_several_transactions_exactly_once";
@@ -1070,30 +1093,45 @@ async fn settle_process(
     .expect("settlement task")
 }
 
-async fn split_scenario(
-    test: &str,
-    tc: &'static TestCluster,
-    chain: &LocalChain,
-    ledger: std::sync::Arc<solgrid_solana::SolanaLedger>,
-    t0: Instant,
-) {
-    use solgrid_crds::{LedgerRecord, Quote, WorkerStatus};
-    use solgrid_operator::computejob::billing;
-    use solgrid_operator::settlement::{REFUND, split, status_patch};
-    let rpc_url = chain.rpc_url().to_string();
-    let client = tc.client().await.expect("client");
-    install_crds(&client).await.expect("CRDs installed");
-    let ns = namespace(&client, "e2e-split").await.expect("namespace");
+/// A finished job that ran 90 s on 40 nodes, each paying out to a fresh wallet (no
+/// token account yet: the settlement creates them), escrow funded on chain.
+struct FortyWalletJob {
+    name: String,
+    uid: String,
+    spec: solgrid_crds::ComputeJobSpec,
+    status: ComputeJobStatus,
+    payer: String,
+    wallets: Vec<String>,
+    start_ms: u64,
+    end_ms: u64,
+}
+
+/// 1 IO per GPU-hour; 1,000 IO in escrow.
+const SPLIT_PRICE: u64 = 1_000_000_000;
+const SPLIT_MAX_COST: u64 = 1_000 * 1_000_000_000;
+
+fn split_node(i: usize) -> String {
+    format!("split-gpu-{i:02}")
+}
+
+/// Creates [`FortyWalletJob`] `name` with its status (as the operator would have
+/// written it when the workers finished), and mints its escrow on chain.
+async fn forty_wallet_job(
+    jobs: &Api<ComputeJob>,
+    ns: &str,
+    name: &str,
+    ledger: &std::sync::Arc<solgrid_solana::SolanaLedger>,
+) -> FortyWalletJob {
+    use solgrid_crds::{JobOutcome, LedgerRecord, NodeBook, Quote, WorkerStatus};
     let (_, mut job_v) = example_job(
         "computejob-llm-finetune.yaml",
-        &ns,
+        ns,
         "busybox:1.36",
         &["true"],
     )
     .expect("example");
-    job_v["metadata"]["name"] = "forty-wallets".into();
+    job_v["metadata"]["name"] = name.into();
     job_v["spec"]["workers"] = (SPLIT_WALLETS as u64).into();
-    let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
     let job = jobs
         .create(
             &PostParams::default(),
@@ -1101,25 +1139,19 @@ async fn split_scenario(
         )
         .await
         .expect("job created");
-    let name = job.name_any();
     let uid = job.metadata.uid.clone().expect("uid");
-
-    // the job ran 90 s on 40 nodes, each paying out to a fresh wallet (no token
-    // account yet: the settlement creates them)
-    let price = 1_000_000_000u64; // 1 IO per GPU-hour
-    let max_cost = 1_000 * 1_000_000_000u64;
     let payer = Keypair::new().pubkey().to_string();
     let wallets: Vec<String> = (0..SPLIT_WALLETS)
         .map(|_| Keypair::new().pubkey().to_string())
         .collect();
-    let node = |i: usize| format!("split-gpu-{i:02}");
     let end = chrono::Utc::now();
     let start = end - chrono::Duration::seconds(90);
     let status = ComputeJobStatus {
         phase: ComputeJobPhase::Succeeded,
+        attempts: 1,
         quote: Some(Quote {
-            price_per_gpu_hour: price,
-            max_cost,
+            price_per_gpu_hour: SPLIT_PRICE,
+            max_cost: SPLIT_MAX_COST,
             ..Default::default()
         }),
         payer_wallet: Some(payer.clone()),
@@ -1129,29 +1161,36 @@ async fn split_scenario(
             state: RecState::Confirmed,
             ..Default::default()
         }),
+        escrowed: SPLIT_MAX_COST,
         workers: (0..SPLIT_WALLETS)
             .map(|i| WorkerStatus {
                 index: i as u32,
                 pod: format!("{name}-a1-w{i}"),
-                node: Some(node(i)),
+                node: Some(split_node(i)),
                 phase: "Succeeded".into(),
                 payout_wallet: Some(wallets[i].clone()),
             })
             .collect(),
         start_time: Some(solgrid_operator::conditions::time(start)),
         end_time: Some(solgrid_operator::conditions::time(end)),
+        // the nodes' bookkeeping is done (no GpuNodes here: nothing to release)
+        node_book: NodeBook {
+            allocated: true,
+            outcome: JobOutcome::Succeeded,
+            released: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
     jobs.patch_status(
-        &name,
+        name,
         &PatchParams::apply("solgrid-operator").force(),
-        &Patch::Apply(status_patch(&status, None)),
+        &Patch::Apply(solgrid_operator::settlement::status_patch(&status, None)),
     )
     .await
     .expect("status written");
-
-    // the escrow holds the job's maximum cost (minted there: the escrow step is
-    // the other scenario's)
+    // the escrow holds the job's maximum cost (minted there: the escrow step is the
+    // other scenario's)
     let l = ledger.clone();
     let fund_key = format!("{uid}/e2e-escrow-funding");
     tokio::task::spawn_blocking(move || {
@@ -1162,7 +1201,7 @@ async fn split_scenario(
                     token: Token::Io,
                     op: solgrid_market::ledger::Op::Mint {
                         to: Account::Escrow,
-                        amount: max_cost,
+                        amount: SPLIT_MAX_COST,
                     },
                 }],
             }])
@@ -1175,42 +1214,223 @@ async fn split_scenario(
     })
     .await
     .unwrap();
-    let escrow_acc = ledger
+    FortyWalletJob {
+        name: name.to_string(),
+        uid,
+        spec: job.spec,
+        status,
+        payer,
+        wallets,
+        start_ms: start.timestamp_millis() as u64,
+        end_ms: end.timestamp_millis() as u64,
+    }
+}
+
+/// The fees of one settlement per ECONOMICS.md: each node's compute
+/// `C_i = floor(gpu_ms_i x P / 3,600,000)` and provider fee `ceil(C_i x 0.25 %)`
+/// (one payout line per node), the requester fee and surcharge on their sum.
+fn settlement_fees(
+    gpu_ms_per_node: impl Iterator<Item = u64>,
+    price: Amount,
+    token: Token,
+) -> solgrid_market::fees::FeeBreakdown {
+    let cfg = FeeConfig::default();
+    let lines: Vec<_> = gpu_ms_per_node
+        .map(|ms| fees_for_usage(ms, price, token, &cfg).unwrap())
+        .collect();
+    let mut f =
+        solgrid_market::fees::fees(lines.iter().map(|l| l.compute).sum(), token, &cfg).unwrap();
+    f.provider_fee = lines.iter().map(|l| l.provider_fee).sum();
+    f
+}
+
+/// Checks a settled [`FortyWalletJob`] on chain (JSON-RPC): each part's key in
+/// exactly one transaction, the recorded one; each provider paid `C_i - Fp_i`, the
+/// payer refunded the rest, to the unit (ECONOMICS.md). Returns the number of
+/// transactions and what was burned.
+async fn check_paid_once(
+    rpc_url: &str,
+    authority: &str,
+    ledger: &solgrid_solana::SolanaLedger,
+    job: &FortyWalletJob,
+    st: &ComputeJobStatus,
+) -> (usize, u64) {
+    use solgrid_operator::settlement::REFUND;
+    assert_eq!(st.settlements.len(), 1, "one (final) settlement");
+    let s = &st.settlements[0];
+    assert_eq!(s.state(), RecState::Confirmed, "{s:#?}");
+    let history = memo_history(rpc_url, authority).await;
+    let mut signatures = std::collections::BTreeSet::new();
+    for r in s.records() {
+        assert_eq!(r.state, RecState::Confirmed, "{}", r.key);
+        signatures.insert(landed_once(rpc_url, &history, r).await);
+    }
+    let parts = s.parts.len() + 1;
+    assert_eq!(signatures.len(), parts, "one transaction per part");
+    let gpu_ms = 90_000 * job.spec.gpus.count as u64;
+    let per_node = settlement_fees([gpu_ms].into_iter(), SPLIT_PRICE, Token::Io);
+    let ata = |w: &str| {
+        ledger
+            .token_account(&Account::Wallet(w.to_string()), Token::Io)
+            .unwrap()
+            .to_string()
+    };
+    let mut received = 0;
+    for w in &job.wallets {
+        let got = token_balance(rpc_url, &ata(w))
+            .await
+            .expect("provider account");
+        assert_eq!(got, per_node.received().unwrap(), "{w}: C - Fp");
+        received += got;
+    }
+    let cost = &s.cost;
+    assert_eq!(received, cost.received);
+    let n = SPLIT_WALLETS as u64;
+    let total = settlement_fees(
+        std::iter::repeat_n(gpu_ms, SPLIT_WALLETS),
+        SPLIT_PRICE,
+        Token::Io,
+    );
+    assert_eq!(cost.compute, per_node.compute * n);
+    assert_eq!(cost.compute, total.compute);
+    assert_eq!(cost.requester_fee, total.requester_fee);
+    assert_eq!(cost.provider_fee, per_node.provider_fee * n);
+    assert_eq!(cost.burned, total.protocol().unwrap());
+    assert_eq!(cost.paid, cost.received + cost.burned);
+    let refund = s.payouts.iter().find(|p| p.to == REFUND).unwrap().amount;
+    assert_eq!(refund, SPLIT_MAX_COST - cost.paid);
+    assert_eq!(token_balance(rpc_url, &ata(&job.payer)).await, Some(refund));
+    (parts, cost.burned)
+}
+
+async fn io_supply(rpc_url: &str, mint: &str) -> Amount {
+    let v = rpc(rpc_url, "getTokenSupply", json!([mint, commitment()]))
+        .await
+        .expect("getTokenSupply");
+    amount(&v["value"])
+}
+
+async fn split_scenario(
+    test: &str,
+    tc: &'static TestCluster,
+    chain: &LocalChain,
+    ledger: std::sync::Arc<solgrid_solana::SolanaLedger>,
+    t0: Instant,
+) {
+    let rpc_url = chain.rpc_url().to_string();
+    let authority = chain.authority_address();
+    let (client, ns) = client_and_namespace(tc, "e2e-split").await;
+    let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), &ns);
+    let supply_before = io_supply(&rpc_url, &chain.io_mint).await;
+
+    // 1. the operator's settlement code, dying twice mid-way
+    let a = forty_wallet_job(&jobs, &ns, "forty-wallets", &ledger).await;
+    let (crash_parts, crash_s) = settle_across_crashes(test, &jobs, &ledger, &a, t0).await;
+    let st = jobs.get(&a.name).await.unwrap().status.unwrap();
+    let (parts, burned_a) = check_paid_once(&rpc_url, &authority, &ledger, &a, &st).await;
+    assert_eq!(parts, crash_parts);
+    // no operator ran: no finalizer
+    jobs.delete(&a.name, &Default::default()).await.unwrap();
+
+    // 2. the operator binary on its own: a second such job from Succeeded to Settled
+    let b = forty_wallet_job(&jobs, &ns, "forty-wallets-operator", &ledger).await;
+    let authority_file = tc.dir().join(&ns).join("authority.json");
+    std::fs::create_dir_all(authority_file.parent().unwrap()).unwrap();
+    chain
+        .write_authority_keypair(&authority_file)
+        .expect("authority keypair written");
+    seed_reward_state(&client, &ns).await.expect("reward state");
+    let mut operator = start_solana_operator(
+        tc,
+        "solgrid-operator-split",
+        chain,
+        &chain.io_mint,
+        &authority_file,
+        &ns,
+    )
+    .expect("operator");
+    let started = Instant::now();
+    let settled = wait_for(Duration::from_secs(60), || async {
+        let st = jobs.get(&b.name).await.ok()?.status?;
+        (st.phase == ComputeJobPhase::Settled).then_some(st)
+    })
+    .await;
+    let Some(st) = settled else {
+        let st = jobs.get(&b.name).await.ok().and_then(|j| j.status);
+        fail_with_logs(
+            format!("{}: not Settled in 60 s: {st:#?}", b.name),
+            &[&operator],
+        );
+    };
+    let operator_s = started.elapsed().as_secs_f64();
+    let (operator_parts, burned_b) = check_paid_once(&rpc_url, &authority, &ledger, &b, &st).await;
+    assert!(operator_parts >= 3, "{operator_parts} transactions");
+    assert!(
+        operator
+            .log_tail(1_000_000)
+            .contains("settlement split into several transactions"),
+        "the operator says it split the settlement"
+    );
+    // both escrows paid out to the unit, the supply fell by exactly both burns
+    let escrow = ledger
         .custody_address(&Account::Escrow, Token::Io)
         .expect("escrow account");
-    let supply_of = |v: Value| amount(&v["value"]);
-    let supply_before = supply_of(
-        rpc(
-            &rpc_url,
-            "getTokenSupply",
-            json!([chain.io_mint, commitment()]),
-        )
-        .await
-        .unwrap(),
+    assert_eq!(token_balance(&rpc_url, &escrow).await, Some(0));
+    let supply_after = io_supply(&rpc_url, &chain.io_mint).await;
+    // (each job's escrow was minted)
+    assert_eq!(
+        supply_before + 2 * SPLIT_MAX_COST - supply_after,
+        burned_a + burned_b
     );
+    let _ = jobs.delete(&b.name, &Default::default()).await;
+    let gone = wait_for(Duration::from_secs(30), || async {
+        jobs.get_opt(&b.name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    operator.stop(Duration::from_secs(5));
+    delete_namespace(&client, &ns).await;
+    assert!(gone.is_some(), "a settled job was not released");
+    eprintln!(
+        "{test}: {parts} transactions, each key once, settled in {crash_s:.1} s across two crashes; \
+         the operator binary settled the same in {operator_parts} transactions {operator_s:.1} s after it started; test {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
 
-    // plan, then split by the ledger's own size model (it asks the chain which
-    // token accounts exist: the transactions create the missing ones)
-    let spec = job.spec.clone();
+/// Settles [`FortyWalletJob`] `job` with the operator's own settlement code: plans
+/// it, splits it by the `SolanaLedger`'s size model, and runs three operator
+/// processes over its status on the API server: the first dies right after
+/// recording part 0 sent, the second right after recording part 0 confirmed and
+/// part 1 sent, the third finishes. Returns the parts and the seconds it took.
+async fn settle_across_crashes(
+    test: &str,
+    jobs: &Api<ComputeJob>,
+    ledger: &std::sync::Arc<solgrid_solana::SolanaLedger>,
+    job: &FortyWalletJob,
+    t0: Instant,
+) -> (usize, f64) {
+    let name = &job.name;
     let wallet_of: std::collections::HashMap<String, String> = (0..SPLIT_WALLETS)
-        .map(|i| (node(i), wallets[i].clone()))
+        .map(|i| (split_node(i), job.wallets[i].clone()))
         .collect();
-    let (js, _) = billing::plan(
-        &uid,
-        &spec,
-        &status,
+    let (js, _) = solgrid_operator::computejob::billing::plan(
+        &job.uid,
+        &job.spec,
+        &job.status,
         0,
-        start.timestamp_millis() as u64,
-        end.timestamp_millis() as u64,
+        job.start_ms,
+        job.end_ms,
         true,
         &wallet_of,
         &FeeConfig::default(),
     )
     .expect("plan");
+    // split by the ledger's own size model (it asks the chain which token accounts
+    // exist: the transactions create the missing ones)
     let l = ledger.clone();
-    let p = payer.clone();
+    let p = job.payer.clone();
     let (js, intents) = tokio::task::spawn_blocking(move || {
-        split(js, &p, PaymentToken::Io, |i| {
+        solgrid_operator::settlement::split(js, &p, PaymentToken::Io, |i| {
             l.fits(std::slice::from_ref(i))
         })
     })
@@ -1219,7 +1439,7 @@ async fn split_scenario(
     .expect("split");
     let parts = intents.len();
     eprintln!(
-        "{test}: {} payouts split into {parts} transactions at +{:.1} s: {:?}",
+        "{test}: {} payouts split into {parts} transactions at +{:.1} s: {:?} movements",
         js.payouts.len(),
         t0.elapsed().as_secs_f64(),
         intents
@@ -1228,22 +1448,13 @@ async fn split_scenario(
             .collect::<Vec<_>>()
     );
     assert!(parts >= 3, "40 wallets need several transactions: {parts}");
-    let cost = js.cost.clone();
-    let payouts = js.payouts.clone();
 
     // operator 1 dies right after recording part 0 sent
-    let settle_started = Instant::now();
-    let (died, txs1) = settle_process(
-        &jobs,
-        &name,
-        &ledger,
-        Some((js, intents.clone())),
-        4,
-        Some(0),
-    )
-    .await;
+    let started = Instant::now();
+    let (died, txs1) =
+        settle_process(jobs, name, ledger, Some((js, intents.clone())), 4, Some(0)).await;
     assert!(died, "operator 1 was to die mid-way");
-    let st = jobs.get(&name).await.unwrap().status.unwrap();
+    let st = jobs.get(name).await.unwrap().status.unwrap();
     assert_eq!(part_state(&st, 0), Some(RecState::Sent));
     assert!((1..parts).all(|p| part_state(&st, p) == Some(RecState::Planned)));
     assert_eq!(
@@ -1260,9 +1471,9 @@ async fn split_scenario(
     assert_eq!(landed, solgrid_market::ledger::TxStatus::Confirmed);
 
     // operator 2 records part 0 confirmed, then dies right after recording part 1 sent
-    let (died, txs2) = settle_process(&jobs, &name, &ledger, None, 4, Some(1)).await;
+    let (died, txs2) = settle_process(jobs, name, ledger, None, 4, Some(1)).await;
     assert!(died, "operator 2 was to die mid-way");
-    let st = jobs.get(&name).await.unwrap().status.unwrap();
+    let st = jobs.get(name).await.unwrap().status.unwrap();
     assert_eq!(part_state(&st, 0), Some(RecState::Confirmed));
     assert_eq!(part_state(&st, 1), Some(RecState::Sent));
     assert!((2..parts).all(|p| part_state(&st, p) == Some(RecState::Planned)));
@@ -1273,12 +1484,8 @@ async fn split_scenario(
     );
 
     // operator 3 (the restart) finishes from the status alone
-    let (died, txs3) = settle_process(&jobs, &name, &ledger, None, 200, None).await;
+    let (died, txs3) = settle_process(jobs, name, ledger, None, 200, None).await;
     assert!(!died);
-    let settle_s = settle_started.elapsed().as_secs_f64();
-    let st = jobs.get(&name).await.unwrap().status.unwrap();
-    let s = &st.settlements[0];
-    assert_eq!(s.state(), RecState::Confirmed, "{s:#?}");
     // operators 1 and 2 died inside their pass (their reports were lost with them)
     assert_eq!((txs1, txs2), (0, 0));
     assert_eq!(
@@ -1286,81 +1493,5 @@ async fn split_scenario(
         parts - 2,
         "the restart sent only the parts never sent"
     );
-
-    // the chain: each part's key in exactly one transaction, the recorded one
-    let authority = chain.authority_address();
-    let history = memo_history(&rpc_url, &authority).await;
-    let mut signatures = std::collections::BTreeSet::new();
-    for r in s.records() {
-        let sig = r.signature.clone().expect("signature");
-        let landed: Vec<&String> = history
-            .iter()
-            .filter(|(_, keys)| keys.contains(&r.key))
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(landed, vec![&sig], "{}: landed once, as recorded", r.key);
-        assert!(transaction_memos(&rpc_url, &sig).await.contains(&r.key));
-        signatures.insert(sig);
-    }
-    assert_eq!(signatures.len(), parts, "one transaction per part");
-
-    // the money, to the unit (ECONOMICS.md): each provider C_i - Fp_i, the
-    // protocol's share burned, the rest refunded, the escrow empty
-    let gpu_ms = 90_000 * spec.gpus.count as u64;
-    let per_node = fees_for_usage(gpu_ms, price, Token::Io, &FeeConfig::default()).unwrap();
-    let mut received = 0;
-    for w in &wallets {
-        let ata = ledger
-            .token_account(&Account::Wallet(w.clone()), Token::Io)
-            .unwrap()
-            .to_string();
-        let got = token_balance(&rpc_url, &ata)
-            .await
-            .expect("provider account");
-        assert_eq!(got, per_node.received().unwrap(), "{w}: C - Fp");
-        received += got;
-    }
-    assert_eq!(received, cost.received);
-    let total = fees_for_usage(
-        gpu_ms * SPLIT_WALLETS as u64,
-        price,
-        Token::Io,
-        &FeeConfig::default(),
-    )
-    .unwrap();
-    assert_eq!(cost.compute, total.compute);
-    assert_eq!(cost.requester_fee, total.requester_fee);
-    assert_eq!(
-        cost.burned,
-        total.requester_fee + per_node.provider_fee * SPLIT_WALLETS as u64
-    );
-    assert_eq!(cost.paid, cost.received + cost.burned);
-    let refund = payouts.iter().find(|p| p.to == REFUND).unwrap().amount;
-    assert_eq!(refund, max_cost - cost.paid);
-    let payer_ata = ledger
-        .token_account(&Account::Wallet(payer.clone()), Token::Io)
-        .unwrap()
-        .to_string();
-    assert_eq!(token_balance(&rpc_url, &payer_ata).await, Some(refund));
-    assert_eq!(token_balance(&rpc_url, &escrow_acc).await, Some(0));
-    let supply_after = supply_of(
-        rpc(
-            &rpc_url,
-            "getTokenSupply",
-            json!([chain.io_mint, commitment()]),
-        )
-        .await
-        .unwrap(),
-    );
-    assert_eq!(
-        supply_before - supply_after,
-        cost.burned,
-        "supply fell by the burn"
-    );
-    eprintln!(
-        "{test}: {parts} transactions, each key once; settled in {settle_s:.1} s across two crashes; test {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
-    let _ = jobs.delete(&name, &Default::default()).await;
-    delete_namespace(&client, &ns).await;
+    (parts, started.elapsed().as_secs_f64())
 }
