@@ -156,3 +156,37 @@ pub async fn device_plugin_token(admin: &Client, ns: &str, sa: &str, node: &str)
         .ok_or_else(|| anyhow!("pod {name} has no uid"))?;
     service_account_token(admin, ns, sa, Some((&name, &uid))).await
 }
+
+/// A ServiceAccount `name` in `ns` (created if missing) bound by a RoleBinding to
+/// ClusterRole `role` (e.g. the chart's `solgrid-requester`), and a client with its
+/// token, once the binding has reached the authorizer (it can list ComputeJobs).
+pub async fn tenant_client(
+    tc: &TestCluster,
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    role: &str,
+) -> Result<Client> {
+    let manager = "solgrid-e2e";
+    apply(
+        admin,
+        &serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": ns}}),
+        manager,
+    )
+    .await?;
+    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": format!("{name}-{role}"), "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]});
+    apply(admin, &binding, manager).await?;
+    let token = service_account_token(admin, ns, name, None).await?;
+    let client = tc.client_for_token(&token).await?;
+    let jobs: Api<solgrid_crds::ComputeJob> = Api::namespaced(client.clone(), ns);
+    crate::wait_for(std::time::Duration::from_secs(30), || async {
+        jobs.list(&Default::default()).await.ok().map(|_| ())
+    })
+    .await
+    .ok_or_else(|| anyhow!("{name}'s role binding never took effect"))?;
+    Ok(client)
+}

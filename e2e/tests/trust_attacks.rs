@@ -12,7 +12,7 @@
 //! in `solgrid-system`; run them only on a throw-away cluster.
 
 use anyhow::{Context as _, Result, anyhow};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Client, ResourceExt as _};
@@ -909,27 +909,7 @@ async fn a_tenant_pod_cannot_take_solgrid_gpus_without_a_job() {
 /// A ServiceAccount `name` in `ns` bound (RoleBinding) to the chart's tenant role,
 /// and a client with its token.
 async fn tenant(m: &Market, ns: &str, name: &str, role: &str) -> Result<Client> {
-    let sas: Api<ServiceAccount> = Api::namespaced(m.admin.clone(), ns);
-    create_if_missing(
-        &sas,
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
-    )
-    .await?;
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": format!("{name}-{role}"), "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]});
-    apply(&m.admin, &binding).await?;
-    let token = service_account_token(&m.admin, ns, name, None).await?;
-    let client = m.tc.client_for_token(&token).await?;
-    // wait until the binding reaches the authorizer
-    let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), ns);
-    wait_for(Duration::from_secs(30), || async {
-        jobs.list(&Default::default()).await.ok().map(|_| ())
-    })
-    .await
-    .ok_or_else(|| anyhow!("{name}'s role binding never took effect"))?;
-    Ok(client)
+    solgrid_e2e::chart::tenant_client(m.tc, &m.admin, ns, name, role).await
 }
 
 /// Creates an object with a client (a tenant's), whatever its kind.

@@ -10,8 +10,8 @@
 //! - the owner's own Secret (address + keypair) funds the owner's job.
 
 use anyhow::{Context as _, Result, anyhow};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
@@ -23,7 +23,6 @@ use solgrid_market::ledger::{Account, Ledger as _, Token};
 use solgrid_operator::config::OperatorConfig;
 use solgrid_operator::context::{Caches, Context, LedgerHandle, SystemClock};
 use solgrid_operator::metrics::Metrics;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,13 +31,10 @@ const IO: u64 = 1_000_000_000;
 
 /// The chart's tenant ClusterRoles (`helm template --show-only templates/tenants/rbac.yaml`).
 fn chart_tenant_roles() -> Result<Vec<ClusterRole>> {
-    let helm = std::env::var_os("HELM")
-        .map(PathBuf::from)
-        .or_else(|| Some(root().join(".tools/bin/helm")).filter(|p| p.is_file()))
-        .unwrap_or_else(|| PathBuf::from("helm"));
+    let helm = solgrid_e2e::chart::helm_bin()?;
     let out = Command::new(&helm)
         .args(["template", "solgrid"])
-        .arg(root().join("helm/solgrid"))
+        .arg(solgrid_e2e::chart::chart_dir())
         .args(["--namespace", "solgrid-system"])
         .args(["--show-only", "templates/tenants/rbac.yaml"])
         .output()
@@ -49,30 +45,11 @@ fn chart_tenant_roles() -> Result<Vec<ClusterRole>> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let mut roles = Vec::new();
-    for de in serde_yaml_ng::Deserializer::from_str(&String::from_utf8(out.stdout)?) {
-        let v: Value = serde::Deserialize::deserialize(de)?;
-        if v["kind"] == "ClusterRole" {
-            roles.push(serde_json::from_value(v)?);
-        }
-    }
-    Ok(roles)
-}
-
-/// A token of ServiceAccount `ns/sa` (TokenRequest, an hour).
-async fn sa_token(admin: &Client, ns: &str, sa: &str) -> Result<String> {
-    use k8s_openapi::api::authentication::v1::TokenRequest;
-    let req: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": [], "expirationSeconds": 3600},
-    }))?;
-    let tr: TokenRequest = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create_subresource("token", sa, &PostParams::default(), &req)
-        .await
-        .with_context(|| format!("TokenRequest for {ns}/{sa}"))?;
-    tr.status
-        .and_then(|s| s.token)
-        .ok_or_else(|| anyhow!("TokenRequest for {ns}/{sa} returned no token"))
+    solgrid_e2e::chart::documents(&String::from_utf8(out.stdout)?)?
+        .into_iter()
+        .filter(|v| v["kind"] == "ClusterRole")
+        .map(|v| Ok(serde_json::from_value(v)?))
+        .collect()
 }
 
 /// A ServiceAccount `name` in `ns` bound to the chart's `solgrid-requester` role, and
@@ -84,31 +61,7 @@ async fn requester(tc: &TestCluster, admin: &Client, ns: &str, name: &str) -> Re
             .patch(&role.name_any(), &pp, &Patch::Apply(&role))
             .await?;
     }
-    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}}))?,
-        )
-        .await?;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": format!("{name}-requester"), "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "solgrid-requester"},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-    }))?;
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await?;
-    let token = sa_token(admin, ns, name).await?;
-    let client = tc.client_for_token(&token).await?;
-    let jobs: Api<ComputeJob> = Api::namespaced(client.clone(), ns);
-    wait_for(Duration::from_secs(30), || async {
-        jobs.list(&Default::default()).await.ok().map(|_| ())
-    })
-    .await
-    .ok_or_else(|| anyhow!("{name}'s role binding never took effect"))?;
-    Ok(client)
+    solgrid_e2e::chart::tenant_client(tc, admin, ns, name, "solgrid-requester").await
 }
 
 fn wallet_secret(ns: &str, name: &str, address: &str, keypair: Option<&WalletKeypair>) -> Secret {

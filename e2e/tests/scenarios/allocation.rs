@@ -24,8 +24,7 @@ async fn a_running_job_is_allocated_on_its_node_and_released_when_it_ends() {
         return;
     };
     let _one = tc.exclusive().await;
-    let payer =
-        solgrid_e2e::market::example_payer();
+    let payer = solgrid_e2e::market::example_payer();
     let m = Market::up(tc, MarketOpts::new("e2e-alloc", &[(NODE, 2)]), &payer)
         .await
         .expect("market");

@@ -46,8 +46,7 @@ async fn a_busy_node_earns_less_idle_reward_than_an_idle_one() {
         return;
     };
     let _one = tc.exclusive().await;
-    let payer =
-        solgrid_e2e::market::example_payer();
+    let payer = solgrid_e2e::market::example_payer();
     let mut opts = MarketOpts::new("e2e-reward", &[(NODES[0], 1), (NODES[1], 1)]);
     opts.reward_interval_s = Some(PERIOD_S);
     opts.operator_market = Some(serde_json::json!({
