@@ -85,6 +85,37 @@ pub fn promtool() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `promtool check metrics` on a component's `/metrics` text (which must carry
+/// solgrid metrics); panics with promtool's findings. Used by the live scrapes here
+/// and by the operator's own metrics tests.
+pub fn promtool_check_metrics(component: &str, body: &str) {
+    assert!(
+        body.contains("# TYPE solgrid_"),
+        "{component}: no solgrid metrics:\n{body}"
+    );
+    let mut child = std::process::Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {component}'s /metrics:\n{}{}\n---\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The release name and namespace every render uses.
 pub const RELEASE: &str = "solgrid";
 pub const NAMESPACE: &str = "solgrid-system";

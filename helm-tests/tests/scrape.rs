@@ -68,33 +68,6 @@ fn get(port: u16, path: &str, child: &mut Child) -> String {
     }
 }
 
-fn promtool_check_metrics(component: &str, body: &str) {
-    assert!(
-        body.contains("# TYPE solgrid_"),
-        "{component}: no solgrid metrics:\n{body}"
-    );
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics on {component}'s /metrics:\n{}{}\n---\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn scheduler_extender_metrics_pass_promtool() {
     let Some(bin) = binary("solgrid-scheduler") else {

@@ -3,7 +3,8 @@
 //! wallet and that much IO (at the configured price) is burned from the treasury's
 //! reserve, under `buyback/<period>`, recorded in the ConfigMap before anything is
 //! sent; a tick later in the period, a restarted operator, or a crash after sending
-//! never buy back twice; the metrics say so, and pass `promtool check metrics`.
+//! never buy back twice; the metrics say so, and pass `promtool check metrics`
+//! (the real promtool: `scripts/install-promtool.sh`).
 
 mod gpunode_harness;
 
@@ -59,57 +60,6 @@ fn confirmed(ctx: &Context, period: u64) -> usize {
     ctx.ledger.embedded().unwrap().confirmed_key_counts()[&key(period)]
 }
 
-/// `promtool check metrics` on the operator's exposition (promtool from $PROMTOOL,
-/// PATH or .tools/bin; without it the check is skipped with a note, except on CI).
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/bin/promtool");
-    let tool = std::env::var("PROMTOOL")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .or_else(|| {
-            Command::new("promtool")
-                .arg("--version")
-                .output()
-                .ok()
-                .map(|_| "promtool".to_string())
-        })
-        .or_else(|| {
-            std::path::Path::new(local)
-                .exists()
-                .then(|| local.to_string())
-        });
-    let Some(tool) = tool else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool not found (scripts/install-promtool.sh)"
-        );
-        eprintln!("promtool not found: metrics lint skipped");
-        return;
-    };
-    let mut child = Command::new(tool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_period_is_bought_back_and_burned_exactly_once() {
     let (ctx, server, clock) = env(config());
@@ -163,7 +113,7 @@ async fn a_period_is_bought_back_and_burned_exactly_once() {
     ] {
         assert!(text.contains(&line), "{line} not in\n{text}");
     }
-    promtool_check(&text);
+    solgrid_helm_tests::promtool_check_metrics("operator", &text);
 
     // more fees later in the same period: not bought back again in this period
     mint(&ctx, Token::Usdc, 2 * USDC, "fees-2");
