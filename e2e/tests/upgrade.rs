@@ -13,17 +13,19 @@
 //! the previous release's operator is this tree's binary, so this tree's CRDs go
 //! in before it acts (it writes their status fields).
 //!
-//! A job is submitted; while it runs, the upgrade goes as docs/upgrades.md says:
+//! A stake is locked on a node (its owner funded by a LedgerGrant) and a job is
+//! submitted; while the job runs, the upgrade goes as docs/upgrades.md says:
 //! the new CRDs (server-side apply of `helm show crds`), `helm upgrade` to this
 //! chart, then the rolling restart as the Deployment does it: a replica of the new
 //! release starts and must be ready (`/readyz`) while the old leader still holds
 //! the Lease and the journal, and only then is the old one stopped; the new one
-//! takes the same Lease. The job settles exactly once, the ledger journal keeps
-//! every record, the PVC, the ServiceAccounts and the stored objects are the same
+//! takes the same Lease. The job settles exactly once, the stake is as it was,
+//! the ledger journal keeps every record, the PVC, the ServiceAccounts and the stored objects are the same
 //! objects, and neither replica is refused anything.
 //!
-//! Then the idle market: the Settled job and the Active GpuNodes are reconciled
-//! (a touched annotation, the nodes' 5 s heartbeats) but never written again.
+//! Then the idle market: the Settled job, the Active stake and the Active GpuNodes
+//! are reconciled (touched annotations, the nodes' 5 s heartbeats) but never
+//! written again.
 
 use anyhow::{Context as _, Result, anyhow};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -31,7 +33,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, ServiceAccoun
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
-use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode};
+use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode, StakePhase, StakePosition};
 use solgrid_e2e::chart::{
     apply, chart_crds, chart_dir, device_plugin_token, helm, previous_release, template,
 };
@@ -265,6 +267,11 @@ async fn scenario(tc: &'static TestCluster) -> Result<()> {
     // binary: it writes the status fields of this tree's CRDs (the API server
     // refuses a status with an undeclared field), so they go in before it acts.
     install_crds(&admin).await?;
+    // A CRD update ends every watch of its kind (410 Expired) and the extender's
+    // re-lists with backoff: a job created in that moment would reach
+    // kube-scheduler before the extender's cache, and be retried only a minute
+    // later. Let the watches come back first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let r = run_through_upgrade(tc, &admin, &mut m, &payer, &values).await;
     let r = match r {
         Ok(job) => idle(&m, &job).await,
@@ -273,6 +280,36 @@ async fn scenario(tc: &'static TestCluster) -> Result<()> {
     let r = r.map_err(|e| m.with_logs(format!("{e:#}")));
     m.down().await;
     r
+}
+
+/// A stake on the first node, as the example's owner (funded by a LedgerGrant),
+/// once `Active`.
+async fn stake(m: &Market) -> Result<StakePosition> {
+    let docs = example("stakeposition.yaml")?;
+    let (mut secret, mut sp) = (docs[0].clone(), docs[1].clone());
+    secret["metadata"]["namespace"] = m.ns.as_str().into();
+    sp["metadata"]["namespace"] = m.ns.as_str().into();
+    sp["spec"]["nodeName"] = NODES[0].into();
+    let grant = json!({
+        "apiVersion": solgrid_crds::API_VERSION, "kind": "LedgerGrant",
+        "metadata": {"name": format!("{}-staker", m.ns)},
+        "spec": {"wallet": secret["stringData"]["address"], "token": "IO",
+                 "amount": sp["spec"]["amount"]},
+    });
+    for d in [&grant, &secret, &sp] {
+        apply(&m.client, d, "solgrid-e2e").await?;
+    }
+    let name = sp["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let api: Api<StakePosition> = Api::namespaced(m.client.clone(), &m.ns);
+    wait_for(Duration::from_secs(60), || async {
+        let p = api.get(&name).await.ok()?;
+        (p.status.as_ref()?.phase == StakePhase::Active).then_some(p)
+    })
+    .await
+    .ok_or_else(|| anyhow!("StakePosition {name} not Active in 60 s"))
 }
 
 /// Submits the job, upgrades while it runs, rolls the operator; the settled job's
@@ -285,6 +322,7 @@ async fn run_through_upgrade(
     values: &Path,
 ) -> Result<String> {
     m.wait_active(&NODES, Duration::from_secs(90)).await?;
+    let stake_before = stake(m).await?;
     let (secret, job) = m.example(&["sleep", "25"])?;
     let name = job["metadata"]["name"]
         .as_str()
@@ -448,6 +486,15 @@ async fn run_through_upgrade(
             "journal record {k} lost or repeated"
         );
     }
+    let stakes: Api<StakePosition> = Api::namespaced(m.client.clone(), &m.ns);
+    let stake_after = stakes.get(&stake_before.name_any()).await?;
+    anyhow::ensure!(
+        uid_of(&stake_after) == uid_of(&stake_before)
+            && stake_after.status.as_ref().map(|s| (s.phase, s.locked))
+                == stake_before.status.as_ref().map(|s| (s.phase, s.locked)),
+        "the stake did not come through the upgrade as it was: {:?}",
+        stake_after.status
+    );
     for p in &m.operators {
         let log = p.log_tail(400_000);
         anyhow::ensure!(
@@ -525,6 +572,22 @@ async fn idle(m: &Market, job: &str) -> Result<()> {
     for n in NODES {
         nodes_before.push(gpunodes.get(n).await?);
     }
+    let stakes: Api<StakePosition> = Api::namespaced(m.client.clone(), &m.ns);
+    let mut stakes_before = Vec::new();
+    for p in stakes.list(&Default::default()).await? {
+        stakes_before.push(
+            stakes
+                .patch(
+                    &p.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"e2e.solgrid.dev/touch": "1"}}}),
+                    ),
+                )
+                .await?,
+        );
+    }
+    anyhow::ensure!(!stakes_before.is_empty(), "no StakePosition to watch");
     // three of the nodes' 5 s heartbeats (each a Node event the GpuNode controller
     // reconciles on) and the touch's reconcile
     let window = Duration::from_secs(12);
@@ -549,6 +612,17 @@ async fn idle(m: &Market, job: &str) -> Result<()> {
             what_changed(before, &g)
         );
     }
-    eprintln!("idle: no writes to the Settled job nor the Active GpuNodes in {window:?}");
+    for before in &stakes_before {
+        let p = stakes.get(&before.name_any()).await?;
+        anyhow::ensure!(
+            write_marks(&p) == write_marks(before),
+            "StakePosition {} was written again in {window:?} of idling: {}",
+            before.name_any(),
+            what_changed(before, &p)
+        );
+    }
+    eprintln!(
+        "idle: no writes to the Settled job, the Active GpuNodes or the Active stake in {window:?}"
+    );
     Ok(())
 }
