@@ -142,41 +142,10 @@ pub struct GpuRequest {
     pub min_vram_mib: u64,
 }
 
-/// How soon the developer needs the GPUs; dearer when sooner.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Urgency {
-    Low,
-    #[default]
-    Normal,
-    High,
-    Critical,
-}
-
-/// How placement weighs price against speed.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Preference {
-    Cheapest,
-    Fastest,
-    #[default]
-    Balanced,
-}
+/// How soon the developer needs the GPUs, and how placement weighs price against
+/// speed: the market's own enums (one definition, used by the API as they are).
+pub use solgrid_market::matching::Preference;
+pub use solgrid_market::pricing::Urgency;
 
 /// Whether `preferredRegions` only scores nodes or also excludes the others.
 #[derive(

@@ -50,25 +50,9 @@ pub struct GpuNodeSpec {
     pub draining: bool,
 }
 
-/// The lifecycle of a GpuNode.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub enum GpuNodePhase {
-    /// Seen, inventory not yet published.
-    #[default]
-    Pending,
-    /// Inventory known; the first proof-of-work verification is running.
-    Verifying,
-    /// Verified, online, taking jobs.
-    Active,
-    /// Taking no new jobs (spec.draining or the Node is cordoned).
-    Draining,
-    /// Heartbeats stopped.
-    Offline,
-    /// Caught cheating: stake slashed, reputation at the floor, earns nothing until cleared.
-    Slashed,
-}
+/// The lifecycle of a GpuNode: the market's node phase (one definition, used by
+/// the API as it is).
+pub use solgrid_market::matching::NodePhase as GpuNodePhase;
 
 /// Health of one GPU.
 #[derive(

@@ -1,13 +1,10 @@
 //! The API's enums and objects as the market library's inputs: one mapping, used by the operator,
 //! the scheduler extender and the kubectl plugin alike.
 
-use crate::{
-    ComputeJobSpec, GpuNode, GpuNodePhase, GpuVendor, PaymentToken, Preference, Quote, Urgency,
-};
+use crate::{ComputeJobSpec, GpuNode, GpuVendor, PaymentToken, Quote};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use solgrid_market::GpuModel;
 use solgrid_market::fees::{EscrowAmount, FeeConfig, escrow_max_cost};
-use solgrid_market::matching::{self, NodePhase};
 use solgrid_market::pricing::{ModelSupply, PricingConfig};
 use solgrid_market::supply::{SupplyIndex, SupplyNode};
 use solgrid_market::{ledger::Token, pricing};
@@ -21,16 +18,6 @@ impl From<PaymentToken> for Token {
     }
 }
 
-impl From<Urgency> for pricing::Urgency {
-    fn from(u: Urgency) -> Self {
-        match u {
-            Urgency::Low => pricing::Urgency::Low,
-            Urgency::Normal => pricing::Urgency::Normal,
-            Urgency::High => pricing::Urgency::High,
-            Urgency::Critical => pricing::Urgency::Critical,
-        }
-    }
-}
 
 impl From<GpuVendor> for solgrid_market::GpuVendor {
     fn from(v: GpuVendor) -> Self {
@@ -41,28 +28,7 @@ impl From<GpuVendor> for solgrid_market::GpuVendor {
     }
 }
 
-impl From<GpuNodePhase> for NodePhase {
-    fn from(p: GpuNodePhase) -> Self {
-        match p {
-            GpuNodePhase::Pending => NodePhase::Pending,
-            GpuNodePhase::Verifying => NodePhase::Verifying,
-            GpuNodePhase::Active => NodePhase::Active,
-            GpuNodePhase::Draining => NodePhase::Draining,
-            GpuNodePhase::Offline => NodePhase::Offline,
-            GpuNodePhase::Slashed => NodePhase::Slashed,
-        }
-    }
-}
 
-impl From<Preference> for matching::Preference {
-    fn from(p: Preference) -> Self {
-        match p {
-            Preference::Cheapest => matching::Preference::Cheapest,
-            Preference::Fastest => matching::Preference::Fastest,
-            Preference::Balanced => matching::Preference::Balanced,
-        }
-    }
-}
 
 /// A GpuNode as the supply of its GPU class sees it (`status.model`, phase, GPU
 /// count, allocated GPUs, the provider's floor); `None` without a status or a
@@ -71,7 +37,7 @@ pub fn supply_node(n: &GpuNode) -> Option<SupplyNode> {
     let st = n.status.as_ref()?;
     Some(SupplyNode {
         model: st.model.as_deref().and_then(GpuModel::parse)?,
-        phase: st.phase.into(),
+        phase: st.phase,
         gpus: st.gpu_count,
         allocated: st.allocated_gpus,
         floor_micro_usd: n.spec.floor_micro_usd_per_gpu_hour,
@@ -94,7 +60,7 @@ pub fn quote_request(
     pricing::QuoteRequest {
         model,
         token: spec.payment_token.into(),
-        urgency: spec.urgency.into(),
+        urgency: spec.urgency,
         gpus_per_worker: spec.gpus.count,
         workers: spec.workers,
         min_vram_mib: spec.gpus.min_vram_mib,
@@ -218,20 +184,16 @@ mod tests {
         for (t, name) in [(PaymentToken::Io, "IO"), (PaymentToken::Usdc, "USDC")] {
             assert_eq!(Token::from(t).to_string(), name);
         }
-        assert!(pricing::Urgency::from(Urgency::Low) < pricing::Urgency::from(Urgency::Critical));
         assert_eq!(
             solgrid_market::GpuVendor::from(GpuVendor::Apple),
             solgrid_market::GpuVendor::Apple
-        );
-        assert_eq!(NodePhase::from(GpuNodePhase::Slashed), NodePhase::Slashed);
-        assert_eq!(
-            matching::Preference::from(Preference::Fastest),
-            matching::Preference::Fastest
         );
     }
 
     #[test]
     fn a_gpunode_as_supply() {
+        use crate::GpuNodePhase;
+        use solgrid_market::matching::NodePhase;
         let mut n = GpuNode::new("a", Default::default());
         assert_eq!(supply_node(&n), None);
         n.spec.floor_micro_usd_per_gpu_hour = 7;

@@ -34,15 +34,22 @@ use crate::ledger::Amount;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The phase of a GpuNode.
+/// The lifecycle of a GpuNode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum NodePhase {
+    /// Seen, inventory not yet published.
     #[default]
     Pending,
+    /// Inventory known; the first proof-of-work verification is running.
     Verifying,
+    /// Verified, online, taking jobs.
     Active,
+    /// Taking no new jobs (spec.draining or the Node is cordoned).
     Draining,
+    /// Heartbeats stopped.
     Offline,
+    /// Caught cheating: stake slashed, reputation at the floor, earns nothing until cleared.
     Slashed,
 }
 
@@ -113,8 +120,9 @@ pub struct NodeSnapshot {
     pub first_seen_ms: u64,
 }
 
-/// How a job leans its scores.
+/// How placement weighs price against speed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Preference {
     Cheapest,

@@ -99,7 +99,7 @@ pub fn node_snapshot(gn: &GpuNode) -> NodeSnapshot {
     NodeSnapshot {
         name: gpunode_node_name(gn),
         gpus,
-        phase: st.phase.into(),
+        phase: st.phase,
         draining: gn.spec.draining,
         stake: st.stake_total,
         min_stake: st.minimum_stake,
@@ -183,7 +183,7 @@ pub fn job_view(job: &ComputeJob, cfg: &MarketConfig) -> JobView {
             lat: c.latitude,
             lon: c.longitude,
         }),
-        preference: spec.preference.into(),
+        preference: spec.preference,
     }))
 }
 

@@ -550,7 +550,7 @@ pub async fn reconcile(obj: Arc<GpuNode>, g: Arc<GpuNodeCtx>) -> Result<Action> 
     let (eligible, why) = machine::eligibility(
         &cfg.staking,
         &EligibilityInput {
-            phase: st.phase.into(),
+            phase: st.phase,
             verified: st.verification.verified,
             online_since_ms: since,
             first_seen_ms: first_seen,
