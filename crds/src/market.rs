@@ -18,7 +18,6 @@ impl From<PaymentToken> for Token {
     }
 }
 
-
 impl From<GpuVendor> for solgrid_market::GpuVendor {
     fn from(v: GpuVendor) -> Self {
         match v {
@@ -27,8 +26,6 @@ impl From<GpuVendor> for solgrid_market::GpuVendor {
         }
     }
 }
-
-
 
 /// A GpuNode as the supply of its GPU class sees it (`status.model`, phase, GPU
 /// count, allocated GPUs, the provider's floor); `None` without a status or a
