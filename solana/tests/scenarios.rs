@@ -168,6 +168,59 @@ fn settle_usdc_job_fees_to_treasury() {
         ],
         0, // stablecoin fees are not burned
     );
+
+    // the scheduled buyback of those fees (market::buyback, as the operator's
+    // buyback task): the treasury's USDC to the buyback counterparty, that much IO
+    // at $0.50 burned from the treasury's IO reserve, in one transaction
+    let desk = wallet(&Keypair::new());
+    fund(
+        &env,
+        IO,
+        &Account::Treasury,
+        1_000 * env.ledger.unit(IO),
+        "treasury/io-reserve",
+    );
+    let rate = |micro_usd_per_token, token| solgrid_market::pricing::TokenRate {
+        micro_usd_per_token,
+        unit: env.ledger.unit(token),
+    };
+    let reserve = env.ledger.balance(&Account::Treasury, IO).unwrap();
+    let plan =
+        solgrid_market::buyback::plan(protocol, rate(1_000_000, USDC), rate(500_000, IO), reserve)
+            .unwrap();
+    assert_eq!(
+        plan.stable_in, protocol,
+        "a USDC base unit buys 2 IO base units exactly"
+    );
+    assert_eq!(plan.io_burned, 2 * protocol);
+    let Account::Wallet(desk_address) = &desk else {
+        unreachable!()
+    };
+    let (usdc_before, io_before) = (
+        snapshot(&env.ledger, &[Account::Treasury, desk.clone()], USDC),
+        snapshot(&env.ledger, &[Account::Treasury], IO),
+    );
+    settle(
+        &env.ledger,
+        &[plan.intent("buyback/1".into(), desk_address)],
+    );
+    assert_deltas(
+        &env.ledger,
+        USDC,
+        &usdc_before,
+        &[
+            (Account::Treasury, -(protocol as i128)),
+            (desk.clone(), protocol as i128),
+        ],
+        0,
+    );
+    assert_deltas(
+        &env.ledger,
+        IO,
+        &io_before,
+        &[(Account::Treasury, -(plan.io_burned as i128))],
+        -(plan.io_burned as i128), // the IO mint's supply falls by the IO bought back
+    );
 }
 
 #[test]
