@@ -250,3 +250,43 @@ async fn a_configured_price_is_used_and_no_wallet_means_no_buyback() {
     assert!(server.calls().is_empty(), "off: not even a read");
     assert_eq!(bal(&off, Account::Treasury, Token::Usdc), USDC);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_the_ledger_rejects_moves_nothing_and_closes_the_period() {
+    let (ctx, server, _clock) = env(config());
+    mint(&ctx, Token::Usdc, 3 * USDC, "fees");
+    let period = T0_MS as u64 / DAY - 1;
+    let pricing = &ctx.config.market.pricing;
+    // recorded by a previous run against a reserve that is gone since
+    let round = plan_round(
+        period,
+        WALLET_B,
+        3 * USDC,
+        100 * IO,
+        pricing.usdc_rate,
+        pricing.io_rate,
+    )
+    .unwrap();
+    let st = BuybackState {
+        round: Some(round),
+        ..Default::default()
+    };
+    server.put(
+        CM,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "solgrid-buyback", "namespace": "solgrid-system"},
+               "data": {"state.json": serde_json::to_string(&st).unwrap()}}),
+    );
+    let r = tick(&ctx).await.unwrap();
+    assert_eq!(r.closed, Some((period, "failed")));
+    assert_eq!(bal(&ctx, Account::Treasury, Token::Usdc), 3 * USDC);
+    assert_eq!(bal(&ctx, Account::Wallet(WALLET_B.into()), Token::Usdc), 0);
+    let st = state(&server);
+    assert_eq!((st.last_period, st.swapped_total), (Some(period), 0));
+    assert!(st.round.is_none());
+    assert!(
+        ctx.metrics
+            .render()
+            .contains("solgrid_operator_buyback_rounds_total{outcome=\"failed\"} 1")
+    );
+}
