@@ -26,9 +26,7 @@
 //! for its deadline.
 
 use crate::toolkit::{label_safe, time_ms};
-use crate::verification::{
-    DeviceChallenge, MAX_N, SpeedConfig, SplitMix64, Verdict, check_devices,
-};
+use crate::verification::{DeviceChallenge, SpeedConfig, SplitMix64, Verdict, check_devices};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use serde_json::json;
 use solgrid_crds::{GpuDevice, GpuVendor};
@@ -48,69 +46,7 @@ pub const CONTAINER: &str = "verify";
 /// The longest run allowed (ECONOMICS.md: at most 15 minutes of the hour).
 pub const MAX_DEADLINE_S: u64 = 900;
 
-/// The `--verify-*` flags.
-#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
-pub struct VerifyArgs {
-    /// Matrix size `n` of every device's chain (the report is `n^2` u16 per device).
-    #[arg(long, env = "SOLGRID_VERIFY_SIZE", default_value_t = 512)]
-    pub verify_size: usize,
-    /// The time the chain should take on the claimed model, ms (sets the rounds).
-    #[arg(long, env = "SOLGRID_VERIFY_TARGET_MS", default_value_t = 30_000)]
-    pub verify_target_ms: u64,
-    /// Far too slow = more than this % of the claimed model's expected time (+ slack).
-    #[arg(long, env = "SOLGRID_VERIFY_TOLERANCE_PCT", default_value_t = 150)]
-    pub verify_tolerance_pct: u64,
-    /// Fixed allowance (container start, watch latency), ms; at most target / 4.
-    #[arg(long, env = "SOLGRID_VERIFY_SLACK_MS", default_value_t = 5_000)]
-    pub verify_slack_ms: u64,
-    /// One `--verify-reference-size` product on an RTX 4090 with the worker image, µs.
-    #[arg(long, env = "SOLGRID_VERIFY_REFERENCE_US", default_value_t = 2_000_000)]
-    pub verify_reference_us: u64,
-    #[arg(long, env = "SOLGRID_VERIFY_REFERENCE_SIZE", default_value_t = 1024)]
-    pub verify_reference_size: usize,
-    /// The chain's working set as a share of the claimed VRAM, per mille.
-    #[arg(long, env = "SOLGRID_VERIFY_VRAM_PERMILLE", default_value_t = 900)]
-    pub verify_vram_permille: u64,
-    /// The most distinct matrices per chain (the verifier regenerates them).
-    #[arg(long, env = "SOLGRID_VERIFY_MAX_MATRICES", default_value_t = 8)]
-    pub verify_max_matrices: u32,
-    /// Inconclusive periods in a row after which a node loses `verified`.
-    #[arg(long, env = "SOLGRID_VERIFY_EXPIRE_AFTER", default_value_t = 3)]
-    pub verify_expire_after: u32,
-    /// The pod's `activeDeadlineSeconds` (at most 900).
-    #[arg(long, env = "SOLGRID_VERIFY_DEADLINE_SECONDS", default_value_t = 900)]
-    pub verify_deadline_seconds: u64,
-}
-
-impl VerifyArgs {
-    /// The speed check's parameters.
-    pub fn speed(&self) -> SpeedConfig {
-        SpeedConfig {
-            reference_us: self.verify_reference_us,
-            reference_n: self.verify_reference_size,
-            target_ms: self.verify_target_ms,
-            tolerance_pct: self.verify_tolerance_pct,
-            slack_ms: self.verify_slack_ms,
-            vram_permille: self.verify_vram_permille,
-            max_matrices: self.verify_max_matrices,
-            ..SpeedConfig::default()
-        }
-    }
-
-    /// `self`, or why it cannot tell GPUs apart.
-    pub fn validated(self) -> Result<Self, String> {
-        self.speed()
-            .validate()
-            .map_err(|e| format!("--verify-*: {e}"))?;
-        if self.verify_size == 0 || self.verify_size > MAX_N {
-            return Err(format!("--verify-size must be in 1..={MAX_N}"));
-        }
-        if self.verify_expire_after == 0 {
-            return Err("--verify-expire-after must be at least 1".into());
-        }
-        Ok(self)
-    }
-}
+pub use crate::config::VerifyArgs;
 
 /// Verification settings.
 #[derive(Clone, Debug)]
