@@ -11,7 +11,7 @@
 //! Health: the render node must exist and still be bound to `asahi`; checked
 //! every poll interval.
 
-use crate::backend::{Backend, Discovered, HostPaths};
+use crate::backend::{Backend, Discovered, HostPaths, spawn_health_thread};
 use crate::device::{Device, DeviceNode, Health};
 use crate::resource::ResourceManager;
 use solgrid_crds::GpuVendor;
@@ -204,20 +204,16 @@ impl Backend for AppleBackend {
     }
 
     fn discover(&self) -> Discovered {
-        match self.find() {
-            Ok(devices) => {
-                if !devices.is_empty() {
-                    tracing::info!(count = devices.len(), "Apple (asahi) GPUs found");
-                }
-                Discovered {
-                    devices,
-                    shared_nodes: vec![],
-                }
-            }
-            Err(e) => {
-                tracing::info!(error = %e, dir = %self.drm_dir().display(), "no DRM devices readable: the apple backend reports none");
-                Discovered::default()
-            }
+        let devices = self.find().unwrap_or_else(|e| {
+            tracing::info!(error = %e, dir = %self.drm_dir().display(), "no DRM devices readable: the apple backend reports none");
+            vec![]
+        });
+        if !devices.is_empty() {
+            tracing::info!(count = devices.len(), "Apple (asahi) GPUs found");
+        }
+        Discovered {
+            devices,
+            shared_nodes: vec![],
         }
     }
 
@@ -230,31 +226,27 @@ impl Backend for AppleBackend {
             return None;
         }
         let me = AppleBackend::new(self.paths.clone(), self.poll);
-        std::thread::Builder::new()
-            .name("asahi-health".into())
-            .spawn(move || {
-                while !stop.is_cancelled() {
-                    for d in manager.devices() {
-                        let Some(render) = d.attributes.get("render-node") else {
-                            continue;
-                        };
-                        let (health, reason) = if me.node_ok(render) {
-                            (Health::Healthy, None)
-                        } else {
-                            (
-                                Health::Unhealthy,
-                                Some(format!(
-                                    "{render} gone or no longer bound to {ASAHI_DRIVER}"
-                                )),
-                            )
-                        };
-                        manager.set_health(&d.id, health, reason);
-                    }
-                    std::thread::sleep(me.poll);
+        spawn_health_thread("asahi-health", move || {
+            while !stop.is_cancelled() {
+                for d in manager.devices() {
+                    let Some(render) = d.attributes.get("render-node") else {
+                        continue;
+                    };
+                    let (health, reason) = if me.node_ok(render) {
+                        (Health::Healthy, None)
+                    } else {
+                        (
+                            Health::Unhealthy,
+                            Some(format!(
+                                "{render} gone or no longer bound to {ASAHI_DRIVER}"
+                            )),
+                        )
+                    };
+                    manager.set_health(&d.id, health, reason);
                 }
-            })
-            .map_err(|e| tracing::error!(error = %e, "could not start the asahi health thread"))
-            .ok()
+                std::thread::sleep(me.poll);
+            }
+        })
     }
 }
 

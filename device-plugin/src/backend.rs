@@ -75,3 +75,18 @@ pub trait Backend: Send + Sync {
         stop: CancellationToken,
     ) -> Option<std::thread::JoinHandle<()>>;
 }
+
+/// Run a backend's health monitor on a thread of its own called `name`. A
+/// thread that cannot be started is logged, and health checks stay off.
+pub(crate) fn spawn_health_thread(
+    name: &str,
+    monitor: impl FnOnce() + Send + 'static,
+) -> Option<std::thread::JoinHandle<()>> {
+    match std::thread::Builder::new().name(name.into()).spawn(monitor) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::error!(error = %e, thread = name, "could not start a health thread: health checks are off");
+            None
+        }
+    }
+}

@@ -7,23 +7,50 @@ use common::*;
 use solgrid_crds::GpuVendor;
 use solgrid_device_plugin::apple::AppleBackend;
 use solgrid_device_plugin::backend::{Backend, HostPaths};
-use solgrid_device_plugin::kubelet::{PluginRunner, RunnerConfig};
-use solgrid_device_plugin::proto::v1beta1 as api;
-use solgrid_device_plugin::resource::ResourceManager;
-use std::sync::Arc;
+use solgrid_device_plugin::device::Device;
+use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const SEC: Duration = Duration::from_secs(1);
+const DEVICE: &str = "apple-206400000.gpu";
+const RESOURCE: &str = "solgrid.dev/apple-gpu";
+const ENDPOINT: &str = "solgrid-apple.sock";
+const GPU: &str = "sys/devices/platform/soc/206400000.gpu";
+
+fn backend(root: &Path) -> AppleBackend {
+    AppleBackend::new(HostPaths::under(root), Duration::from_millis(50))
+}
+
+/// What the backend finds on the fixture after `edit` changed it.
+fn discover_after(edit: impl FnOnce(&Path)) -> Vec<Device> {
+    let root = apple_fixture();
+    edit(root.path());
+    backend(root.path()).discover().devices
+}
+
+/// The real binary, its host paths in the fixture at `root`, NVML missing.
+fn plugin_binary(root: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_solgrid-device-plugin"));
+    cmd.args(args);
+    for (flag, path) in [
+        ("--sysfs-root", "sys"),
+        ("--dev-root", "dev"),
+        ("--device-tree-root", "proc/device-tree"),
+        ("--proc-root", "proc"),
+        ("--nvml-library", "no-such-libnvidia-ml.so.1"),
+    ] {
+        cmd.arg(flag).arg(root.join(path));
+    }
+    cmd.env_remove("NODE_NAME");
+    cmd
+}
 
 #[test]
 fn discovers_the_asahi_gpu_and_ignores_others() {
-    let root = apple_fixture();
-    let be = AppleBackend::new(HostPaths::under(root.path()), Duration::from_millis(50));
-    let found = be.discover();
-    assert_eq!(found.devices.len(), 1, "{:?}", found.devices);
-    let d = &found.devices[0];
-    assert_eq!(d.id, "apple-206400000.gpu");
+    let found = discover_after(|_| {});
+    assert_eq!(found.len(), 1, "{found:?}");
+    let d = &found[0];
+    assert_eq!(d.id, DEVICE);
     assert_eq!(d.vendor, GpuVendor::Apple);
     assert_eq!(d.model, "Apple M1 Pro");
     assert_eq!(d.memory_mib, 31_853);
@@ -40,69 +67,41 @@ fn discovers_the_asahi_gpu_and_ignores_others() {
 
 #[test]
 fn chip_from_machine_device_tree_when_gpu_node_has_none() {
-    let root = apple_fixture();
-    std::fs::remove_file(
-        root.path()
-            .join("sys/devices/platform/soc/206400000.gpu/of_node/compatible"),
-    )
-    .unwrap();
-    // a Mac Studio M2 Ultra
-    std::fs::write(
-        root.path().join("proc/device-tree/compatible"),
-        b"apple,j475d\0apple,t6022\0apple,arm-platform\0",
-    )
-    .unwrap();
-    let be = AppleBackend::new(HostPaths::under(root.path()), Duration::from_millis(50));
-    assert_eq!(be.discover().devices[0].model, "Apple M2 Ultra");
+    let found = discover_after(|root| {
+        std::fs::remove_file(root.join(GPU).join("of_node/compatible")).unwrap();
+        // a Mac Studio M2 Ultra
+        std::fs::write(
+            root.join("proc/device-tree/compatible"),
+            b"apple,j475d\0apple,t6022\0apple,arm-platform\0",
+        )
+        .unwrap();
+    });
+    assert_eq!(found[0].model, "Apple M2 Ultra");
 }
 
 #[test]
 fn render_node_without_dev_file_is_skipped() {
-    let root = apple_fixture();
-    std::fs::remove_file(root.path().join("dev/dri/renderD128")).unwrap();
-    let be = AppleBackend::new(HostPaths::under(root.path()), Duration::from_millis(50));
-    assert!(be.discover().devices.is_empty());
+    let found = discover_after(|root| {
+        std::fs::remove_file(root.join("dev/dri/renderD128")).unwrap();
+    });
+    assert!(found.is_empty(), "{found:?}");
 }
 
 #[tokio::test]
 async fn allocates_render_and_card_nodes_and_reports_health() {
     let root = apple_fixture();
-    let plugin_dir = root.path().join("device-plugins");
-    std::fs::create_dir_all(&plugin_dir).unwrap();
-    let mut kubelet = FakeKubelet::start(&plugin_dir).await;
-    let be = AppleBackend::new(HostPaths::under(root.path()), Duration::from_millis(50));
-    let found = be.discover();
-    let mgr = Arc::new(ResourceManager::new(
-        GpuVendor::Apple,
-        found.devices,
-        found.shared_nodes,
-    ));
-    let stop = CancellationToken::new();
-    be.start_health(mgr.clone(), stop.clone());
-    let runner = PluginRunner::new(
-        mgr.clone(),
-        RunnerConfig {
-            plugin_dir,
-            poll: POLL,
-            ..RunnerConfig::default()
-        },
+    let mut plugin = RunningPlugin::start(
+        &backend(root.path()),
+        root.path().join("device-plugins"),
         None,
-    );
-    let task = tokio::spawn(runner.run(stop.clone()));
-
-    let reg = kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration");
-    assert_eq!(reg.resource_name, "solgrid.dev/apple-gpu");
-    assert_eq!(reg.endpoint, "solgrid-apple.sock");
-    let mut client = kubelet.connect("solgrid-apple.sock").await;
+        vec![],
+    )
+    .await;
+    let (reg, mut client) = plugin.registered_client().await;
+    assert_eq!(reg.resource_name, RESOURCE);
+    assert_eq!(reg.endpoint, ENDPOINT);
     let resp = client
-        .allocate(api::AllocateRequest {
-            container_requests: vec![api::ContainerAllocateRequest {
-                devices_ids: vec!["apple-206400000.gpu".into()],
-            }],
-        })
+        .allocate(alloc_req(&[DEVICE]))
         .await
         .unwrap()
         .into_inner();
@@ -120,44 +119,27 @@ async fn allocates_render_and_card_nodes_and_reports_health() {
         ]
     );
     assert!(!c.envs.contains_key("NVIDIA_VISIBLE_DEVICES"));
-    assert_eq!(c.envs["SOLGRID_DEVICE_IDS"], "apple-206400000.gpu");
+    assert_eq!(c.envs["SOLGRID_DEVICE_IDS"], DEVICE);
 
-    let mut stream = client
-        .list_and_watch(api::Empty {})
-        .await
-        .unwrap()
-        .into_inner();
-    let list = next_list(&mut stream, SEC).await.expect("first list");
-    assert_eq!(health_of(&list, "apple-206400000.gpu"), "Healthy");
+    let (mut stream, list) = watch(&mut client).await;
+    assert_eq!(health_of(&list, DEVICE), "Healthy");
     // the driver is unbound: unhealthy within a second
+    let driver = root.path().join(GPU).join("driver");
     let t0 = Instant::now();
-    std::fs::remove_file(
-        root.path()
-            .join("sys/devices/platform/soc/206400000.gpu/driver"),
-    )
-    .unwrap();
+    std::fs::remove_file(&driver).unwrap();
     let list = next_list(&mut stream, SEC)
         .await
         .expect("update within 1 s");
-    assert_eq!(health_of(&list, "apple-206400000.gpu"), "Unhealthy");
+    assert_eq!(health_of(&list, DEVICE), "Unhealthy");
     assert!(t0.elapsed() < SEC);
     // bound again: healthy again
-    std::os::unix::fs::symlink(
-        "../../../../bus/platform/drivers/asahi",
-        root.path()
-            .join("sys/devices/platform/soc/206400000.gpu/driver"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("../../../../bus/platform/drivers/asahi", &driver).unwrap();
     let list = next_list(&mut stream, SEC).await.expect("recovery");
-    assert_eq!(health_of(&list, "apple-206400000.gpu"), "Healthy");
+    assert_eq!(health_of(&list, DEVICE), "Healthy");
 
-    stop.cancel();
-    tokio::time::timeout(5 * SEC, task).await.unwrap().unwrap();
+    plugin.shutdown().await;
     assert!(
-        !root
-            .path()
-            .join("device-plugins/solgrid-apple.sock")
-            .exists(),
+        !root.path().join("device-plugins").join(ENDPOINT).exists(),
         "socket removed on exit"
     );
 }
@@ -165,21 +147,12 @@ async fn allocates_render_and_card_nodes_and_reports_health() {
 #[test]
 fn list_flag_prints_what_would_be_advertised() {
     let root = apple_fixture();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_solgrid-device-plugin"))
-        .args(["--list", "--json", "--vendors", "apple,nvidia"])
-        .arg("--sysfs-root")
-        .arg(root.path().join("sys"))
-        .arg("--dev-root")
-        .arg(root.path().join("dev"))
-        .arg("--device-tree-root")
-        .arg(root.path().join("proc/device-tree"))
-        .arg("--proc-root")
-        .arg(root.path().join("proc"))
-        .arg("--nvml-library")
-        .arg(root.path().join("no-such-libnvidia-ml.so.1"))
-        .env_remove("NODE_NAME")
-        .output()
-        .expect("run the binary");
+    let out = plugin_binary(
+        root.path(),
+        &["--list", "--json", "--vendors", "apple,nvidia"],
+    )
+    .output()
+    .expect("run the binary");
     assert!(
         out.status.success(),
         "{}",
@@ -187,7 +160,7 @@ fn list_flag_prints_what_would_be_advertised() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["resources"].as_array().unwrap().len(), 1, "{v}");
-    assert_eq!(v["resources"][0]["resource"], "solgrid.dev/apple-gpu");
+    assert_eq!(v["resources"][0]["resource"], RESOURCE);
     assert_eq!(v["resources"][0]["devices"][0]["model"], "Apple M1 Pro");
     assert_eq!(v["resources"][0]["devices"][0]["health"], "Healthy");
     assert_eq!(v["labels"]["solgrid.dev/apple-gpu.model"], "Apple-M1-Pro");
@@ -197,14 +170,7 @@ fn list_flag_prints_what_would_be_advertised() {
     assert!(stderr.contains("NVML not available"), "{stderr}");
 
     // and the text form
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_solgrid-device-plugin"))
-        .args(["--list", "--vendors", "apple"])
-        .arg("--sysfs-root")
-        .arg(root.path().join("sys"))
-        .arg("--dev-root")
-        .arg(root.path().join("dev"))
-        .arg("--proc-root")
-        .arg(root.path().join("proc"))
+    let out = plugin_binary(root.path(), &["--list", "--vendors", "apple"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -232,23 +198,15 @@ async fn binary_serves_until_sigterm() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_solgrid-device-plugin"))
-        .args(["--vendors", "apple,nvidia", "--socket-poll-ms", "50"])
-        .arg("--device-plugin-dir")
+    let mut cmd = plugin_binary(
+        root.path(),
+        &["--vendors", "apple,nvidia", "--socket-poll-ms", "50"],
+    );
+    cmd.arg("--device-plugin-dir")
         .arg(&plugin_dir)
-        .arg("--sysfs-root")
-        .arg(root.path().join("sys"))
-        .arg("--dev-root")
-        .arg(root.path().join("dev"))
-        .arg("--device-tree-root")
-        .arg(root.path().join("proc/device-tree"))
-        .arg("--proc-root")
-        .arg(root.path().join("proc"))
-        .arg("--nvml-library")
-        .arg(root.path().join("no-such-libnvidia-ml.so.1"))
         .arg("--metrics-addr")
-        .arg(format!("127.0.0.1:{port}"))
-        .env_remove("NODE_NAME")
+        .arg(format!("127.0.0.1:{port}"));
+    let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
         .expect("start the binary");
@@ -256,14 +214,10 @@ async fn binary_serves_until_sigterm() {
         .next_registration(10 * SEC)
         .await
         .expect("the binary registers");
-    assert_eq!(reg.resource_name, "solgrid.dev/apple-gpu");
-    let mut client = kubelet.connect("solgrid-apple.sock").await;
+    assert_eq!(reg.resource_name, RESOURCE);
+    let mut client = kubelet.connect(ENDPOINT).await;
     let err = client
-        .allocate(api::AllocateRequest {
-            container_requests: vec![api::ContainerAllocateRequest {
-                devices_ids: vec!["GPU-not-here".into()],
-            }],
-        })
+        .allocate(alloc_req(&["GPU-not-here"]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -293,7 +247,7 @@ async fn binary_serves_until_sigterm() {
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(!plugin_dir.join("solgrid-apple.sock").exists());
+    assert!(!plugin_dir.join(ENDPOINT).exists());
 }
 
 async fn http_get(port: u16, path: &str) -> String {

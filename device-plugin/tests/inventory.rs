@@ -5,7 +5,7 @@
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
-use solgrid_crds::GpuVendor;
+use solgrid_crds::{GpuNodeSpec, GpuVendor};
 use solgrid_device_plugin::device::{Device, Health};
 use solgrid_device_plugin::inventory::{InventoryError, Publisher};
 use solgrid_device_plugin::labels::node_labels;
@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use tower_test::mock;
 
 type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+const WALLET: &str = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin";
 
 fn states() -> Vec<DeviceState> {
     (0..2)
@@ -41,17 +43,55 @@ fn states() -> Vec<DeviceState> {
         .collect()
 }
 
-async fn expect(
-    handle: &mut Handle,
+/// One request the mock API server expects, and its answer.
+struct Exchange {
     method: Method,
-    uri: &str,
+    uri: &'static str,
     status: StatusCode,
     reply: Value,
-) -> Value {
+}
+
+/// The GpuNode status applied, answered with `status` and `reply`.
+fn apply_status(status: StatusCode, reply: Value) -> Exchange {
+    Exchange {
+        method: Method::PATCH,
+        uri: STATUS_URI,
+        status,
+        reply,
+    }
+}
+
+/// The GpuNode created, answered with `status` and `reply`.
+fn create(status: StatusCode, reply: Value) -> Exchange {
+    Exchange {
+        method: Method::POST,
+        uri: CREATE_URI,
+        status,
+        reply,
+    }
+}
+
+/// The GpuNode status applied successfully.
+fn status_applied() -> Exchange {
+    apply_status(StatusCode::OK, gpunode_reply())
+}
+
+/// The status apply finds no GpuNode, the create is answered by `create`,
+/// then the status is applied again.
+fn missing_then_created(create: Exchange) -> Vec<Exchange> {
+    vec![
+        apply_status(StatusCode::NOT_FOUND, not_found()),
+        create,
+        status_applied(),
+    ]
+}
+
+/// Take the next request, check it is `want`, answer it; its JSON body.
+async fn expect(handle: &mut Handle, want: &Exchange) -> Value {
     let (req, send) = handle.next_request().await.expect("a request");
-    assert_eq!(req.method(), method);
-    assert_eq!(req.uri().to_string(), uri);
-    if method == Method::POST {
+    assert_eq!(req.method(), want.method);
+    assert_eq!(req.uri().to_string(), want.uri);
+    if want.method == Method::POST {
         assert_eq!(req.headers()["content-type"], "application/json", "create");
     } else {
         assert_eq!(
@@ -64,11 +104,45 @@ async fn expect(
     let v: Value = serde_json::from_slice(&body).unwrap();
     send.send_response(
         Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .status(want.status)
+            .body(Body::from(serde_json::to_vec(&want.reply).unwrap()))
             .unwrap(),
     );
     v
+}
+
+/// A publisher for node-a (creating it with `spec` when missing) and the
+/// mock API server behind it.
+fn publisher(spec: Option<GpuNodeSpec>) -> (Publisher, Handle) {
+    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), spec);
+    (publisher, handle)
+}
+
+/// Serve `exchanges` in order; the task returns the request bodies.
+fn serve(mut handle: Handle, exchanges: Vec<Exchange>) -> tokio::task::JoinHandle<Vec<Value>> {
+    tokio::spawn(async move {
+        let mut bodies = vec![];
+        for want in &exchanges {
+            bodies.push(expect(&mut handle, want).await);
+        }
+        bodies
+    })
+}
+
+/// The provider's GpuNode spec.
+fn provider_spec() -> GpuNodeSpec {
+    GpuNodeSpec {
+        node_name: "node-a".into(),
+        payout_wallet: WALLET.into(),
+        location: solgrid_crds::Location {
+            region: "eu-west".into(),
+            country: "DE".into(),
+            coordinates: None,
+        },
+        ..Default::default()
+    }
 }
 
 fn gpunode_reply() -> Value {
@@ -78,7 +152,7 @@ fn gpunode_reply() -> Value {
         "metadata": { "name": "node-a" },
         "spec": {
             "nodeName": "node-a",
-            "payoutWallet": "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin",
+            "payoutWallet": WALLET,
             "location": { "region": "eu-west", "country": "DE" }
         }
     })
@@ -98,21 +172,10 @@ const CREATE_URI: &str = "/apis/solgrid.dev/v1alpha1/gpunodes?&fieldManager=solg
 
 #[tokio::test]
 async fn publishes_status_by_server_side_apply() {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::PATCH,
-            STATUS_URI,
-            StatusCode::OK,
-            gpunode_reply(),
-        )
-        .await
-    });
+    let (publisher, handle) = publisher(None);
+    let server = serve(handle, vec![status_applied()]);
     publisher.publish(&states()).await.expect("published");
-    let body = server.await.unwrap();
+    let [body] = <[Value; 1]>::try_from(server.await.unwrap()).unwrap();
     assert_eq!(body["apiVersion"], "solgrid.dev/v1alpha1");
     assert_eq!(body["kind"], "GpuNode");
     assert_eq!(body["metadata"]["name"], "node-a");
@@ -139,48 +202,13 @@ async fn publishes_status_by_server_side_apply() {
 
 #[tokio::test]
 async fn creates_missing_gpunode_when_a_spec_is_configured() {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let spec = solgrid_crds::GpuNodeSpec {
-        node_name: "node-a".into(),
-        payout_wallet: "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin".into(),
-        location: solgrid_crds::Location {
-            region: "eu-west".into(),
-            country: "DE".into(),
-            coordinates: None,
-        },
-        ..Default::default()
-    };
-    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), Some(spec));
-    let server = tokio::spawn(async move {
-        let first = expect(
-            &mut handle,
-            Method::PATCH,
-            STATUS_URI,
-            StatusCode::NOT_FOUND,
-            not_found(),
-        )
-        .await;
-        let create = expect(
-            &mut handle,
-            Method::POST,
-            CREATE_URI,
-            StatusCode::CREATED,
-            gpunode_reply(),
-        )
-        .await;
-        let second = expect(
-            &mut handle,
-            Method::PATCH,
-            STATUS_URI,
-            StatusCode::OK,
-            gpunode_reply(),
-        )
-        .await;
-        (first, create, second)
-    });
+    let (publisher, handle) = publisher(Some(provider_spec()));
+    let server = serve(
+        handle,
+        missing_then_created(create(StatusCode::CREATED, gpunode_reply())),
+    );
     publisher.publish(&states()).await.expect("published");
-    let (first, create, second) = server.await.unwrap();
+    let [first, create, second] = <[Value; 3]>::try_from(server.await.unwrap()).unwrap();
     assert_eq!(create["spec"]["nodeName"], "node-a");
     assert_eq!(create["spec"]["location"]["country"], "DE");
     assert!(create.get("status").is_none());
@@ -189,71 +217,32 @@ async fn creates_missing_gpunode_when_a_spec_is_configured() {
 
 #[tokio::test]
 async fn a_gpunode_created_meanwhile_keeps_its_spec() {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let spec = solgrid_crds::GpuNodeSpec {
-        node_name: "node-a".into(),
-        payout_wallet: "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin".into(),
-        location: solgrid_crds::Location {
-            region: "eu-west".into(),
-            country: "DE".into(),
-            coordinates: None,
-        },
-        ..Default::default()
-    };
-    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), Some(spec));
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::PATCH,
-            STATUS_URI,
-            StatusCode::NOT_FOUND,
-            not_found(),
-        )
-        .await;
+    let (publisher, handle) = publisher(Some(provider_spec()));
+    let server = serve(
+        handle,
         // the operator created it in between: 409, and no second attempt at the spec
-        expect(
-            &mut handle,
-            Method::POST,
-            CREATE_URI,
+        missing_then_created(create(
             StatusCode::CONFLICT,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                    "message": "gpunodes.solgrid.dev \"node-a\" already exists",
                    "reason": "AlreadyExists", "code": 409}),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::PATCH,
-            STATUS_URI,
-            StatusCode::OK,
-            gpunode_reply(),
-        )
-        .await
-    });
+        )),
+    );
     publisher.publish(&states()).await.expect("published");
-    let status = server.await.unwrap();
+    let bodies = server.await.unwrap();
     assert!(
-        status.get("spec").is_none(),
+        bodies[2].get("spec").is_none(),
         "only the inventory is applied"
     );
 }
 
 #[tokio::test]
 async fn missing_gpunode_without_spec_is_an_error() {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::PATCH,
-            STATUS_URI,
-            StatusCode::NOT_FOUND,
-            not_found(),
-        )
-        .await;
-    });
+    let (publisher, handle) = publisher(None);
+    let server = serve(
+        handle,
+        vec![apply_status(StatusCode::NOT_FOUND, not_found())],
+    );
     let err = publisher.publish(&states()).await.unwrap_err();
     assert!(
         matches!(err, InventoryError::Missing(ref n) if n == "node-a"),
@@ -264,24 +253,21 @@ async fn missing_gpunode_without_spec_is_an_error() {
 
 #[tokio::test]
 async fn labels_the_node() {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
-    let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::PATCH,
-            "/api/v1/nodes/node-a?&force=true&fieldManager=solgrid-device-plugin",
-            StatusCode::OK,
-            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "node-a" } }),
-        )
-        .await
-    });
+    let (publisher, handle) = publisher(None);
+    let server = serve(
+        handle,
+        vec![Exchange {
+            method: Method::PATCH,
+            uri: "/api/v1/nodes/node-a?&force=true&fieldManager=solgrid-device-plugin",
+            status: StatusCode::OK,
+            reply: json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "node-a" } }),
+        }],
+    );
     publisher
         .apply_labels(&node_labels(&states()))
         .await
         .expect("labelled");
-    let body = server.await.unwrap();
+    let body = &server.await.unwrap()[0];
     assert_eq!(
         body["metadata"]["labels"],
         json!({
@@ -303,9 +289,7 @@ async fn health_change_is_published_at_once() {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let publisher = Publisher::new(client, "node-a".into(), "node-a".into(), None);
+    let (publisher, mut handle) = publisher(None);
     let devices: Vec<Device> = states().into_iter().map(|s| s.device).collect();
     let manager = Arc::new(ResourceManager::new(GpuVendor::Nvidia, devices, vec![]));
     let settings = Settings::try_parse_from([
@@ -324,26 +308,13 @@ async fn health_change_is_published_at_once() {
         metrics.clone(),
         stop.clone(),
     ));
-    let first = expect(
-        &mut handle,
-        Method::PATCH,
-        STATUS_URI,
-        StatusCode::OK,
-        gpunode_reply(),
-    )
-    .await;
+    let first = expect(&mut handle, &status_applied()).await;
     assert_eq!(first["status"]["gpus"][1]["health"], "Healthy");
     let t0 = Instant::now();
     manager.set_health("GPU-1", Health::Unhealthy, Some("XID 79".into()));
     let second = tokio::time::timeout(
         Duration::from_secs(1),
-        expect(
-            &mut handle,
-            Method::PATCH,
-            STATUS_URI,
-            StatusCode::OK,
-            gpunode_reply(),
-        ),
+        expect(&mut handle, &status_applied()),
     )
     .await
     .expect("published within 1 s of the health change");

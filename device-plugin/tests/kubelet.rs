@@ -14,6 +14,7 @@ use tonic::Code;
 
 const ENDPOINT: &str = "solgrid-nvidia.sock";
 const SEC: Duration = Duration::from_secs(1);
+const RESOURCE: &str = "solgrid.dev/nvidia-gpu";
 
 fn no_recovery() -> HealthPolicy {
     HealthPolicy {
@@ -22,30 +23,34 @@ fn no_recovery() -> HealthPolicy {
     }
 }
 
-fn alloc_req(ids: &[&str]) -> api::AllocateRequest {
-    api::AllocateRequest {
-        container_requests: vec![api::ContainerAllocateRequest {
-            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
-        }],
+/// An NVML event for `uuid` (`None`: one NVML cannot attribute to a GPU).
+fn event(uuid: Option<&str>, kind: NvmlEventKind) -> NvmlEvent {
+    NvmlEvent {
+        uuid: uuid.map(str::to_string),
+        kind,
     }
+}
+
+/// `count` H100s (`links` NVLinks a pair), registered, with a kubelet client.
+async fn registered(count: u32, links: u32, policy: HealthPolicy) -> (NvidiaHarness, Client) {
+    let mut h = NvidiaHarness::start(FakeNvml::h100_box(count, links), policy).await;
+    let (reg, client) = h.registered_client().await;
+    assert_eq!(reg.endpoint, ENDPOINT);
+    assert_eq!(reg.resource_name, RESOURCE);
+    (h, client)
 }
 
 #[tokio::test]
 async fn registers_then_serves_list_and_watch_and_allocate() {
     let mut h = NvidiaHarness::start(FakeNvml::h100_box(4, 2), no_recovery()).await;
-    let reg = h
-        .kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration");
+    let (reg, mut client) = h.registered_client().await;
     assert_eq!(reg.version, "v1beta1");
     assert_eq!(reg.endpoint, ENDPOINT);
-    assert_eq!(reg.resource_name, "solgrid.dev/nvidia-gpu");
+    assert_eq!(reg.resource_name, RESOURCE);
     let opts = reg.options.expect("options");
     assert!(opts.get_preferred_allocation_available);
     assert!(!opts.pre_start_required);
 
-    let mut client = h.kubelet.connect(ENDPOINT).await;
     let opts = client
         .get_device_plugin_options(api::Empty {})
         .await
@@ -53,12 +58,7 @@ async fn registers_then_serves_list_and_watch_and_allocate() {
         .into_inner();
     assert!(opts.get_preferred_allocation_available);
 
-    let mut stream = client
-        .list_and_watch(api::Empty {})
-        .await
-        .unwrap()
-        .into_inner();
-    let list = next_list(&mut stream, SEC).await.expect("first list");
+    let (_stream, list) = watch(&mut client).await;
     let ids: Vec<&str> = list.devices.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -114,20 +114,15 @@ async fn registers_then_serves_list_and_watch_and_allocate() {
         })
         .await;
     assert!(pre.is_ok());
-    assert!(h.metrics.render().contains(
-        "solgrid_device_plugin_allocated_devices_total{resource=\"solgrid.dev/nvidia-gpu\"} 2"
-    ));
+    h.assert_metric(
+        "solgrid_device_plugin_allocated_devices_total{resource=\"solgrid.dev/nvidia-gpu\"} 2",
+    );
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn unknown_device_is_invalid_argument() {
-    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
-    h.kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration");
-    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let (h, mut client) = registered(2, 0, no_recovery()).await;
     for ids in [
         &["GPU-nope"][..],
         &["GPU-fake-0", "GPU-nope"][..],
@@ -159,45 +154,28 @@ async fn unknown_device_is_invalid_argument() {
 
 #[tokio::test]
 async fn health_change_reaches_list_and_watch_within_a_second() {
-    let mut h = NvidiaHarness::start(
-        FakeNvml::h100_box(4, 0),
-        HealthPolicy {
-            recovery_after: Some(Duration::from_millis(300)),
-            ..HealthPolicy::default()
-        },
-    )
-    .await;
-    h.kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration");
-    let mut client = h.kubelet.connect(ENDPOINT).await;
-    let mut stream = client
-        .list_and_watch(api::Empty {})
-        .await
-        .unwrap()
-        .into_inner();
-    next_list(&mut stream, SEC).await.expect("first list");
+    let policy = HealthPolicy {
+        recovery_after: Some(Duration::from_millis(300)),
+        ..HealthPolicy::default()
+    };
+    let (h, mut client) = registered(4, 0, policy).await;
+    let (mut stream, _) = watch(&mut client).await;
 
     // an application XID changes nothing
-    assert!(h.nvml.send(NvmlEvent {
-        uuid: Some("GPU-fake-2".into()),
-        kind: NvmlEventKind::Xid(43),
-    }));
     assert!(
-        next_list(&mut stream, Duration::from_millis(300))
-            .await
-            .is_none()
+        h.nvml
+            .send(event(Some("GPU-fake-2"), NvmlEventKind::Xid(43)))
     );
+    assert_no_list(&mut stream, Duration::from_millis(300)).await;
 
     // the GPU must stay faulted for a while: the probe fails at first
     h.nvml
         .set_probe("GPU-fake-2", Probe::Unhealthy("pending retirement".into()));
     let sent = Instant::now();
-    assert!(h.nvml.send(NvmlEvent {
-        uuid: Some("GPU-fake-2".into()),
-        kind: NvmlEventKind::Xid(79),
-    }));
+    assert!(
+        h.nvml
+            .send(event(Some("GPU-fake-2"), NvmlEventKind::Xid(79)))
+    );
     let list = next_list(&mut stream, SEC)
         .await
         .expect("update within 1 s");
@@ -209,11 +187,7 @@ async fn health_change_reaches_list_and_watch_within_a_second() {
     eprintln!("health change reached ListAndWatch in {latency:?}");
 
     // still unhealthy after a failed probe
-    assert!(
-        next_list(&mut stream, Duration::from_millis(500))
-            .await
-            .is_none()
-    );
+    assert_no_list(&mut stream, Duration::from_millis(500)).await;
     // recovery: the probe passes, the next recovery check reports it healthy
     h.nvml.set_probe("GPU-fake-2", Probe::Healthy);
     let list = next_list(&mut stream, 2 * SEC)
@@ -222,48 +196,27 @@ async fn health_change_reaches_list_and_watch_within_a_second() {
     assert_eq!(health_of(&list, "GPU-fake-2"), "Healthy");
 
     // an event NVML cannot attribute to a GPU: every GPU is unhealthy
-    assert!(h.nvml.send(NvmlEvent {
-        uuid: None,
-        kind: NvmlEventKind::XidUnknown,
-    }));
+    assert!(h.nvml.send(event(None, NvmlEventKind::XidUnknown)));
     let list = next_list(&mut stream, SEC).await.expect("update");
     assert!(
         list.devices.iter().all(|d| d.health == "Unhealthy"),
         "{list:?}"
     );
-    assert!(h.metrics.render().contains(
-        "solgrid_device_plugin_devices{health=\"Unhealthy\",resource=\"solgrid.dev/nvidia-gpu\"} 4"
-    ));
+    h.assert_metric(
+        "solgrid_device_plugin_devices{health=\"Unhealthy\",resource=\"solgrid.dev/nvidia-gpu\"} 4",
+    );
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn double_bit_ecc_marks_unhealthy() {
-    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
-    h.kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration");
-    let mut client = h.kubelet.connect(ENDPOINT).await;
-    let mut stream = client
-        .list_and_watch(api::Empty {})
-        .await
-        .unwrap()
-        .into_inner();
-    next_list(&mut stream, SEC).await.expect("first list");
-    h.nvml.send(NvmlEvent {
-        uuid: Some("GPU-fake-1".into()),
-        kind: NvmlEventKind::SingleBitEcc,
-    });
-    assert!(
-        next_list(&mut stream, Duration::from_millis(300))
-            .await
-            .is_none()
-    );
-    h.nvml.send(NvmlEvent {
-        uuid: Some("GPU-fake-1".into()),
-        kind: NvmlEventKind::DoubleBitEcc,
-    });
+    let (h, mut client) = registered(2, 0, no_recovery()).await;
+    let (mut stream, _) = watch(&mut client).await;
+    h.nvml
+        .send(event(Some("GPU-fake-1"), NvmlEventKind::SingleBitEcc));
+    assert_no_list(&mut stream, Duration::from_millis(300)).await;
+    h.nvml
+        .send(event(Some("GPU-fake-1"), NvmlEventKind::DoubleBitEcc));
     let list = next_list(&mut stream, SEC).await.expect("update");
     assert_eq!(health_of(&list, "GPU-fake-1"), "Unhealthy");
     assert_eq!(health_of(&list, "GPU-fake-0"), "Healthy");
@@ -272,64 +225,37 @@ async fn double_bit_ecc_marks_unhealthy() {
 
 #[tokio::test]
 async fn kubelet_socket_recreated_leads_to_reregistration() {
-    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
+    let (mut h, _) = registered(2, 0, no_recovery()).await;
     h.kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("first registration");
-    assert!(
-        h.kubelet
-            .next_registration(Duration::from_millis(300))
-            .await
-            .is_none(),
-        "registers once"
-    );
+        .assert_no_registration(Duration::from_millis(300), "registers once")
+        .await;
     h.kubelet.restart(false, Duration::from_millis(120)).await;
-    let reg = h
-        .kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("re-registration");
-    assert_eq!(reg.resource_name, "solgrid.dev/nvidia-gpu");
+    let reg = h.kubelet.expect_registration("re-registration").await;
+    assert_eq!(reg.resource_name, RESOURCE);
     // the plugin counts it once the kubelet's answer is back
     let deadline = Instant::now() + SEC;
-    while h.metrics.registrations_ok("solgrid.dev/nvidia-gpu") < 2 && Instant::now() < deadline {
+    while h.metrics.registrations_ok(RESOURCE) < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(h.metrics.registrations_ok("solgrid.dev/nvidia-gpu"), 2);
+    assert_eq!(h.metrics.registrations_ok(RESOURCE), 2);
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn kubelet_restart_wiping_sockets_restarts_the_server() {
-    let mut h = NvidiaHarness::start(FakeNvml::h100_box(2, 0), no_recovery()).await;
-    h.kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("first registration");
-    let mut client = h.kubelet.connect(ENDPOINT).await;
-    let mut old_stream = client
-        .list_and_watch(api::Empty {})
-        .await
-        .unwrap()
-        .into_inner();
-    next_list(&mut old_stream, SEC).await.expect("first list");
+    let (mut h, mut client) = registered(2, 0, no_recovery()).await;
+    let (mut old_stream, _) = watch(&mut client).await;
 
     // no gap: the plugin sees the new kubelet.sock and its own socket gone at once
     h.kubelet.restart(true, Duration::ZERO).await;
-    let reg = h
-        .kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("re-registration");
+    let reg = h.kubelet.expect_registration("re-registration").await;
     assert_eq!(reg.endpoint, ENDPOINT);
-    assert!(
-        h.kubelet
-            .next_registration(Duration::from_millis(300))
-            .await
-            .is_none(),
-        "registers once, after its new server listens"
-    );
+    h.kubelet
+        .assert_no_registration(
+            Duration::from_millis(300),
+            "registers once, after its new server listens",
+        )
+        .await;
     // the old stream ended with the old server
     let ended = tokio::time::timeout(2 * SEC, old_stream.message())
         .await
@@ -337,52 +263,34 @@ async fn kubelet_restart_wiping_sockets_restarts_the_server() {
     assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
     // the new server answers
     let mut client = h.kubelet.connect(ENDPOINT).await;
-    let mut stream = client
-        .list_and_watch(api::Empty {})
-        .await
-        .unwrap()
-        .into_inner();
-    let list = next_list(&mut stream, SEC)
-        .await
-        .expect("list from the new server");
-    assert_eq!(list.devices.len(), 2);
+    let (_stream, list) = watch(&mut client).await;
+    assert_eq!(list.devices.len(), 2, "list from the new server");
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn kubelet_down_for_a_while_then_back() {
-    let mut h = NvidiaHarness::start(FakeNvml::h100_box(1, 0), no_recovery()).await;
-    h.kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration");
+    let (mut h, _) = registered(1, 0, no_recovery()).await;
     h.kubelet.stop().await;
-    // nothing to register with while it is down
-    assert!(
-        h.kubelet
-            .next_registration(Duration::from_millis(400))
-            .await
-            .is_none()
-    );
+    h.kubelet
+        .assert_no_registration(
+            Duration::from_millis(400),
+            "nothing to register with while it is down",
+        )
+        .await;
     h.kubelet.serve_again();
     let reg = h
         .kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration when back");
-    assert_eq!(reg.resource_name, "solgrid.dev/nvidia-gpu");
+        .expect_registration("registration when back")
+        .await;
+    assert_eq!(reg.resource_name, RESOURCE);
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn preferred_allocation_keeps_gpus_on_nvlink() {
     // 8 GPUs: NVLink islands 0-3 and 4-7 (2 links per pair)
-    let mut h = NvidiaHarness::start(FakeNvml::h100_box(8, 2), no_recovery()).await;
-    h.kubelet
-        .next_registration(5 * SEC)
-        .await
-        .expect("registration");
-    let mut client = h.kubelet.connect(ENDPOINT).await;
+    let (h, mut client) = registered(8, 2, no_recovery()).await;
     let ids = |v: &[u32]| {
         v.iter()
             .map(|i| format!("GPU-fake-{i}"))

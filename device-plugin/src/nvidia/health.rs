@@ -244,17 +244,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn recovery_after_quiet_period_and_passing_probe() {
+    /// One GPU, faulted by XID 79 at the instant returned.
+    fn faulted_tracker(recovery_after: Option<Duration>) -> (HealthTracker, Instant) {
         let mut t = HealthTracker::new(
             HealthPolicy {
-                recovery_after: Some(Duration::from_secs(10)),
+                recovery_after,
                 ..HealthPolicy::default()
             },
             vec!["GPU-a".into()],
         );
         let t0 = Instant::now();
         t.on_event(&ev(Some("GPU-a"), NvmlEventKind::Xid(79)), t0);
+        assert!(t.is_faulted("GPU-a"));
+        (t, t0)
+    }
+
+    #[test]
+    fn recovery_after_quiet_period_and_passing_probe() {
+        let (mut t, t0) = faulted_tracker(Some(Duration::from_secs(10)));
         let mut healthy = |_: &str| Probe::Healthy;
         assert!(
             t.on_tick(t0 + Duration::from_secs(5), &mut healthy)
@@ -279,15 +286,7 @@ mod tests {
 
     #[test]
     fn no_recovery_when_disabled() {
-        let mut t = HealthTracker::new(
-            HealthPolicy {
-                recovery_after: None,
-                ..HealthPolicy::default()
-            },
-            vec!["GPU-a".into()],
-        );
-        let t0 = Instant::now();
-        t.on_event(&ev(Some("GPU-a"), NvmlEventKind::Xid(79)), t0);
+        let (mut t, t0) = faulted_tracker(None);
         let mut healthy = |_: &str| Probe::Healthy;
         assert!(
             t.on_tick(t0 + Duration::from_secs(3600), &mut healthy)

@@ -5,7 +5,7 @@ pub mod fake;
 pub mod health;
 pub mod real;
 
-use crate::backend::{Backend, Discovered, HostPaths};
+use crate::backend::{Backend, Discovered, HostPaths, spawn_health_thread};
 use crate::device::{Device, DeviceNode, normalize_pci_bus_id};
 use crate::metrics::Metrics;
 use crate::resource::ResourceManager;
@@ -205,45 +205,36 @@ impl Backend for NvidiaBackend {
         }
         let cfg = self.health.clone();
         let metrics = self.metrics.clone();
-        let spawned = std::thread::Builder::new()
-            .name("nvml-health".into())
-            .spawn(move || {
-                let mut tracker = HealthTracker::new(cfg.policy.clone(), uuids.clone());
-                let resource = manager.resource_name().to_string();
-                let mut sink = |ev: Option<api::NvmlEvent>| -> bool {
-                    if stop.is_cancelled() {
-                        return false;
-                    }
-                    let now = Instant::now();
-                    let changes = match ev {
-                        Some(ev) => {
-                            if let Some(m) = &metrics {
-                                m.health_event(&resource, &event_kind_label(&ev.kind));
-                            }
-                            tracker.on_event(&ev, now)
-                        }
-                        None => tracker.on_tick(now, &mut |uuid| api.probe(uuid)),
-                    };
-                    if !changes.is_empty() {
-                        let batch: Vec<_> = changes
-                            .into_iter()
-                            .map(|c| (c.uuid, c.health, Some(c.reason)))
-                            .collect();
-                        manager.set_health_many(&batch);
-                    }
-                    true
-                };
-                if let Err(e) = api.watch_events(&uuids, cfg.tick, &mut sink) {
-                    tracing::error!(error = %e, "NVML health events unavailable: health checks are off for this run");
+        spawn_health_thread("nvml-health", move || {
+            let mut tracker = HealthTracker::new(cfg.policy.clone(), uuids.clone());
+            let resource = manager.resource_name().to_string();
+            let mut sink = |ev: Option<api::NvmlEvent>| -> bool {
+                if stop.is_cancelled() {
+                    return false;
                 }
-            });
-        match spawned {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::error!(error = %e, "could not start the NVML health thread");
-                None
+                let now = Instant::now();
+                let changes = match ev {
+                    Some(ev) => {
+                        if let Some(m) = &metrics {
+                            m.health_event(&resource, &event_kind_label(&ev.kind));
+                        }
+                        tracker.on_event(&ev, now)
+                    }
+                    None => tracker.on_tick(now, &mut |uuid| api.probe(uuid)),
+                };
+                if !changes.is_empty() {
+                    let batch: Vec<_> = changes
+                        .into_iter()
+                        .map(|c| (c.uuid, c.health, Some(c.reason)))
+                        .collect();
+                    manager.set_health_many(&batch);
+                }
+                true
+            };
+            if let Err(e) = api.watch_events(&uuids, cfg.tick, &mut sink) {
+                tracing::error!(error = %e, "NVML health events unavailable: health checks are off for this run");
             }
-        }
+        })
     }
 }
 

@@ -178,11 +178,21 @@ impl FakeKubelet {
             .flatten()
     }
 
+    /// The next registration, within 5 s; `what` names it when none comes.
+    pub async fn expect_registration(&mut self, what: &str) -> api::RegisterRequest {
+        self.next_registration(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no {what} within 5 s"))
+    }
+
+    /// No registration within `within`; `why` says what that shows.
+    pub async fn assert_no_registration(&mut self, within: Duration, why: &str) {
+        let reg = self.next_registration(within).await;
+        assert!(reg.is_none(), "{why}: {reg:?}");
+    }
+
     /// Connect to a plugin's endpoint as the kubelet does.
-    pub async fn connect(
-        &self,
-        endpoint: &str,
-    ) -> api::device_plugin_client::DevicePluginClient<Channel> {
+    pub async fn connect(&self, endpoint: &str) -> Client {
         let ch = connect_unix(&self.dir.join(endpoint), Duration::from_secs(5))
             .await
             .expect("connect to the plugin socket");
@@ -196,24 +206,85 @@ impl Drop for FakeKubelet {
     }
 }
 
-/// A running NVIDIA plugin over a fake NVML.
-pub struct NvidiaHarness {
-    pub tmp: tempfile::TempDir,
+/// The kubelet's end of a plugin's gRPC socket.
+pub type Client = api::device_plugin_client::DevicePluginClient<Channel>;
+
+/// A plugin runner serving one backend's devices from `plugin_dir`, with a
+/// fake kubelet listening there.
+pub struct RunningPlugin {
     pub kubelet: FakeKubelet,
     pub manager: Arc<ResourceManager>,
+    pub stop: CancellationToken,
+    runner: tokio::task::JoinHandle<()>,
+}
+
+impl RunningPlugin {
+    /// Discover `backend`'s devices, start its health monitor and serve them.
+    pub async fn start(
+        backend: &dyn Backend,
+        plugin_dir: PathBuf,
+        metrics: Option<Metrics>,
+        mounts: Vec<MountSpec>,
+    ) -> Self {
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        let kubelet = FakeKubelet::start(&plugin_dir).await;
+        let found = backend.discover();
+        let mut manager = ResourceManager::new(backend.vendor(), found.devices, found.shared_nodes);
+        if let Some(m) = &metrics {
+            manager = manager.with_metrics(m.clone());
+        }
+        let manager = Arc::new(manager);
+        let stop = CancellationToken::new();
+        backend.start_health(manager.clone(), stop.clone());
+        let runner = PluginRunner::new(
+            manager.clone(),
+            RunnerConfig {
+                plugin_dir,
+                poll: POLL,
+                register_timeout: Duration::from_secs(2),
+                mounts,
+            },
+            metrics,
+        );
+        let runner = tokio::spawn(runner.run(stop.clone()));
+        RunningPlugin {
+            kubelet,
+            manager,
+            stop,
+            runner,
+        }
+    }
+
+    /// Wait for the plugin to register, then connect to the endpoint it
+    /// registered, as the kubelet does.
+    pub async fn registered_client(&mut self) -> (api::RegisterRequest, Client) {
+        let reg = self.kubelet.expect_registration("registration").await;
+        let client = self.kubelet.connect(&reg.endpoint).await;
+        (reg, client)
+    }
+
+    /// Cancel the plugin and wait for its runner to end.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.runner)
+            .await
+            .expect("runner stops")
+            .expect("runner did not panic");
+    }
+}
+
+/// A running NVIDIA plugin over a fake NVML (derefs to its [`RunningPlugin`]).
+pub struct NvidiaHarness {
+    pub tmp: tempfile::TempDir,
     pub nvml: FakeNvmlHandle,
     pub metrics: Metrics,
-    pub stop: CancellationToken,
-    pub runner: tokio::task::JoinHandle<()>,
+    pub plugin: RunningPlugin,
 }
 
 impl NvidiaHarness {
     pub async fn start(gpus: Vec<NvmlGpu>, policy: HealthPolicy) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let plugin_dir = tmp.path().join("device-plugins");
-        std::fs::create_dir_all(&plugin_dir).unwrap();
-        let kubelet = FakeKubelet::start(&plugin_dir).await;
-        let (fake, handle) = FakeNvml::new(gpus);
+        let (fake, nvml) = FakeNvml::new(gpus);
         let api: Arc<dyn NvmlApi> = Arc::new(fake);
         let mut paths = HostPaths::under(fixture("nvidia"));
         paths.host_dev_root = "/host/dev".into();
@@ -228,46 +299,75 @@ impl NvidiaHarness {
             },
         )
         .with_metrics(metrics.clone());
-        let found = backend.discover();
-        let manager = Arc::new(
-            ResourceManager::new(backend.vendor(), found.devices, found.shared_nodes)
-                .with_metrics(metrics.clone()),
-        );
-        let stop = CancellationToken::new();
-        backend.start_health(manager.clone(), stop.clone());
-        let runner = PluginRunner::new(
-            manager.clone(),
-            RunnerConfig {
-                plugin_dir,
-                poll: POLL,
-                register_timeout: Duration::from_secs(2),
-                mounts: vec![
-                    "/opt/solgrid/lib:/usr/local/solgrid:ro"
-                        .parse::<MountSpec>()
-                        .unwrap(),
-                ],
-            },
+        let mounts = vec![
+            "/opt/solgrid/lib:/usr/local/solgrid:ro"
+                .parse::<MountSpec>()
+                .unwrap(),
+        ];
+        let plugin = RunningPlugin::start(
+            &backend,
+            tmp.path().join("device-plugins"),
             Some(metrics.clone()),
-        );
-        let runner = tokio::spawn(runner.run(stop.clone()));
+            mounts,
+        )
+        .await;
         NvidiaHarness {
             tmp,
-            kubelet,
-            manager,
-            nvml: handle,
+            nvml,
             metrics,
-            stop,
-            runner,
+            plugin,
         }
     }
 
-    pub async fn shutdown(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.runner)
-            .await
-            .expect("runner stops")
-            .expect("runner did not panic");
+    /// The metrics endpoint renders `line`.
+    pub fn assert_metric(&self, line: &str) {
+        let text = self.metrics.render();
+        assert!(text.contains(line), "missing {line} in\n{text}");
     }
+
+    pub async fn shutdown(self) {
+        self.plugin.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for NvidiaHarness {
+    type Target = RunningPlugin;
+    fn deref(&self) -> &RunningPlugin {
+        &self.plugin
+    }
+}
+
+impl std::ops::DerefMut for NvidiaHarness {
+    fn deref_mut(&mut self) -> &mut RunningPlugin {
+        &mut self.plugin
+    }
+}
+
+/// An Allocate request for one container.
+pub fn alloc_req(ids: &[&str]) -> api::AllocateRequest {
+    api::AllocateRequest {
+        container_requests: vec![api::ContainerAllocateRequest {
+            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
+        }],
+    }
+}
+
+/// Open ListAndWatch and take its first list (within a second).
+pub async fn watch(
+    client: &mut Client,
+) -> (
+    tonic::Streaming<api::ListAndWatchResponse>,
+    api::ListAndWatchResponse,
+) {
+    let mut stream = client
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_list(&mut stream, Duration::from_secs(1))
+        .await
+        .expect("first list");
+    (stream, first)
 }
 
 /// Wait for the next ListAndWatch message, at most `within`.
@@ -288,4 +388,13 @@ pub fn health_of(list: &api::ListAndWatchResponse, id: &str) -> String {
         .find(|d| d.id == id)
         .map(|d| d.health.clone())
         .unwrap_or_default()
+}
+
+/// No ListAndWatch message within `within`.
+pub async fn assert_no_list(
+    stream: &mut tonic::Streaming<api::ListAndWatchResponse>,
+    within: Duration,
+) {
+    let list = next_list(stream, within).await;
+    assert!(list.is_none(), "unexpected update: {list:?}");
 }
