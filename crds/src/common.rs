@@ -6,6 +6,14 @@ use serde::{Deserialize, Serialize};
 /// A base58 Solana address: 32 to 44 characters of the base58 alphabet.
 pub const WALLET_PATTERN: &str = "^[1-9A-HJ-NP-Za-km-z]{32,44}$";
 
+/// Whether `s` is a wallet address ([`WALLET_PATTERN`]: 32 to 44 characters of the
+/// base58 alphabet).
+pub fn valid_wallet(s: &str) -> bool {
+    (32..=44).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l'))
+}
+
 /// The payment token of a job.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
@@ -175,4 +183,25 @@ pub struct LedgerRecord {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_wallet_is_the_pattern() {
+        let re = regex::Regex::new(WALLET_PATTERN).unwrap();
+        for s in [
+            "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
+            "11111111111111111111111111111111",
+            "alice",
+            "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAs0",
+            "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsUxxxxxxxx",
+            "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsO",
+            "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAs-",
+        ] {
+            assert_eq!(valid_wallet(s), re.is_match(s), "{s}");
+        }
+    }
 }

@@ -46,45 +46,7 @@ use std::time::Duration;
 /// The ConfigMap holding the state.
 pub const CONFIGMAP: &str = "solgrid-buyback";
 
-/// The `--buyback-*` flags.
-#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
-pub struct BuybackArgs {
-    /// The buyback counterparty's wallet: receives the treasury's stablecoin for the
-    /// IO burned. Unset: no buyback.
-    #[arg(long, env = "SOLGRID_BUYBACK_WALLET")]
-    pub buyback_wallet: Option<String>,
-    /// The buyback period, seconds (once per period).
-    #[arg(
-        long,
-        env = "SOLGRID_BUYBACK_INTERVAL_SECONDS",
-        default_value_t = 86_400
-    )]
-    pub buyback_interval_seconds: u64,
-    /// The IO price of the buyback, micro-USD per whole IO. Unset: the market's IO
-    /// rate (`pricing.ioRate.microUsdPerToken`, the price quotes convert with).
-    #[arg(long, env = "SOLGRID_BUYBACK_IO_PRICE_MICRO_USD")]
-    pub buyback_io_price_micro_usd: Option<u64>,
-}
-
-impl BuybackArgs {
-    /// Checks the flags: a valid wallet address, a period and a price above 0.
-    pub fn validated(self) -> std::result::Result<Self, String> {
-        if let Some(w) = &self.buyback_wallet
-            && !crate::wallet::valid_wallet(w)
-        {
-            return Err(format!(
-                "--buyback-wallet: {w:?} is not a base58 wallet address"
-            ));
-        }
-        if self.buyback_interval_seconds == 0 {
-            return Err("--buyback-interval-seconds must be above 0".into());
-        }
-        if self.buyback_io_price_micro_usd == Some(0) {
-            return Err("--buyback-io-price-micro-usd must be above 0".into());
-        }
-        Ok(self)
-    }
-}
+pub use crate::config::BuybackArgs;
 
 /// A round in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

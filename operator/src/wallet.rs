@@ -14,12 +14,8 @@ use crate::context::LedgerHandle;
 use crate::{Context, Result};
 use solgrid_crds::{SECRET_ADDRESS_KEY, SECRET_KEYPAIR_KEY};
 
-/// A wallet address is base58, 32 to 44 characters.
-pub fn valid_wallet(s: &str) -> bool {
-    (32..=44).contains(&s.len())
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l'))
-}
+/// A wallet address is base58, 32 to 44 characters (the API's own rule).
+pub use solgrid_crds::valid_wallet;
 
 /// Hands the keypair of `secret` to the ledger so that it can sign debits of
 /// `address`, after checking that it *is* the keypair of `address`. `Err` is the
