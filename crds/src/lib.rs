@@ -43,14 +43,8 @@ pub const VERSION: &str = "v1alpha1";
 /// it changes only with what the extender filters on (phase, reputation score,
 /// reward eligibility), never with heartbeats, so it does not churn.
 pub fn market_state(st: &GpuNodeStatus) -> String {
-    let phase = match st.phase {
-        GpuNodePhase::Pending => "Pending",
-        GpuNodePhase::Verifying => "Verifying",
-        GpuNodePhase::Active => "Active",
-        GpuNodePhase::Draining => "Draining",
-        GpuNodePhase::Offline => "Offline",
-        GpuNodePhase::Slashed => "Slashed",
-    };
+    // the phase's name as the API spells it (`Display` of the market's node phase)
+    let phase = st.phase;
     let eligible = if st.reward_eligible {
         "eligible"
     } else {
