@@ -263,18 +263,45 @@ mod tests {
     }
 
     #[test]
-    fn prefers_nvlinked_pair_over_lower_indices() {
-        let mut devs: Vec<Device> = (0..4).map(|i| gpu(i, 0)).collect();
-        link(&mut devs, 1, 3, 4);
-        assert_eq!(run(&devs, &[0, 1, 2, 3], &[], 2).unwrap(), ids(&[1, 3]));
-    }
-
-    #[test]
-    fn prefers_more_links() {
-        let mut devs: Vec<Device> = (0..4).map(|i| gpu(i, 0)).collect();
-        link(&mut devs, 0, 1, 2);
-        link(&mut devs, 2, 3, 12);
-        assert_eq!(run(&devs, &[0, 1, 2, 3], &[], 2).unwrap(), ids(&[2, 3]));
+    fn four_gpus_prefer_nvlinks_and_honour_must_include() {
+        // four GPUs on NUMA node 0, all available, two wanted:
+        // (what, links as (a, b, NVLink count), must include, picked)
+        type Case = (
+            &'static str,
+            &'static [(usize, usize, u32)],
+            &'static [usize],
+            &'static [u32],
+        );
+        let islands = &[(0, 1, 4), (2, 3, 1)];
+        let cases: [Case; 4] = [
+            (
+                "an NVLinked pair beats lower indices",
+                &[(1, 3, 4)],
+                &[],
+                &[1, 3],
+            ),
+            ("more links win", &[(0, 1, 2), (2, 3, 12)], &[], &[2, 3]),
+            (
+                "must include 3: its only link is to 2",
+                islands,
+                &[3],
+                &[3, 2],
+            ),
+            (
+                "must include covers the whole size",
+                islands,
+                &[2, 0],
+                &[2, 0],
+            ),
+        ];
+        for (what, links, must, want) in cases {
+            let mut devs: Vec<Device> = (0..4).map(|i| gpu(i, 0)).collect();
+            for &(a, b, n) in links {
+                link(&mut devs, a, b, n);
+            }
+            let got = run(&devs, &[0, 1, 2, 3], must, 2);
+            assert_eq!(got, Ok(ids(want)), "{what}");
+        }
     }
 
     #[test]
@@ -283,17 +310,6 @@ mod tests {
         // no links; 1 and 3 share NUMA node 1, but 0 and 2 (node 0) have lower indices
         assert_eq!(run(&devs, &[1, 2, 3], &[], 2).unwrap(), ids(&[1, 3]));
         assert_eq!(run(&devs, &[0, 1, 2, 3], &[], 2).unwrap(), ids(&[0, 2]));
-    }
-
-    #[test]
-    fn honours_must_include() {
-        let mut devs: Vec<Device> = (0..4).map(|i| gpu(i, 0)).collect();
-        link(&mut devs, 0, 1, 4);
-        link(&mut devs, 2, 3, 1);
-        // must include 3: its only link is to 2
-        assert_eq!(run(&devs, &[0, 1, 2, 3], &[3], 2).unwrap(), ids(&[3, 2]));
-        // must include covers the whole size
-        assert_eq!(run(&devs, &[0, 1, 2, 3], &[2, 0], 2).unwrap(), ids(&[2, 0]));
     }
 
     #[test]

@@ -153,6 +153,21 @@ async fn unknown_device_is_invalid_argument() {
 }
 
 #[tokio::test]
+async fn double_bit_ecc_marks_unhealthy() {
+    let (h, mut client) = registered(2, 0, no_recovery()).await;
+    let (mut stream, _) = watch(&mut client).await;
+    h.nvml
+        .send(event(Some("GPU-fake-1"), NvmlEventKind::SingleBitEcc));
+    assert_no_list(&mut stream, Duration::from_millis(300)).await;
+    h.nvml
+        .send(event(Some("GPU-fake-1"), NvmlEventKind::DoubleBitEcc));
+    let list = next_list(&mut stream, SEC).await.expect("update");
+    assert_eq!(health_of(&list, "GPU-fake-1"), "Unhealthy");
+    assert_eq!(health_of(&list, "GPU-fake-0"), "Healthy");
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn health_change_reaches_list_and_watch_within_a_second() {
     let policy = HealthPolicy {
         recovery_after: Some(Duration::from_millis(300)),
@@ -205,21 +220,6 @@ async fn health_change_reaches_list_and_watch_within_a_second() {
     h.assert_metric(
         "solgrid_device_plugin_devices{health=\"Unhealthy\",resource=\"solgrid.dev/nvidia-gpu\"} 4",
     );
-    h.shutdown().await;
-}
-
-#[tokio::test]
-async fn double_bit_ecc_marks_unhealthy() {
-    let (h, mut client) = registered(2, 0, no_recovery()).await;
-    let (mut stream, _) = watch(&mut client).await;
-    h.nvml
-        .send(event(Some("GPU-fake-1"), NvmlEventKind::SingleBitEcc));
-    assert_no_list(&mut stream, Duration::from_millis(300)).await;
-    h.nvml
-        .send(event(Some("GPU-fake-1"), NvmlEventKind::DoubleBitEcc));
-    let list = next_list(&mut stream, SEC).await.expect("update");
-    assert_eq!(health_of(&list, "GPU-fake-1"), "Unhealthy");
-    assert_eq!(health_of(&list, "GPU-fake-0"), "Healthy");
     h.shutdown().await;
 }
 
