@@ -38,7 +38,7 @@ use solgrid_e2e::chart::{
     apply, chart_crds, chart_dir, device_plugin_token, helm, previous_release, template,
 };
 use solgrid_e2e::cluster::{TestCluster, http_get, service_account_token, shared};
-use solgrid_e2e::market::{Market, MarketOpts, read_journal};
+use solgrid_e2e::market::{Market, MarketOpts, fit_min_reputation, read_journal};
 use solgrid_e2e::nodesim::SimNodeSpec;
 use solgrid_e2e::{example, init_test_tracing, install_crds, wait_for};
 use std::collections::BTreeMap;
@@ -321,9 +321,10 @@ async fn run_through_upgrade(
     payer: &str,
     values: &Path,
 ) -> Result<String> {
-    m.wait_active(&NODES, Duration::from_secs(90)).await?;
+    let scores = m.wait_active(&NODES, Duration::from_secs(90)).await?;
     let stake_before = stake(m).await?;
-    let (secret, job) = m.example(&["sleep", "25"])?;
+    let (secret, mut job) = m.example(&["sleep", "25"])?;
+    fit_min_reputation(&mut job, &scores);
     let name = job["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
