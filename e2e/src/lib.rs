@@ -269,3 +269,21 @@ pub fn example_job(
     job["spec"]["template"]["args"] = serde_json::json!([]);
     Ok((secret, job))
 }
+
+/// The fees of one settlement per ECONOMICS.md: each node's compute
+/// `C_i = floor(gpu_ms_i x P / 3,600,000)` and provider fee `ceil(C_i x 0.25 %)`
+/// (one payout line per node), the requester fee and surcharge on their sum.
+pub fn settlement_fees(
+    gpu_ms_per_node: impl Iterator<Item = u64>,
+    price: solgrid_market::Amount,
+    token: solgrid_market::ledger::Token,
+) -> solgrid_market::fees::FeeBreakdown {
+    let cfg = solgrid_market::fees::FeeConfig::default();
+    let lines: Vec<_> = gpu_ms_per_node
+        .map(|ms| solgrid_market::fees::fees_for_usage(ms, price, token, &cfg).unwrap())
+        .collect();
+    let mut f =
+        solgrid_market::fees::fees(lines.iter().map(|l| l.compute).sum(), token, &cfg).unwrap();
+    f.provider_fee = lines.iter().map(|l| l.provider_fee).sum();
+    f
+}

@@ -198,13 +198,26 @@ impl Market {
                 "--lease-name={}",
                 self.opts.lease_name.as_deref().unwrap_or(&self.ns)
             ))
-            .arg("--lease-namespace=solgrid-system")
+            .arg(format!(
+                "--lease-namespace={}",
+                match self.opts.reward_interval_s {
+                    Some(_) => self.ns.as_str(),
+                    None => "solgrid-system",
+                }
+            ))
             .arg("--running-requeue-seconds=2")
-            // idle-reward rounds (which mint) only at start: the supply moves only by burns
-            .arg("--reward-interval-seconds=1000000000")
+            .arg(format!(
+                "--reward-interval-seconds={}",
+                self.opts.reward_interval_s.unwrap_or(1_000_000_000)
+            ))
             .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
             .envs(crate::SIM_VERIFY_ENV)
             .args(&self.opts.operator_args);
+        if let Some(market) = &self.opts.operator_market {
+            let path = self.dir.join(format!("{name}-market.json"));
+            std::fs::write(&path, serde_json::to_vec(market)?)?;
+            cmd.arg(format!("--market-config={}", path.display()));
+        }
         let log = self.dir.join(format!("{name}.log"));
         Ok(Proc::spawn(&name, cmd, &log)?)
     }

@@ -18,7 +18,7 @@ use solgrid_e2e::nodesim::{NodeSim, SimConfig, SimNodeSpec};
 use solgrid_e2e::process::Proc;
 use solgrid_e2e::*;
 use solgrid_ledger::wallet::WalletKeypair;
-use solgrid_market::fees::{FeeConfig, fees_for_usage};
+use solgrid_market::fees::FeeConfig;
 use solgrid_market::ledger::{Account, Ledger as _, Token};
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 mod allocation;
 #[path = "scenarios/buyback.rs"]
 mod buyback;
+#[path = "scenarios/extender_retry.rs"]
+mod extender_retry;
 #[path = "scenarios/lifecycle.rs"]
 mod lifecycle;
 #[path = "scenarios/rewards.rs"]
@@ -357,14 +359,20 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
 
     // the money: exact fee arithmetic, and the ledger agrees with the status
     let quote = st.quote.clone().expect("quote");
-    let fee_cfg = FeeConfig::default();
     let gpu_ms: u64 = st
         .settlements
         .iter()
         .flat_map(|s| s.usage.iter())
         .map(|u| u.gpu_ms)
         .sum();
-    let want = fees_for_usage(gpu_ms, quote.price_per_gpu_hour, Token::Io, &fee_cfg).unwrap();
+    let want = settlement_fees(
+        st.settlements
+            .iter()
+            .flat_map(|s| s.usage.iter())
+            .map(|u| u.gpu_ms),
+        quote.price_per_gpu_hour,
+        Token::Io,
+    );
     let c = &st.cost;
     eprintln!(
         "{TEST}: settled at +{settle_s:.1} s: {gpu_ms} GPU-ms at {} per GPU-hour; cost {c:?}",

@@ -243,6 +243,16 @@ impl Extender {
             failed_unresolvable: failed_unres,
             ..FilterResult::default()
         };
+        // A job not (yet) in the cache is transient: answered as an error, which
+        // kube-scheduler retries after its backoff (1 s, 2 s, ... 10 s). Turned away
+        // as "no fit" the pod would wait for an unrelated cluster event, or 5 minutes.
+        if let JobCtx::AllFail {
+            reason: Reason::JobNotCached,
+            message,
+        } = &ctx
+        {
+            out.error = message.to_string();
+        }
         if by_list {
             let list = args.nodes.take().unwrap_or_default();
             let items = list

@@ -192,6 +192,13 @@ async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
         r.failed_nodes["fake-node-1"]
             .contains("ComputeJob ml-team/nope is not in the scheduler's cache")
     );
+    // ...answered as an error, which kube-scheduler retries after its backoff
+    // (a "no fit" would leave the pod waiting for an unrelated event)
+    assert!(
+        r.error
+            .contains("ComputeJob ml-team/nope is not in the scheduler's cache"),
+        "{r:?}"
+    );
     // the owner uid names a deleted-and-recreated job: not this one
     let body = owned_variant(
         &fixture("filter-nodecache.json"),
@@ -203,6 +210,7 @@ async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
     let (_, out) = body_of(filter_bytes(&state, &body)).await;
     let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
     assert_eq!(r.failed_nodes.len(), 2, "{r:?}");
+    assert!(!r.error.is_empty(), "a stale job is transient too: {r:?}");
     // a finished job: unresolvable everywhere
     let body = owned_variant(
         &fixture("filter-nodecache.json"),
@@ -215,6 +223,7 @@ async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
     let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
     assert_eq!(r.failed_and_unresolvable_nodes.len(), 2, "{r:?}");
     assert!(r.failed_and_unresolvable_nodes["fake-node-2"].contains("Succeeded"));
+    assert_eq!(r.error, "", "a finished job is no error: {r:?}");
     // prioritize for them: all 0
     let body = owned_variant(
         &fixture("prioritize-nodecache.json"),

@@ -205,27 +205,9 @@ async fn scenario(
         .collect();
     let gpunodes: Api<GpuNode> = Api::all(client.clone());
     for (node, wallet) in &nodes {
-        sim.add_node(SimNodeSpec::rtx4090(node, 1))
+        solgrid_e2e::market::add_gpunode(&client, &sim, node, 1, wallet, true)
             .await
-            .expect("simulated node");
-        let gn = json!({
-            "apiVersion": solgrid_crds::API_VERSION, "kind": "GpuNode",
-            "metadata": {"name": node},
-            "spec": {
-                "nodeName": node, "payoutWallet": wallet,
-                "location": {"region": "eu-west", "country": "DE",
-                             "coordinates": {"latitude": 50.11, "longitude": 8.68}},
-            },
-        });
-        gpunodes
-            .patch(
-                node,
-                &PatchParams::apply("solgrid-e2e").force(),
-                &Patch::Apply(gn),
-            )
-            .await
-            .expect("GpuNode applied");
-        sim.publish_inventory(node, node).await.expect("inventory");
+            .expect("simulated node and its GpuNode");
     }
 
     seed_reward_state(&client, &ns).await.expect("reward state");
@@ -278,18 +260,9 @@ async fn scenario(
     .expect("operator");
 
     // honest fresh nodes verify and become Active
-    let active = wait_for(Duration::from_secs(90), || async {
-        let mut scores = Vec::new();
-        for (node, _) in &nodes {
-            let st = gpunodes.get(node).await.ok()?.status?;
-            if st.phase != GpuNodePhase::Active {
-                return None;
-            }
-            scores.push(st.reputation.score);
-        }
-        Some(scores)
-    })
-    .await;
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let active =
+        solgrid_e2e::market::wait_gpunodes_active(&client, &names, Duration::from_secs(90)).await;
     let Some(scores) = active else {
         fail_with_logs(
             format!("GpuNodes not Active in 90 s (operator on Solana at {rpc_url})"),
@@ -300,10 +273,7 @@ async fn scenario(
         "{test}: GpuNodes Active at +{:.1} s, reputation {scores:?}",
         t0.elapsed().as_secs_f64()
     );
-    let min_score = scores.iter().copied().min().unwrap_or(0) as u64;
-    if job_v["spec"]["minReputation"].as_u64().unwrap_or(0) > min_score {
-        job_v["spec"]["minReputation"] = min_score.into();
-    }
+    solgrid_e2e::market::fit_min_reputation(&mut job_v, &scores);
 
     for (acc, funded) in accounts.iter().zip([FUNDED, FUNDED_USDC]) {
         let s = Snapshot::take(&rpc_url, acc).await;
@@ -515,7 +485,7 @@ impl JobRun<'_> {
             .flat_map(|s| s.usage.iter())
             .map(|u| u.gpu_ms)
             .sum();
-        let want = settlement_fees(
+        let want = solgrid_e2e::settlement_fees(
             st.settlements
                 .iter()
                 .flat_map(|s| s.usage.iter())
@@ -722,23 +692,9 @@ async fn seed_reward_state(client: &Client, ns: &str) -> Result<()> {
 }
 
 /// The extender binary where the chart's kube-scheduler calls it, with the market
-/// rules a fresh cluster can meet (copied from `start_extender` in `cluster.rs`,
-/// whose return type is still moving).
+/// rules a fresh cluster can meet.
 fn start_extender_proc(tc: &TestCluster, name: &str) -> Result<Proc> {
-    let bin = workspace_bin("solgrid-scheduler")?;
-    let market = tc.dir().join(format!("{name}-market.json"));
-    std::fs::write(
-        &market,
-        serde_json::to_vec(&json!({"matching": {"minNodeAgeMs": 0, "requireStake": false}}))?,
-    )?;
-    let mut cmd = Command::new(bin);
-    cmd.env("KUBECONFIG", tc.kubeconfig())
-        .env("RUST_LOG", "info")
-        .arg(format!("--listen={}", tc.extender_addr()))
-        .arg(format!("--metrics-listen={}", free_addr("127.0.0.1")?))
-        .arg(format!("--market-config={}", market.display()));
-    let log = tc.dir().join(format!("{name}.log"));
-    Ok(Proc::spawn(name, cmd, &log)?)
+    solgrid_e2e::market::start_extender(tc, tc.dir(), name, None)
 }
 
 /// Balances (base units) of one mint's accounts and its supply, read through JSON-RPC.
@@ -1226,24 +1182,6 @@ async fn forty_wallet_job(
     }
 }
 
-/// The fees of one settlement per ECONOMICS.md: each node's compute
-/// `C_i = floor(gpu_ms_i x P / 3,600,000)` and provider fee `ceil(C_i x 0.25 %)`
-/// (one payout line per node), the requester fee and surcharge on their sum.
-fn settlement_fees(
-    gpu_ms_per_node: impl Iterator<Item = u64>,
-    price: Amount,
-    token: Token,
-) -> solgrid_market::fees::FeeBreakdown {
-    let cfg = FeeConfig::default();
-    let lines: Vec<_> = gpu_ms_per_node
-        .map(|ms| fees_for_usage(ms, price, token, &cfg).unwrap())
-        .collect();
-    let mut f =
-        solgrid_market::fees::fees(lines.iter().map(|l| l.compute).sum(), token, &cfg).unwrap();
-    f.provider_fee = lines.iter().map(|l| l.provider_fee).sum();
-    f
-}
-
 /// Checks a settled [`FortyWalletJob`] on chain (JSON-RPC): each part's key in
 /// exactly one transaction, the recorded one; each provider paid `C_i - Fp_i`, the
 /// payer refunded the rest, to the unit (ECONOMICS.md). Returns the number of
@@ -1268,7 +1206,7 @@ async fn check_paid_once(
     let parts = s.parts.len() + 1;
     assert_eq!(signatures.len(), parts, "one transaction per part");
     let gpu_ms = 90_000 * job.spec.gpus.count as u64;
-    let per_node = settlement_fees([gpu_ms].into_iter(), SPLIT_PRICE, Token::Io);
+    let per_node = solgrid_e2e::settlement_fees([gpu_ms].into_iter(), SPLIT_PRICE, Token::Io);
     let ata = |w: &str| {
         ledger
             .token_account(&Account::Wallet(w.to_string()), Token::Io)
@@ -1286,7 +1224,7 @@ async fn check_paid_once(
     let cost = &s.cost;
     assert_eq!(received, cost.received);
     let n = SPLIT_WALLETS as u64;
-    let total = settlement_fees(
+    let total = solgrid_e2e::settlement_fees(
         std::iter::repeat_n(gpu_ms, SPLIT_WALLETS),
         SPLIT_PRICE,
         Token::Io,
