@@ -268,9 +268,9 @@ async fn scenario(tc: &'static TestCluster) -> Result<()> {
     // refuses a status with an undeclared field), so they go in before it acts.
     install_crds(&admin).await?;
     // A CRD update ends every watch of its kind (410 Expired) and the extender's
-    // re-lists with backoff: a job created in that moment would reach
-    // kube-scheduler before the extender's cache, and be retried only a minute
-    // later. Let the watches come back first.
+    // re-lists with backoff: a job created in that moment reaches kube-scheduler
+    // before the extender's cache and waits for a retry. Let the watches come back
+    // first (the scenario is about the upgrade, not that race).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let r = run_through_upgrade(tc, &admin, &mut m, &payer, &values).await;
     let r = match r {
