@@ -1,9 +1,10 @@
-//! solgrid-ledger: the embedded ledger and the exactly-once settlement executor.
+//! solgrid-ledger: the embedded ledger (and, re-exported, the settlement executor).
 //!
 //! - [`EmbeddedLedger`]: an implementation of [`solgrid_market::ledger::Ledger`] on
 //!   one machine (a journal file, or memory) with Solana's transaction semantics.
 //! - [`settle`]: the exactly-once settlement protocol of ECONOMICS.md, generic over
-//!   any `Ledger` and any [`settle::SettlementStore`].
+//!   any `Ledger` and any [`settle::SettlementStore`] — the `solgrid-settlement` crate,
+//!   re-exported here at its old paths (a Solana deployment links that crate alone).
 //! - [`txsize`]: the transaction size model shared with the Solana implementation.
 //! - `testing` (feature `testing`): crash-injection wrappers and a randomized fault
 //!   harness, generic over any `Ledger`, to rerun against Solana.
@@ -11,7 +12,7 @@
 //! See `docs/ledger.md`.
 
 pub mod embedded;
-pub mod settle;
+pub use solgrid_settlement as settle;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod txsize;

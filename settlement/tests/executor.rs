@@ -1,15 +1,14 @@
 //! The exactly-once executor, step by step: batching, each crash point, failures,
 //! backoff.
 
-use solgrid_ledger::settle::RecordingSleeper;
 use solgrid_ledger::testing::{
     CrashPoint, CrashingLedger, CrashingStore, FlakyLedger, Network, NetworkFaults, NoSleep,
 };
-use solgrid_ledger::{
-    Backoff, EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig, MemoryStore, SettleError,
-    SettlementState,
-};
+use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger};
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus};
+use solgrid_settlement::{
+    Backoff, Executor, ExecutorConfig, MemoryStore, RecordingSleeper, SettleError, SettlementState,
+};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -75,7 +74,7 @@ fn cfg() -> ExecutorConfig {
 }
 
 fn state(store: &MemoryStore, key: &str) -> SettlementState {
-    use solgrid_ledger::SettlementStore;
+    use solgrid_settlement::SettlementStore;
     store.get(key).unwrap().unwrap().state
 }
 
@@ -632,7 +631,7 @@ fn a_dead_ledger_marks_nothing_failed_and_stops_early() {
     // one batch with its retries, then a few single intents: not all 40
     let waits = sleeper.slept.lock().unwrap().len();
     assert!(
-        waits <= 3 * (1 + solgrid_ledger::settle::MAX_REFUSED_BEFORE_ABORT),
+        waits <= 3 * (1 + solgrid_settlement::MAX_REFUSED_BEFORE_ABORT),
         "{waits} waits"
     );
     // back up: everything settles

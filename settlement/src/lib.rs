@@ -1,4 +1,7 @@
-//! The exactly-once settlement executor (ECONOMICS.md, "Exactly-once settlement").
+//! solgrid-settlement: the exactly-once settlement executor (ECONOMICS.md,
+//! "Exactly-once settlement"), on its own: it depends on the `Ledger` trait of
+//! `solgrid-market` only, so a Solana deployment links no embedded ledger.
+//! `solgrid_ledger::settle` re-exports it at its old paths.
 //!
 //! The executor is generic over any [`Ledger`] and any [`SettlementStore`] — where the
 //! protocol's records live (the operator: ComputeJob/StakePosition status; the
@@ -489,7 +492,8 @@ type Res<T, L, S> = Result<T, SettleError<<L as Ledger>::Error, <S as Settlement
 /// reconcile, or keep one; all its state is in the store.
 ///
 /// ```
-/// use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig, MemoryStore};
+/// use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger};
+/// use solgrid_settlement::{Executor, ExecutorConfig, MemoryStore};
 /// use solgrid_market::ledger::{Account, Intent, Movement, Op, Token};
 ///
 /// let ledger = EmbeddedLedger::in_memory(EmbeddedConfig::default()).unwrap();
