@@ -554,6 +554,22 @@ fn what_changed<K: kube::Resource + serde::Serialize>(before: &K, after: &K) -> 
     )
 }
 
+/// `after` is `before`, unwritten for `window`.
+fn unwritten<K: kube::Resource + serde::Serialize>(
+    what: &str,
+    before: &K,
+    after: &K,
+    window: Duration,
+) -> Result<()> {
+    anyhow::ensure!(
+        write_marks(after) == write_marks(before),
+        "{what} ({}) was written again in {window:?} of idling: {}",
+        before.meta().name.as_deref().unwrap_or_default(),
+        what_changed(before, after)
+    );
+    Ok(())
+}
+
 /// No status churn: the Settled job and the Active GpuNodes keep their
 /// resourceVersion and managedFields while the operator looks at them again.
 async fn idle(m: &Market, job: &str) -> Result<()> {
@@ -599,28 +615,14 @@ async fn idle(m: &Market, job: &str) -> Result<()> {
         "{:?}",
         j.status
     );
-    anyhow::ensure!(
-        write_marks(&j) == write_marks(&touched),
-        "the Settled job was written again in {window:?} of idling: {}",
-        what_changed(&touched, &j)
-    );
+    unwritten("the Settled job", &touched, &j, window)?;
     for before in &nodes_before {
         let g = gpunodes.get(&before.name_any()).await?;
-        anyhow::ensure!(
-            write_marks(&g) == write_marks(before),
-            "GpuNode {} was written again in {window:?} of idling: {}",
-            before.name_any(),
-            what_changed(before, &g)
-        );
+        unwritten("an Active GpuNode", before, &g, window)?;
     }
     for before in &stakes_before {
         let p = stakes.get(&before.name_any()).await?;
-        anyhow::ensure!(
-            write_marks(&p) == write_marks(before),
-            "StakePosition {} was written again in {window:?} of idling: {}",
-            before.name_any(),
-            what_changed(before, &p)
-        );
+        unwritten("an Active StakePosition", before, &p, window)?;
     }
     eprintln!(
         "idle: no writes to the Settled job, the Active GpuNodes or the Active stake in {window:?}"
