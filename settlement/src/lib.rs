@@ -486,6 +486,30 @@ impl PassReport {
     }
 }
 
+/// One reconcile's work for [`Executor::reconcile`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Failed settlements the operator asked to try again.
+    pub retry: Vec<String>,
+    /// New intents to plan (a key planned before with the same movements is a no-op).
+    pub intents: Vec<Intent>,
+}
+
+impl Work {
+    /// No new intents: just drive what the store holds.
+    pub fn drive() -> Self {
+        Self::default()
+    }
+
+    /// Plans `intents`, then drives.
+    pub fn plan(intents: Vec<Intent>) -> Self {
+        Self {
+            retry: Vec::new(),
+            intents,
+        }
+    }
+}
+
 type Res<T, L, S> = Result<T, SettleError<<L as Ledger>::Error, <S as SettlementStore>::Error>>;
 
 /// The exactly-once settlement executor. Cheap to build: make a new one per
@@ -886,6 +910,34 @@ impl<'a, L: Ledger, S: SettlementStore, Z: Sleeper> Executor<'a, L, S, Z> {
             .map_err(SettleError::Store)?;
         report.intents_per_tx.push(batch.len());
         self.deliver(report, &tx, &keys)
+    }
+
+    /// One reconcile's settlement work, the same for every store (jobs, stakes,
+    /// rewards, buyback): sends the failed settlements `work.retry` back to
+    /// `Planned`, plans `work.intents`, runs one pass; when settlements remain,
+    /// calls `recover` once and, if it says it made the recorded-but-unseen
+    /// transactions expire, runs one more pass (which rebuilds them). The report
+    /// covers both passes.
+    ///
+    /// `recover` is the crash-recovery tick of a ledger on which a transaction
+    /// still unseen after a pass can only be one this process never sent (it died
+    /// between recording and sending): the embedded ledger, which then advances
+    /// its block height past the validity window. On Solana it returns `false`
+    /// (the executor waits for the transaction to expire on its own).
+    pub fn reconcile(
+        &mut self,
+        work: &Work,
+        recover: impl FnOnce() -> bool,
+    ) -> Res<PassReport, L, S> {
+        for key in &work.retry {
+            self.retry_failed(key)?;
+        }
+        self.plan(&work.intents)?;
+        let mut report = self.settle_pass()?;
+        if report.remaining > 0 && recover() {
+            report.absorb(self.settle_pass()?);
+        }
+        Ok(report)
     }
 
     /// Plans `intents` and runs passes until nothing is left unsettled or

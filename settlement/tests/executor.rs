@@ -307,6 +307,55 @@ fn recorded_but_unsent_tx_is_resent_or_waits_then_rebuilds() {
     }
 }
 
+/// `reconcile`: retry, plan, pass; the recovery tick only when settlements remain,
+/// and one more pass only when it made the unsent transaction expire.
+#[test]
+fn reconcile_retries_plans_and_recovers_an_unsent_tx_with_the_tick() {
+    for recover in [false, true] {
+        let l = funded(1000);
+        let mut store = MemoryStore::new().keep_payloads(false);
+        let intents = vec![payout(1, 100)];
+        for step in 1.. {
+            let mut s2 = store.clone();
+            if crash_then_resume(&l, &mut s2, &intents, step, false) == "send" {
+                store = s2;
+                break;
+            }
+        }
+        assert!(matches!(
+            state(&store, "job-1/0"),
+            SettlementState::Sent { .. }
+        ));
+        let mut ticked = 0;
+        let work = solgrid_settlement::Work {
+            retry: vec!["job-9/0".into()], // unknown: a no-op
+            intents: vec![payout(2, 50)],
+        };
+        let r = Executor::with_sleeper(&l, &mut store, cfg(), NoSleep)
+            .reconcile(&work, || {
+                ticked += 1;
+                recover && l.tick(11).is_ok()
+            })
+            .unwrap();
+        assert_eq!(ticked, 1, "called once, as settlements remained");
+        if recover {
+            assert_eq!((r.confirmed, r.rebuilt, r.remaining), (2, 1, 0), "{r:?}");
+            assert_eq!(l.balance(&wallet("provider-1"), Token::Io).unwrap(), 100);
+        } else {
+            assert_eq!((r.confirmed, r.waiting, r.remaining), (1, 1, 1), "{r:?}");
+            assert_eq!(l.balance(&wallet("provider-1"), Token::Io).unwrap(), 0);
+        }
+        assert_eq!(l.balance(&wallet("provider-2"), Token::Io).unwrap(), 50);
+        if recover {
+            // nothing left: no tick
+            let r = Executor::with_sleeper(&l, &mut store, cfg(), NoSleep)
+                .reconcile(&solgrid_settlement::Work::drive(), || panic!("no tick"))
+                .unwrap();
+            assert_eq!((r.confirmed, r.remaining), (0, 0));
+        }
+    }
+}
+
 #[test]
 fn a_late_delivery_of_an_expired_tx_never_lands() {
     let l = funded(1000);
