@@ -19,7 +19,7 @@
 //! **Exactly once per period**: the state is the ConfigMap `solgrid-buyback`
 //! ([`BuybackState`], through [`crate::cmstore`], the store the idle rewards use):
 //! the round (its plan and settlement) is recorded before anything is sent, paid by
-//! the `solgrid_ledger::settle` executor, and the period is marked done once it is
+//! the `solgrid_settlement` executor, and the period is marked done once it is
 //! confirmed. A restart resumes the recorded round (never replans it), and a period
 //! already done is never bought back again. A settlement the ledger rejects moved
 //! nothing: the period is closed with nothing bought, and the stablecoin waits for
@@ -36,10 +36,10 @@ use crate::{Context, Error, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
-use solgrid_ledger::{Settlement, SettlementState};
 use solgrid_market::buyback::{BuybackPlan, plan};
 use solgrid_market::ledger::{Account, Ledger, Token};
 use solgrid_market::pricing::TokenRate;
+use solgrid_settlement::{Settlement, SettlementState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,7 +179,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
         store.save().await?; // the plan is recorded before anything is sent
         report.planned = Some(ended);
     }
-    let (store, confirmed) = settle_pass(ctx.ledger.clone(), store).await?;
+    let (store, confirmed) = settle_pass(ctx, "buyback", store).await?;
     report.confirmed = confirmed;
     let mut store = store;
     let Some(round) = store.state.round.clone() else {

@@ -1,20 +1,20 @@
 //! The exactly-once settlement store of the operator's scheduled tasks (idle rewards,
 //! buyback): their state is JSON in one ConfigMap in the operator's namespace (key
 //! `state.json`), and the settlements of the round in progress live in it, so the
-//! `solgrid_ledger::settle` executor records each plan before anything is sent, then
+//! `solgrid_settlement` executor records each plan before anything is sent, then
 //! its signature, then its confirmation. Every write is guarded by the ConfigMap's
 //! `resourceVersion` (a stale replica's write fails with 409 and changes nothing).
 
-use crate::{Error, LedgerHandle, Result};
+use crate::settle_driver::{self, Work};
+use crate::{Context, Error, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use solgrid_ledger::{Executor, ExecutorConfig, Settlement, SettlementState, SettlementStore};
 use solgrid_market::ledger::Intent;
+use solgrid_settlement::{Settlement, SettlementState, SettlementStore};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// The key of the state in its ConfigMap.
 pub const STATE_KEY: &str = "state.json";
@@ -132,34 +132,27 @@ impl<S: Rounds> ConfigMapStore<S> {
     }
 }
 
-/// Runs one pass of the settlement executor over the store's round (on a blocking
-/// thread: the ledger is synchronous); returns the store and how many settlements
-/// were confirmed.
+/// Runs one pass of the settlement executor over the store's round (through the
+/// [`settle_driver`](crate::settle_driver): off the runtime, with the embedded
+/// ledger's recovery tick; `op` labels the ledger-error metric); returns the store
+/// and how many settlements were confirmed.
 pub async fn settle_pass<S: Rounds>(
-    ledger: Arc<LedgerHandle>,
+    ctx: &Context,
+    op: &'static str,
     store: ConfigMapStore<S>,
 ) -> Result<(ConfigMapStore<S>, usize)> {
-    tokio::task::spawn_blocking(move || -> Result<(ConfigMapStore<S>, usize)> {
-        let mut store = store;
-        let r = {
-            let mut exec = Executor::new(&*ledger, &mut store, ExecutorConfig::default());
-            exec.settle_pass().map_err(Error::ledger)?
-        };
-        Ok((store, r.confirmed))
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))?
+    let d =
+        settle_driver::drive(ctx.ledger.clone(), &ctx.metrics, op, store, Work::drive()).await?;
+    Ok((d.store, d.result?.confirmed))
 }
 
-/// Errors of the store, as the executor sees them.
+/// Errors of the store, as the executor sees them (the operator's error kept whole).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreErr(String);
-
-impl From<Error> for StoreErr {
-    fn from(e: Error) -> Self {
-        StoreErr(e.to_string())
-    }
+pub enum StoreErr {
+    #[error("settlement {0:?} already planned")]
+    AlreadyPlanned(String),
+    #[error(transparent)]
+    Write(#[from] Error),
 }
 
 impl<S: Rounds> SettlementStore for ConfigMapStore<S> {
@@ -168,10 +161,7 @@ impl<S: Rounds> SettlementStore for ConfigMapStore<S> {
     fn record_plan(&mut self, intent: &Intent) -> Result<(), StoreErr> {
         let round = self.round_mut()?;
         if round.iter().any(|s| s.intent.key == intent.key) {
-            return Err(StoreErr(format!(
-                "settlement {:?} already planned",
-                intent.key
-            )));
+            return Err(StoreErr::AlreadyPlanned(intent.key.clone()));
         }
         round.push(Settlement {
             intent: intent.clone(),

@@ -7,6 +7,7 @@
 //!   StakePosition controllers, idle rewards, proof-of-work verification.
 //! - [`buyback`]: the scheduled buyback and burn of IO with the treasury's stablecoin.
 //! - [`cmstore`]: the ConfigMap settlement store of the scheduled tasks (rewards, buyback).
+//! - [`settle_driver`]: the one settlement driver every store is settled through.
 //! - [`grant`], [`wallet`]: admin funding on the embedded ledger (`LedgerGrant`),
 //!   and the wallet owner's keypair that every debit of a wallet needs.
 //! - [`context`]: what every reconcile shares ([`context::Context`]), the ledger
@@ -29,6 +30,7 @@ pub mod leader;
 pub mod market_gauges;
 pub mod metrics;
 pub mod rewards;
+pub mod settle_driver;
 pub mod settlement;
 pub mod stake;
 pub mod toolkit;

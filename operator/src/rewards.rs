@@ -16,7 +16,7 @@
 //! the ConfigMap's `resourceVersion`.
 //!
 //! **Exactly once**: a round's payouts are planned (recorded in the ConfigMap) before
-//! anything is sent, then paid through the `solgrid_ledger::settle` executor with
+//! anything is sent, then paid through the `solgrid_settlement` executor with
 //! the ConfigMap as its store. The key of the first (or only) transaction is
 //! `rewards/<period>`; a round too large for one transaction (Solana's 1,232 bytes)
 //! is split into `rewards/<period>`, `rewards/<period>/1`, `rewards/<period>/2`, ...,
@@ -45,12 +45,12 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use solgrid_crds::{GpuNode, GpuNodeStatus, StakePosition};
-use solgrid_ledger::{Settlement, SettlementState};
 use solgrid_market::emission::EmissionSchedule;
 use solgrid_market::gpu::model_groups;
 use solgrid_market::idle::{BusySpan, IdleWindow};
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_market::staking::{Recipient, RewardNode, StakeShare, StakingConfig, split_rewards};
+use solgrid_settlement::{Settlement, SettlementState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -423,7 +423,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
     }
 
     // pay
-    let (store, confirmed) = settle_pass(ctx.ledger.clone(), store).await?;
+    let (store, confirmed) = settle_pass(ctx, "rewards", store).await?;
     let mut store = store;
     report.confirmed = confirmed;
     let Some(round) = store.state.round.clone() else {
