@@ -137,6 +137,19 @@ pub struct VerificationStatus {
     pub inconclusive: u32,
 }
 
+/// A verification the node failed by cheating (a wrong or far-too-slow result).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlashIncident {
+    /// The incident's id, `p<verification period>`: a stake's slash key is
+    /// `<position uid>/slash/<id>`.
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+    /// When the failed verification started: positions locked (`activeSince`)
+    /// before it are slashed.
+    pub at: Time,
+}
+
 /// Job outcomes on this node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -233,6 +246,12 @@ pub struct GpuNodeStatus {
     pub earnings: Earnings,
     #[serde(default)]
     pub verification: VerificationStatus,
+    /// The last time the node was caught cheating (written by the operator only,
+    /// through the status subresource): the StakePosition controller slashes every
+    /// position locked on the node before `at`, once per `id`. Kept after an admin
+    /// clears the slash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slash_incident: Option<SlashIncident>,
     #[serde(default)]
     pub jobs: JobCounts,
     /// Running jobs holding GPUs here; `allocatedGpus` is their sum and
