@@ -7,12 +7,15 @@
 //! Usage: `cargo run --release -p solgrid-operator --bin solgrid-operator-cachebench [-- NODES JOBS]`
 
 use chrono::{DateTime, Utc};
-use kube::runtime::{reflector, watcher};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use serde_json::json;
 use solgrid_crds::{ComputeJob, GpuNode};
+use solgrid_market::supply::SupplyIndex;
 use solgrid_operator::computejob::machine::{self, PodPhase, PodView, View};
 use solgrid_operator::computejob::quote;
 use solgrid_operator::config::OperatorConfig;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn rss_kib() -> u64 {
@@ -136,146 +139,201 @@ fn computejob(i: usize) -> serde_json::Value {
     })
 }
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let n_nodes: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let n_jobs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let rss0 = rss_kib();
+/// What to fill the caches with: `[NODES JOBS]` from the command line, and
+/// whether GpuNodes keep their managedFields.
+struct Args {
+    nodes: usize,
+    jobs: usize,
+    /// GpuNodes: managedFields stripped, as the operator's GpuNode cache does
+    /// (SOLGRID_BENCH_KEEP_MANAGED_FIELDS=1 keeps them); ComputeJobs keep theirs.
+    strip: bool,
+}
 
-    // GpuNodes: managedFields stripped, as the operator's GpuNode cache does
-    // (SOLGRID_BENCH_KEEP_MANAGED_FIELDS=1 keeps them); ComputeJobs keep theirs.
-    let strip = std::env::var("SOLGRID_BENCH_KEEP_MANAGED_FIELDS").map_or(true, |v| v != "1");
+impl Args {
+    fn parse() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let n = |i: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+        Args {
+            nodes: n(1),
+            jobs: n(2),
+            strip: std::env::var("SOLGRID_BENCH_KEEP_MANAGED_FIELDS").map_or(true, |v| v != "1"),
+        }
+    }
+}
+
+/// Fills the two reflector stores with objects decoded from bytes, as from a watch.
+fn fill_caches(args: &Args) -> anyhow::Result<(Store<GpuNode>, Store<ComputeJob>)> {
     let (nodes, mut node_writer) = reflector::store::<GpuNode>();
     let (jobs, mut job_writer) = reflector::store::<ComputeJob>();
     let t = Instant::now();
-    for i in 0..n_nodes {
-        // decoded from bytes, as from a watch
+    for i in 0..args.nodes {
         let bytes = serde_json::to_vec(&gpunode(i))?;
         let mut n: GpuNode = serde_json::from_slice(&bytes)?;
-        if strip {
+        if args.strip {
             solgrid_operator::context::slim(&mut n);
         }
         node_writer.apply_watcher_event(&watcher::Event::Apply(n));
     }
-    for i in 0..n_jobs {
+    for i in 0..args.jobs {
         let bytes = serde_json::to_vec(&computejob(i))?;
         // the ComputeJob controller's own cache (kube's Controller::new) keeps them
         let j: ComputeJob = serde_json::from_slice(&bytes)?;
         job_writer.apply_watcher_event(&watcher::Event::Apply(j));
     }
-    let fill = t.elapsed();
-    let rss1 = rss_kib();
     println!(
         "filled {} GpuNodes + {} ComputeJobs in {:.2?} (managedFields {})",
         nodes.len(),
         jobs.len(),
-        fill,
-        if strip {
+        t.elapsed(),
+        if args.strip {
             "stripped from GpuNodes"
         } else {
             "kept"
         }
     );
+    Ok((nodes, jobs))
+}
+
+fn report_rss(before_kib: u64, with_caches_kib: u64) {
     println!(
         "RSS: {:.1} MiB before, {:.1} MiB with the caches (+{:.1} MiB); target < 200 MiB: {}",
-        rss0 as f64 / 1024.0,
-        rss1 as f64 / 1024.0,
-        (rss1.saturating_sub(rss0)) as f64 / 1024.0,
-        if rss1 < 200 * 1024 { "OK" } else { "OVER" }
+        before_kib as f64 / 1024.0,
+        with_caches_kib as f64 / 1024.0,
+        (with_caches_kib.saturating_sub(before_kib)) as f64 / 1024.0,
+        if with_caches_kib < 200 * 1024 {
+            "OK"
+        } else {
+            "OVER"
+        }
     );
+}
 
-    // The pure reconcile step over every cached job: decide the next step, and
-    // quote pending jobs against the GpuNode cache (utilization + floors).
-    let cfg = OperatorConfig::default();
-    let all_jobs = jobs.state();
-    let all_nodes = nodes.state();
-    let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-25T09:00:00Z")?.into();
-    let pods: Vec<PodView> = (0..2)
-        .map(|i| PodView {
-            name: format!("w{i}"),
-            index: i,
-            attempt: 1,
-            phase: PodPhase::Running,
-            node: Some("node-00001".into()),
-            deleting: false,
-            started: Some(now),
-            finished: None,
-            node_fault: false,
-        })
-        .collect();
-    let rounds = 5;
-    let t = Instant::now();
-    // as `Context::supply`: one pass over the GpuNode cache, reused for 5 s
-    let supply = solgrid_crds::market::supply_index(all_nodes.iter().map(|n| n.as_ref()));
-    println!(
-        "supply index over {} GpuNodes built in {:.2?}",
-        all_nodes.len(),
-        t.elapsed()
-    );
-    let t = Instant::now();
-    let (mut decisions, mut quotes) = (0u64, 0u64);
-    for _ in 0..rounds {
-        for j in &all_jobs {
-            let st = j.status.clone().unwrap_or_default();
-            let step = machine::decide(&View {
-                spec: &j.spec,
-                status: &st,
+/// What every decision is made against: a running two-worker gang, now.
+struct Bench {
+    cfg: OperatorConfig,
+    now: DateTime<Utc>,
+    pods: Vec<PodView>,
+}
+
+const ROUNDS: usize = 5;
+
+impl Bench {
+    fn new() -> anyhow::Result<Self> {
+        let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-25T09:00:00Z")?.into();
+        let pods = (0..2)
+            .map(|i| PodView {
+                name: format!("w{i}"),
+                index: i,
+                attempt: 1,
+                phase: PodPhase::Running,
+                node: Some("node-00001".into()),
                 deleting: false,
-                pods: &pods,
-                now,
-                period_ms: cfg.periods.period_ms,
-                gang_max_attempts: cfg.gang_max_attempts,
-                running_requeue: Duration::from_secs(30),
-            });
-            decisions += 1;
-            if step == machine::Step::Quote {
-                let model =
-                    quote::target_model(&j.spec, cfg.default_nvidia_model, cfg.default_apple_model)
-                        .map_err(anyhow::Error::msg)?;
-                let (util, floor) = supply.get(model);
-                let q = quote::quote(
-                    &j.spec,
-                    model,
-                    util,
-                    floor,
-                    &cfg.market.pricing,
-                    &cfg.market.fees,
-                    now,
-                )
+                started: Some(now),
+                finished: None,
+                node_fault: false,
+            })
+            .collect();
+        Ok(Bench {
+            cfg: OperatorConfig::default(),
+            now,
+            pods,
+        })
+    }
+
+    /// The state machine's decision for `job`.
+    fn decide(&self, job: &ComputeJob) -> machine::Step {
+        let st = job.status.clone().unwrap_or_default();
+        machine::decide(&View {
+            spec: &job.spec,
+            status: &st,
+            deleting: false,
+            pods: &self.pods,
+            now: self.now,
+            period_ms: self.cfg.periods.period_ms,
+            gang_max_attempts: self.cfg.gang_max_attempts,
+            running_requeue: Duration::from_secs(30),
+        })
+    }
+
+    /// Quotes a pending job against the supply of its target model.
+    fn quote(&self, job: &ComputeJob, supply: &SupplyIndex) -> anyhow::Result<()> {
+        let cfg = &self.cfg;
+        let model =
+            quote::target_model(&job.spec, cfg.default_nvidia_model, cfg.default_apple_model)
                 .map_err(anyhow::Error::msg)?;
-                std::hint::black_box(q);
-                quotes += 1;
+        let (util, floor) = supply.get(model);
+        let q = quote::quote(
+            &job.spec,
+            model,
+            util,
+            floor,
+            &cfg.market.pricing,
+            &cfg.market.fees,
+            self.now,
+        )
+        .map_err(anyhow::Error::msg)?;
+        std::hint::black_box(q);
+        Ok(())
+    }
+
+    /// The pure reconcile step over every cached job: decide the next step, and
+    /// quote pending jobs against the GpuNode cache (utilization + floors).
+    fn reconciles(&self, jobs: &[Arc<ComputeJob>], nodes: &[Arc<GpuNode>]) -> anyhow::Result<()> {
+        let t = Instant::now();
+        // as `Context::supply`: one pass over the GpuNode cache, reused for 5 s
+        let supply = solgrid_crds::market::supply_index(nodes.iter().map(|n| n.as_ref()));
+        println!(
+            "supply index over {} GpuNodes built in {:.2?}",
+            nodes.len(),
+            t.elapsed()
+        );
+        let t = Instant::now();
+        let (mut decisions, mut quotes) = (0u64, 0u64);
+        for _ in 0..ROUNDS {
+            for j in jobs {
+                let step = self.decide(j);
+                decisions += 1;
+                if step == machine::Step::Quote {
+                    self.quote(j, &supply)?;
+                    quotes += 1;
+                }
             }
         }
+        let el = t.elapsed();
+        println!(
+            "pure reconcile step: {decisions} decisions ({quotes} with a quote over {} GpuNodes) in {:.2?}: {:.0} reconciles/s",
+            nodes.len(),
+            el,
+            decisions as f64 / el.as_secs_f64()
+        );
+        Ok(())
     }
-    let el = t.elapsed();
-    println!(
-        "pure reconcile step: {decisions} decisions ({quotes} with a quote over {} GpuNodes) in {:.2?}: {:.0} reconciles/s",
-        all_nodes.len(),
-        el,
-        decisions as f64 / el.as_secs_f64()
-    );
-    let t = Instant::now();
-    for _ in 0..rounds {
-        for j in &all_jobs {
-            let st = j.status.clone().unwrap_or_default();
-            std::hint::black_box(machine::decide(&View {
-                spec: &j.spec,
-                status: &st,
-                deleting: false,
-                pods: &pods,
-                now,
-                period_ms: cfg.periods.period_ms,
-                gang_max_attempts: cfg.gang_max_attempts,
-                running_requeue: Duration::from_secs(30),
-            }));
+
+    /// The state machine alone over every cached job.
+    fn decisions(&self, jobs: &[Arc<ComputeJob>]) {
+        let t = Instant::now();
+        for _ in 0..ROUNDS {
+            for j in jobs {
+                std::hint::black_box(self.decide(j));
+            }
         }
+        let el = t.elapsed();
+        println!(
+            "state machine alone: {:.0} decisions/s",
+            (ROUNDS * jobs.len()) as f64 / el.as_secs_f64()
+        );
     }
-    let el = t.elapsed();
-    println!(
-        "state machine alone: {:.0} decisions/s",
-        (rounds * all_jobs.len()) as f64 / el.as_secs_f64()
-    );
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rss0 = rss_kib();
+    let (nodes, jobs) = fill_caches(&args)?;
+    report_rss(rss0, rss_kib());
+    let bench = Bench::new()?;
+    let (all_jobs, all_nodes) = (jobs.state(), nodes.state());
+    bench.reconciles(&all_jobs, &all_nodes)?;
+    bench.decisions(&all_jobs);
     println!("final RSS: {:.1} MiB", rss_kib() as f64 / 1024.0);
     Ok(())
 }
