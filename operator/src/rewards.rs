@@ -18,7 +18,7 @@
 //! **Exactly once**: a round's payouts are planned (recorded in the ConfigMap) before
 //! anything is sent, then paid through the `solgrid_settlement` executor with
 //! the ConfigMap as its store. The key of the first (or only) transaction is
-//! `rewards/<period>`; a round too large for one transaction (Solana's 1,232 bytes)
+//! `rewards/<period>`; a round too large for one transaction (`Ledger::fits`)
 //! is split into `rewards/<period>`, `rewards/<period>/1`, `rewards/<period>/2`, ...,
 //! each minting what it pays out (the last one also mints the leftover, which stays
 //! in the emission pool as carried dust). Missed periods (operator down) are not

@@ -1,6 +1,6 @@
 //! The exactly-once settlement store over a ComputeJob's status.
 //!
-//! [`JobStore`] implements `solgrid_ledger::SettlementStore`: every store operation
+//! [`JobStore`] implements `solgrid_settlement::SettlementStore`: every store operation
 //! is one server-side apply of the job's whole status (`status.escrow` for the
 //! escrow funding, `status.settlements[].record` for each period), so the plan and
 //! its key are in the API server before anything is sent, and the signature with
@@ -33,7 +33,7 @@ use solgrid_crds::{
     ComputeJob, ComputeJobStatus, JobSettlement, LedgerRecord, PaymentToken, SettlementPart,
     SettlementState as CrdState,
 };
-use solgrid_ledger::settle::{Settlement, SettlementState, SettlementStore};
+use solgrid_settlement::{Settlement, SettlementState, SettlementStore};
 use solgrid_market::ledger::{Account, Intent, Movement, Op, Token};
 
 /// `to` of the refund line in `JobSettlement::payouts`.
@@ -725,7 +725,8 @@ mod cap_tests {
 mod split_tests {
     use super::*;
     use solgrid_crds::{CostBreakdown, Payout};
-    use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig};
+    use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger};
+    use solgrid_settlement::{Executor, ExecutorConfig};
     use solgrid_market::ledger::Ledger;
 
     const PAYER: &str = "payer-wallet";

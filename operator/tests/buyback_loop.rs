@@ -10,12 +10,12 @@ mod gpunode_harness;
 
 use gpunode_harness::*;
 use serde_json::json;
-use solgrid_ledger::SettlementState;
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_operator::buyback::{BuybackState, key, plan_round, tick};
 use solgrid_operator::config::OperatorConfig;
 use solgrid_operator::context::Context;
 use solgrid_operator::metrics::Metrics;
+use solgrid_settlement::SettlementState;
 use std::sync::Arc;
 
 const CM: &str = "/api/v1/namespaces/solgrid-system/configmaps/solgrid-buyback";

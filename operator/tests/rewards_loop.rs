@@ -88,7 +88,7 @@ async fn an_hour_is_paid_exactly_once_credited_and_its_dust_carried() {
     assert_eq!(round.settlements[0].intent.key, format!("rewards/{period}"));
     assert!(matches!(
         round.settlements[0].state,
-        solgrid_ledger::SettlementState::Planned
+        solgrid_settlement::SettlementState::Planned
     ));
     // then Sent, Confirmed (replaces guarded by resourceVersion)
     let puts: Vec<_> = calls.iter().filter(|c| c.is("PUT", CM)).collect();
