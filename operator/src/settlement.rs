@@ -33,8 +33,8 @@ use solgrid_crds::{
     ComputeJob, ComputeJobStatus, JobSettlement, LedgerRecord, PaymentToken, SettlementPart,
     SettlementState as CrdState,
 };
-use solgrid_settlement::{Settlement, SettlementState, SettlementStore};
 use solgrid_market::ledger::{Account, Intent, Movement, Op, Token};
+use solgrid_settlement::{Settlement, SettlementState, SettlementStore};
 
 /// `to` of the refund line in `JobSettlement::payouts`.
 pub const REFUND: &str = "refund";
@@ -726,8 +726,8 @@ mod split_tests {
     use super::*;
     use solgrid_crds::{CostBreakdown, Payout};
     use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger};
-    use solgrid_settlement::{Executor, ExecutorConfig};
     use solgrid_market::ledger::Ledger;
+    use solgrid_settlement::{Executor, ExecutorConfig};
 
     const PAYER: &str = "payer-wallet";
     const BURN: u64 = 5_000;
