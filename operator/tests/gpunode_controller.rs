@@ -404,10 +404,13 @@ async fn locked_stake(t: &mut T, amount: u64) -> Arc<StakePosition> {
                "data": wallet_secret_data(WALLET_A)}),
     );
     fund(&t.ctx, WALLET_A, amount);
-    let sp: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
-    solgrid_operator::stake::reconcile(Arc::new(sp), t.ctx.clone())
-        .await
-        .unwrap();
+    // the first reconcile adds the finalizer, the next one locks
+    for _ in 0..2 {
+        let sp: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
+        solgrid_operator::stake::reconcile(Arc::new(sp), t.ctx.clone())
+            .await
+            .unwrap();
+    }
     let sp: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
     assert_eq!(sp.status.as_ref().unwrap().locked, amount);
     t.stakes
@@ -477,32 +480,40 @@ async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
     assert!(
         ev.contains(&"VerificationFailed".to_string()) && ev.contains(&"PhaseChanged".to_string())
     );
-    // the stake's slash is recorded (Planned) in the StakePosition, nothing sent yet
+    // the incident is recorded in the node's OWN status; no StakePosition is written
+    let inc = &st["slashIncident"];
+    let last_run = st["verification"]["lastRun"].as_str().unwrap();
+    assert_eq!(inc["at"], last_run);
+    assert!(inc["id"].as_str().unwrap().starts_with('p'), "{inc}");
+    assert!(
+        !t.server.writes().iter().any(|c| c.path.starts_with(SP)),
+        "the GpuNode controller writes no StakePosition"
+    );
+    assert_eq!(t.ctx.ledger.supply(Token::Io).unwrap(), supply0);
+    assert!(t.server.writes().iter().any(|c| c.is("DELETE", &path)));
+    let uid = sp.metadata.uid.clone().unwrap();
+    let key = format!("{uid}/slash/{}", inc["id"].as_str().unwrap());
+
+    // the StakePosition controller (woken by the GpuNode) records the slash in the
+    // position's status (Planned, before anything is sent), then burns half of it
+    let spo: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
+    t.server.clear_calls();
+    solgrid_operator::stake::reconcile(Arc::new(spo), t.ctx.clone())
+        .await
+        .unwrap();
     let spw: Vec<_> = t
         .server
         .writes()
         .into_iter()
         .filter(|c| c.is("PATCH", &format!("{SP}/status")))
         .collect();
-    assert_eq!(spw.len(), 1);
     let ops = spw[0].body["status"]["operations"].as_array().unwrap();
-    let uid = sp.metadata.uid.clone().unwrap();
-    let slash = ops.last().unwrap();
-    assert!(
-        slash["key"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{uid}/slash/p"))
+    assert_eq!(ops.last().unwrap()["key"], key);
+    assert_eq!(ops.last().unwrap()["state"], "Planned");
+    assert_eq!(
+        t.ctx.ledger.embedded().unwrap().confirmed_key_counts()[&key],
+        1
     );
-    assert_eq!(slash["state"], "Planned");
-    assert_eq!(t.ctx.ledger.supply(Token::Io).unwrap(), supply0);
-    assert!(t.server.writes().iter().any(|c| c.is("DELETE", &path)));
-
-    // the StakePosition controller burns half of it
-    let spo: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
-    solgrid_operator::stake::reconcile(Arc::new(spo), t.ctx.clone())
-        .await
-        .unwrap();
     assert_eq!(
         t.ctx.ledger.supply(Token::Io).unwrap(),
         supply0 - 2_000 * IO
@@ -525,6 +536,10 @@ async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
     solgrid_operator::stake::reconcile(Arc::new(spo), t.ctx.clone())
         .await
         .unwrap();
+    assert_eq!(
+        t.ctx.ledger.embedded().unwrap().confirmed_key_counts()[&key],
+        1
+    );
     assert_eq!(
         t.ctx.ledger.supply(Token::Io).unwrap(),
         supply0 - 2_000 * IO

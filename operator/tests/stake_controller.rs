@@ -15,6 +15,7 @@ use std::sync::Arc;
 const NS: &str = "stakers";
 const SP: &str = "/apis/solgrid.dev/v1alpha1/namespaces/stakers/stakepositions/sp1";
 const SECRET: &str = "/api/v1/namespaces/stakers/secrets/owner";
+const GN: &str = "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-1";
 const IO: u64 = 1_000_000_000;
 
 fn setup(server: &Server, with_secret: bool) {
@@ -23,7 +24,7 @@ fn setup(server: &Server, with_secret: bool) {
         json!({
             "apiVersion": "solgrid.dev/v1alpha1",
             "kind": "StakePosition",
-            "metadata": {"name": "sp1", "namespace": NS, "generation": 1},
+            "metadata": {"name": "sp1", "namespace": NS, "generation": 1, "finalizers": [FINALIZER]},
             "spec": {"nodeName": "gpu-1", "amount": 300 * IO, "ownerSecretRef": {"name": "owner"}},
         }),
     );
@@ -84,15 +85,30 @@ fn wallet(ctx: &solgrid_operator::Context, w: &str) -> u64 {
 async fn lock_adds_finalizer_records_before_sending_and_activates() {
     let (ctx, server, _clock) = env(OperatorConfig::default());
     setup(&server, true);
+    let mut o = server.get(SP).unwrap();
+    o["metadata"]["finalizers"] = json!(null);
+    server.put(SP, o);
     fund(&ctx, WALLET_A, 1_000 * IO);
     reconcile(obj(&server), ctx.clone()).await.unwrap();
 
+    // 1. the finalizer first (kube's finalizer helper: a JSON patch guarded by a
+    //    test of the list), and nothing else in that reconcile
     let writes = server.writes();
-    // 1. the finalizer first, guarded by the resourceVersion
+    assert_eq!(writes.len(), 1, "{writes:?}");
     assert!(writes[0].is("PATCH", SP), "{:?}", writes[0]);
-    assert_eq!(writes[0].body["metadata"]["finalizers"], json!([FINALIZER]));
-    assert!(writes[0].body["metadata"]["resourceVersion"].is_string());
-    // 2..: status applies
+    assert_eq!(
+        writes[0].body,
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+               {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    );
+    assert_eq!(
+        server.get(SP).unwrap()["metadata"]["finalizers"],
+        json!([FINALIZER])
+    );
+    assert_eq!(vault(&ctx), 0);
+    // 2..: the next reconcile (woken by that change): status applies
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
     let st = status_writes(&server);
     assert_eq!(st[0]["ownerWallet"], WALLET_A);
     // the plan is recorded before anything is sent
@@ -219,8 +235,9 @@ async fn deletion_unbonds_withdraws_then_releases_the_finalizer() {
     o["metadata"]["deletionTimestamp"] = json!(rfc(T0_MS));
     server.put(SP, o);
     server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
-    // unbonding, finalizer kept
+    // unbonding, finalizer kept: the cleanup is pending (retried)
+    let err = reconcile(obj(&server), ctx.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("settlement pending"), "{err}");
     let w = server.writes();
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!(w[0].body["status"]["phase"], "Unbonding");
@@ -233,8 +250,12 @@ async fn deletion_unbonds_withdraws_then_releases_the_finalizer() {
     // withdraw (planned, sent, confirmed), then the finalizer goes
     let last = w.last().unwrap();
     assert!(last.is("PATCH", SP), "{last:?}");
-    assert_eq!(last.body["metadata"]["finalizers"], json!([]));
-    assert!(last.body["metadata"]["resourceVersion"].is_string());
+    assert_eq!(
+        last.body,
+        json!([{"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+               {"op": "remove", "path": "/metadata/finalizers/0"}])
+    );
+    assert_eq!(server.get(SP).unwrap()["metadata"]["finalizers"], json!([]));
     assert_eq!(vault(&ctx), 0);
     assert_eq!(wallet(&ctx, WALLET_A), 300 * IO);
     assert!(server.events().contains(&"FinalizerRemoved".to_string()));
@@ -251,7 +272,11 @@ async fn pending_without_lock_is_released_at_once_on_deletion() {
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let w = server.writes();
     assert_eq!(w.len(), 1);
-    assert_eq!(w[0].body["metadata"]["finalizers"], json!([]));
+    assert_eq!(
+        w[0].body[1],
+        json!({"op": "remove", "path": "/metadata/finalizers/0"})
+    );
+    assert_eq!(server.get(SP).unwrap()["metadata"]["finalizers"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,58 +327,55 @@ async fn a_lock_the_owner_cannot_pay_fails_once_and_stays_pending() {
     );
 }
 
+/// Puts the GpuNode with a slash incident `id` at `at_ms` in its status (what the
+/// GpuNode controller records when the node is caught cheating).
+fn incident(server: &Server, id: &str, at_ms: i64) {
+    server.put(
+        GN,
+        json!({"apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
+               "metadata": {"name": "gpu-1"},
+               "spec": {"nodeName": "gpu-1", "payoutWallet": WALLET_PROV,
+                        "location": {"region": "eu-west", "country": "DE"}},
+               "status": {"phase": "Slashed", "slashIncident": {"id": id, "at": rfc(at_ms)}}}),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_planned_slash_burns_exactly_once() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
+async fn a_node_incident_is_planned_then_burned_exactly_once() {
+    let (ctx, server, clock) = env(OperatorConfig::default());
     setup(&server, true);
     fund(&ctx, WALLET_A, 300 * IO);
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let supply0 = ctx.ledger.supply(Token::Io).unwrap();
-
-    // the GpuNode controller records the slash (Planned) before anything is sent
-    let sp = obj(&server);
-    let txs_before = ctx.ledger.embedded().unwrap().tx_count();
-    server.clear_calls();
-    let n = solgrid_operator::gpunode::plan_slashes(
-        &ctx,
-        &[sp],
-        "p7",
-        T0_MS as u64 + 1,
-        T0_MS as u64 + 1,
-    )
-    .await
-    .unwrap();
-    assert_eq!(n, 1);
-    let w = server.writes();
-    assert_eq!(w.len(), 1);
     let uid = server.get(SP).unwrap()["metadata"]["uid"]
         .as_str()
         .unwrap()
         .to_string();
-    let ops = w[0].body["status"]["operations"].as_array().unwrap();
+
+    // the node was caught cheating after the stake was locked
+    clock.advance(chrono::Duration::seconds(10));
+    incident(&server, "p7", T0_MS + 1);
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    // the slash is recorded (Planned) in the position's own status before anything is sent
+    let st = status_writes(&server);
+    let ops = st[0]["operations"].as_array().unwrap();
     assert_eq!(ops.last().unwrap()["key"], format!("{uid}/slash/p7"));
     assert_eq!(ops.last().unwrap()["state"], "Planned");
-    assert_eq!(
-        ctx.ledger.embedded().unwrap().tx_count(),
-        txs_before,
-        "recorded, not sent"
+    assert!(
+        st[0]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "SlashPending" && c["status"] == "True")
     );
-    // planning again is a no-op
-    server.clear_calls();
-    let n = solgrid_operator::gpunode::plan_slashes(
-        &ctx,
-        &[obj(&server)],
-        "p7",
-        T0_MS as u64 + 1,
-        T0_MS as u64 + 1,
-    )
-    .await
-    .unwrap();
-    assert_eq!(n, 0);
-    assert!(server.writes().is_empty());
-
-    // the StakePosition controller burns it
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(
+        !server
+            .writes()
+            .iter()
+            .any(|c| c.path.contains("/gpunodes/"))
+    );
+    // then burned: half of it (ECONOMICS.md)
     let st = server.get(SP).unwrap()["status"].clone();
     assert_eq!(st["phase"], "Slashed");
     assert_eq!(st["locked"], 150 * IO);
@@ -361,10 +383,11 @@ async fn a_planned_slash_burns_exactly_once() {
     assert_eq!(vault(&ctx), 150 * IO);
     assert_eq!(ctx.ledger.supply(Token::Io).unwrap(), supply0 - 150 * IO);
     assert!(server.events().contains(&"StakeSlashed".to_string()));
-    // again: nothing more burned
+    // again (the node's status changes, the position is reconciled): nothing more burned
+    server.clear_calls();
     reconcile(obj(&server), ctx.clone()).await.unwrap();
-    let _ = plan_again(&ctx, &server).await;
     reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(status_writes(&server).is_empty(), "{:?}", server.writes());
     assert_eq!(ctx.ledger.supply(Token::Io).unwrap(), supply0 - 150 * IO);
     assert_eq!(
         ctx.ledger.embedded().unwrap().confirmed_key_counts()[&format!("{uid}/slash/p7")],
@@ -378,16 +401,22 @@ async fn a_planned_slash_burns_exactly_once() {
     assert_eq!(server.get(SP).unwrap()["status"]["phase"], "Unbonding");
 }
 
-async fn plan_again(ctx: &Arc<solgrid_operator::Context>, server: &Server) -> usize {
-    solgrid_operator::gpunode::plan_slashes(
-        ctx,
-        &[obj(server)],
-        "p7",
-        T0_MS as u64 + 1,
-        T0_MS as u64 + 1,
-    )
-    .await
-    .unwrap()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_locked_after_the_incident_is_not_slashed() {
+    let (ctx, server, clock) = env(OperatorConfig::default());
+    setup(&server, true);
+    fund(&ctx, WALLET_A, 300 * IO);
+    // an incident before the lock (the slash was cleared since)
+    incident(&server, "p3", T0_MS - 60_000);
+    clock.advance(chrono::Duration::seconds(1));
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let st = server.get(SP).unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Active");
+    assert_eq!(st["locked"], 300 * IO);
+    server.clear_calls();
+    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    assert!(server.writes().is_empty(), "{:?}", server.writes());
+    assert_eq!(vault(&ctx), 300 * IO);
 }
 
 /// Puts the owner Secret with `data` (base64 values).

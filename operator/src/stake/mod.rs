@@ -17,21 +17,20 @@
 //! logged; the address is copied to `status.ownerWallet`.
 
 pub mod machine;
+pub mod slash;
 pub mod store;
 
-use crate::toolkit::{
-    add_finalizer_patch, event, ms_time, now_ms, publish, remove_finalizer_patch, set_condition,
-    time_ms,
-};
+use crate::toolkit::{event, ms_time, now_ms, publish, set_condition, time_ms};
 use crate::{Context, Error, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use machine::{Step, View};
-use solgrid_crds::{GpuNodePhase, StakePhase, StakePosition, StakePositionStatus};
+use solgrid_crds::{GpuNode, GpuNodePhase, StakePhase, StakePosition, StakePositionStatus};
 use solgrid_ledger::{Executor, ExecutorConfig};
 use solgrid_market::ledger::Intent;
 use std::sync::Arc;
@@ -52,8 +51,16 @@ pub async fn run(ctx: Arc<Context>) {
         tracing::error!(error = %e, "StakePosition CRD is not queryable; is it installed?");
     }
     let concurrency = ctx.config.concurrency;
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let positions = controller.store();
+    controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        // a node's slash incident wakes the positions on it (see [`slash`])
+        .watches(
+            Api::<GpuNode>::all(ctx.client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |gn: GpuNode| slash::positions_of(&gn, &positions.state()),
+        )
         // shutdown: main drops this future when the leader lease is lost or on SIGTERM
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -214,7 +221,10 @@ async fn transition_events(ctx: &Context, before: &StakePositionStatus, after: &
     }
 }
 
-/// Reconciles one StakePosition (module docs).
+/// Reconciles one StakePosition (module docs), behind kube's [`finalizer`]: it is
+/// added first; on deletion the position unbonds and withdraws, and the finalizer
+/// goes once nothing is locked (until then the cleanup reports
+/// [`Error::SettlementPending`] and is retried).
 pub async fn reconcile(obj: Arc<StakePosition>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let ns = obj
@@ -222,41 +232,51 @@ pub async fn reconcile(obj: Arc<StakePosition>, ctx: Arc<Context>) -> Result<Act
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let key = format!("sp:{ns}/{}", obj.name_any());
     let api: Api<StakePosition> = Api::namespaced(ctx.client.clone(), &ns);
-    let deleting = obj.meta().deletion_timestamp.is_some();
-    let mut sp: StakePosition = (*obj).clone();
-
-    // 1. the finalizer
-    if !deleting && !sp.finalizers().iter().any(|f| f == FINALIZER) {
-        let patch = add_finalizer_patch(
-            sp.metadata.finalizers.as_ref(),
-            sp.resource_version().as_deref(),
-            FINALIZER,
-        );
-        sp = api
-            .patch(
-                &sp.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
-    }
-
-    let action = step(&ctx, &api, &ns, sp, deleting).await?;
+    let (c, a) = (ctx.clone(), api.clone());
+    let action = finalizer(&api, FINALIZER, obj, |ev| async move {
+        match ev {
+            Finalizer::Apply(sp) => Ok(match step(&c, &a, &ns, (*sp).clone(), false).await? {
+                Done::Requeue(action) => action,
+                Done::Release => Action::await_change(),
+            }),
+            Finalizer::Cleanup(sp) => match step(&c, &a, &ns, (*sp).clone(), true).await? {
+                Done::Release => {
+                    let note = "nothing locked any more: the StakePosition can go";
+                    publish(&c, &*sp, event(false, "FinalizerRemoved", "Delete", note)).await;
+                    Ok(Action::await_change())
+                }
+                Done::Requeue(_) => Err(Error::SettlementPending(format!(
+                    "{} still holds tokens: unbonding, then withdrawing",
+                    sp.name_any()
+                ))),
+            },
+        }
+    })
+    .await
+    .map_err(Error::from)?;
     ctx.reset_failures(&key);
     Ok(action)
 }
 
+/// How a pass ended.
+enum Done {
+    Requeue(Action),
+    /// Nothing is locked any more: the finalizer can go.
+    Release,
+}
+
+/// One pass: plans a slash of the node's incident, then up to a few steps of the
+/// state machine ([`machine::decide`]); each step writes, so a crash in between
+/// resumes.
 async fn step(
     ctx: &Context,
     api: &Api<StakePosition>,
     ns: &str,
-    mut sp: StakePosition,
+    sp: StakePosition,
     deleting: bool,
-) -> Result<Action> {
+) -> Result<Done> {
     let now = now_ms(ctx);
-    let unbonding_ms = ctx.config.market.staking.unbonding_ms;
-    let uid = sp.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    // Up to a few steps per reconcile (each step writes, so a crash in between resumes).
+    let mut sp = plan_slash(ctx, api, sp, now).await?;
     for _ in 0..4 {
         let before = sp.status.clone().unwrap_or_default();
         let view = View {
@@ -271,159 +291,209 @@ async fn step(
         };
         let decided = machine::decide(&view, now);
         tracing::debug!(stakeposition = %sp.name_any(), step = ?decided, "stake step");
-        match decided {
+        let next = match decided {
             Step::Execute | Step::PlanLock | Step::PlanWithdraw => {
-                let mut new = Vec::new();
-                let lock_in_play = decided == Step::PlanLock
-                    || before
-                        .operations
-                        .iter()
-                        .any(|r| r.purpose == machine::LOCK && machine::unsettled(r));
-                if lock_in_play {
-                    // the owner signs the transfer into the vault (every ledger): the
-                    // Secret's keypair must be that of the wallet the lock was planned from
-                    let why = match read_wallet(ctx, ns, &sp).await? {
-                        Ok((addr, _)) if before.owner_wallet.as_deref() != Some(addr.as_str()) => {
-                            Some(format!(
-                                "owner Secret {:?} now names wallet {addr}, not the wallet this stake was planned from",
-                                sp.spec.owner_secret_ref.name
-                            ))
-                        }
-                        Ok((addr, kp)) => crate::wallet::authorize_debits(
-                            ctx,
-                            &sp.spec.owner_secret_ref.name,
-                            &addr,
-                            kp,
-                        )
-                        .await?
-                        .err(),
-                        Err(why) => Some(why),
-                    };
-                    if let Some(why) = why {
-                        return wait_with(ctx, api, sp, &why, now).await;
-                    }
+                if let Some(why) = refusal(ctx, ns, &sp, &before, &decided).await? {
+                    return wait_with(ctx, api, sp, &why, now).await.map(Done::Requeue);
                 }
-                if decided == Step::PlanLock {
-                    if let Some(why) = node_refuses(ctx, &sp.spec.node_name) {
-                        return wait_with(ctx, api, sp, &why, now).await;
-                    }
-                    let owner = before.owner_wallet.clone().unwrap_or_default();
-                    new.push(machine::lock_intent(&uid, &owner, sp.spec.amount));
-                }
-                if decided == Step::PlanWithdraw {
-                    let owner = before.owner_wallet.clone().unwrap_or_default();
-                    new.push(machine::withdraw_intent(&uid, &owner, before.locked));
-                }
+                let uid = sp.uid().ok_or(Error::MissingField("metadata.uid"))?;
+                let new = new_intents(&decided, &uid, &before, sp.spec.amount);
                 let after = execute(ctx, api.clone(), sp, new).await?;
                 transition_events(ctx, &before, &after).await;
-                let still = after
+                if after
                     .status
                     .as_ref()
-                    .is_some_and(|s| s.operations.iter().any(machine::unsettled));
-                sp = after;
-                if still {
-                    return Ok(Action::requeue(Duration::from_secs(5)));
+                    .is_some_and(|s| s.operations.iter().any(machine::unsettled))
+                {
+                    return Ok(Done::Requeue(Action::requeue(Duration::from_secs(5))));
                 }
+                after
             }
             Step::ReadWallet => match read_wallet(ctx, ns, &sp).await? {
                 Ok((addr, _)) => {
-                    let mut st = before.clone();
-                    st.owner_wallet = Some(addr);
-                    st.message = Some("owner wallet found; locking the stake".into());
-                    set_condition(
-                        &mut st.conditions,
-                        "WalletReady",
-                        true,
-                        "SecretRead",
-                        "owner wallet read from its Secret",
-                        sp.metadata.generation,
-                        now,
-                    );
-                    sp = apply_status(ctx, api, &sp, st).await?;
+                    let st = wallet_found(&before, addr, sp.metadata.generation, now);
+                    apply_status(ctx, api, &sp, st).await?
                 }
-                Err(why) => return wait_with(ctx, api, sp, &why, now).await,
+                Err(why) => return wait_with(ctx, api, sp, &why, now).await.map(Done::Requeue),
             },
-            Step::LockFailed => return Ok(Action::await_change()),
-            Step::StartUnbonding => {
-                let mut st = before.clone();
-                let ends = st
-                    .unbonding_ends_at
-                    .as_ref()
-                    .map(time_ms)
-                    .unwrap_or_else(|| now.saturating_add(unbonding_ms));
-                st.phase = StakePhase::Unbonding;
-                st.unbonding_ends_at = Some(ms_time(ends));
-                st.message = Some(if deleting {
-                    "deleting: unbonding, then withdrawing to the owner".into()
+            Step::StartUnbonding | Step::MarkWithdrawn => {
+                let unbonding_ms = ctx.config.market.staking.unbonding_ms;
+                let st = if decided == Step::MarkWithdrawn {
+                    withdrawn(&before)
                 } else {
-                    "unbonding: still backs the node and can be slashed until it ends".into()
-                });
-                set_condition(
-                    &mut st.conditions,
-                    "Unbonding",
-                    true,
-                    if deleting {
-                        "Deleting"
-                    } else {
-                        "UnbondRequested"
-                    },
-                    "unbonding period running",
-                    sp.metadata.generation,
-                    now,
-                );
+                    unbonding(&before, deleting, unbonding_ms, sp.metadata.generation, now)
+                };
                 let after = apply_status(ctx, api, &sp, st).await?;
                 transition_events(ctx, &before, &after).await;
-                sp = after;
+                after
             }
+            Step::LockFailed => return Ok(Done::Requeue(Action::await_change())),
             Step::WaitUntil(t) => {
                 let d = Duration::from_millis(t.saturating_sub(now)).min(Duration::from_secs(3600));
-                return Ok(Action::requeue(d.max(Duration::from_secs(1))));
+                return Ok(Done::Requeue(Action::requeue(
+                    d.max(Duration::from_secs(1)),
+                )));
             }
-            Step::MarkWithdrawn => {
-                let mut st = before.clone();
-                st.phase = StakePhase::Withdrawn;
-                st.message = Some("nothing left to withdraw".into());
-                let after = apply_status(ctx, api, &sp, st).await?;
-                transition_events(ctx, &before, &after).await;
-                sp = after;
-            }
-            Step::Release => {
-                if let Some(patch) = remove_finalizer_patch(
-                    sp.finalizers(),
-                    sp.resource_version().as_deref(),
-                    FINALIZER,
-                ) {
-                    api.patch(
-                        &sp.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(patch),
-                    )
-                    .await?;
-                    publish(
-                        ctx,
-                        &sp,
-                        event(
-                            false,
-                            "FinalizerRemoved",
-                            "Delete",
-                            "nothing locked any more: the StakePosition can go",
-                        ),
-                    )
-                    .await;
-                }
-                return Ok(Action::await_change());
-            }
+            Step::Release => return Ok(Done::Release),
             Step::Idle => {
-                return Ok(match before.phase {
+                return Ok(Done::Requeue(match before.phase {
                     StakePhase::Active | StakePhase::Slashed => {
                         Action::requeue(Duration::from_secs(3600))
                     }
                     _ => Action::await_change(),
-                });
+                }));
             }
+        };
+        sp = next;
+    }
+    Ok(Done::Requeue(Action::requeue(Duration::from_secs(1))))
+}
+
+/// Plan: records the slash of the node's incident in the position's status
+/// (exactly once per incident, see [`slash`]); the executor then burns it.
+async fn plan_slash(
+    ctx: &Context,
+    api: &Api<StakePosition>,
+    sp: StakePosition,
+    now: u64,
+) -> Result<StakePosition> {
+    let Some(st) = sp.status.as_ref().filter(|s| slash::exposed(s)) else {
+        return Ok(sp);
+    };
+    let Some(incident) = slash::incident_of(ctx, &sp).await? else {
+        return Ok(sp);
+    };
+    let uid = sp.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let Some(new) = slash::plan(&uid, st, &incident, sp.metadata.generation, now) else {
+        return Ok(sp);
+    };
+    tracing::warn!(stakeposition = %sp.name_any(), node = %sp.spec.node_name, incident = %incident.id, "slash planned");
+    apply_status(ctx, api, &sp, new).await
+}
+
+/// Validate: why the lock cannot go ahead now (the owner's Secret, the node), if
+/// anything stops it.
+async fn refusal(
+    ctx: &Context,
+    ns: &str,
+    sp: &StakePosition,
+    before: &StakePositionStatus,
+    decided: &Step,
+) -> Result<Option<String>> {
+    let lock_in_play = *decided == Step::PlanLock
+        || before
+            .operations
+            .iter()
+            .any(|r| r.purpose == machine::LOCK && machine::unsettled(r));
+    if lock_in_play {
+        // the owner signs the transfer into the vault (every ledger): the Secret's
+        // keypair must be that of the wallet the lock was planned from
+        let why = match read_wallet(ctx, ns, sp).await? {
+            Ok((addr, _)) if before.owner_wallet.as_deref() != Some(addr.as_str()) => {
+                Some(format!(
+                    "owner Secret {:?} now names wallet {addr}, not the wallet this stake was planned from",
+                    sp.spec.owner_secret_ref.name
+                ))
+            }
+            Ok((addr, kp)) => {
+                crate::wallet::authorize_debits(ctx, &sp.spec.owner_secret_ref.name, &addr, kp)
+                    .await?
+                    .err()
+            }
+            Err(why) => Some(why),
+        };
+        if why.is_some() {
+            return Ok(why);
         }
     }
-    Ok(Action::requeue(Duration::from_secs(1)))
+    if *decided == Step::PlanLock {
+        return Ok(node_refuses(ctx, &sp.spec.node_name));
+    }
+    Ok(None)
+}
+
+/// Plan: the new ledger intents of a step (the lock, or the withdrawal of what is
+/// still locked); none when the executor only drives what is recorded.
+fn new_intents(
+    decided: &Step,
+    uid: &str,
+    before: &StakePositionStatus,
+    amount: u64,
+) -> Vec<Intent> {
+    let owner = before.owner_wallet.clone().unwrap_or_default();
+    match decided {
+        Step::PlanLock => vec![machine::lock_intent(uid, &owner, amount)],
+        Step::PlanWithdraw => vec![machine::withdraw_intent(uid, &owner, before.locked)],
+        _ => Vec::new(),
+    }
+}
+
+/// Status: the owner's wallet read from its Secret.
+fn wallet_found(
+    before: &StakePositionStatus,
+    addr: String,
+    generation: Option<i64>,
+    now: u64,
+) -> StakePositionStatus {
+    let mut st = before.clone();
+    st.owner_wallet = Some(addr);
+    st.message = Some("owner wallet found; locking the stake".into());
+    set_condition(
+        &mut st.conditions,
+        "WalletReady",
+        true,
+        "SecretRead",
+        "owner wallet read from its Secret",
+        generation,
+        now,
+    );
+    st
+}
+
+/// Status: unbonding started (on `spec.unbond` or deletion).
+fn unbonding(
+    before: &StakePositionStatus,
+    deleting: bool,
+    unbonding_ms: u64,
+    generation: Option<i64>,
+    now: u64,
+) -> StakePositionStatus {
+    let mut st = before.clone();
+    let ends = st
+        .unbonding_ends_at
+        .as_ref()
+        .map(time_ms)
+        .unwrap_or_else(|| now.saturating_add(unbonding_ms));
+    st.phase = StakePhase::Unbonding;
+    st.unbonding_ends_at = Some(ms_time(ends));
+    st.message = Some(if deleting {
+        "deleting: unbonding, then withdrawing to the owner".into()
+    } else {
+        "unbonding: still backs the node and can be slashed until it ends".into()
+    });
+    let reason = if deleting {
+        "Deleting"
+    } else {
+        "UnbondRequested"
+    };
+    set_condition(
+        &mut st.conditions,
+        "Unbonding",
+        true,
+        reason,
+        "unbonding period running",
+        generation,
+        now,
+    );
+    st
+}
+
+/// Status: nothing left to withdraw after unbonding (slashed to zero).
+fn withdrawn(before: &StakePositionStatus) -> StakePositionStatus {
+    let mut st = before.clone();
+    st.phase = StakePhase::Withdrawn;
+    st.message = Some("nothing left to withdraw".into());
+    st
 }
 
 /// Why the node does not take new stake (missing from the cache, or slashed).

@@ -217,6 +217,19 @@ impl Server {
                 let Some(mut cur) = st.objects.get(&base).cloned() else {
                     return not_found;
                 };
+                if let Some(ops) = c.body.as_array() {
+                    // a JSON patch (kube's finalizer helper): `test` guards, `add`, `remove`
+                    if !json_patch(&mut cur, ops) {
+                        return (
+                            422,
+                            json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Invalid","code":422,"message":"test failed"}),
+                        );
+                    }
+                    st.rv += 1;
+                    cur["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                    st.objects.insert(base, cur.clone());
+                    return (200, cur);
+                }
                 let want = &c.body["metadata"]["resourceVersion"];
                 if !want.is_null() && *want != cur["metadata"]["resourceVersion"] {
                     return conflict;
@@ -342,4 +355,38 @@ pub fn wallet_secret_data(wallet: &str) -> serde_json::Value {
         "address": enc(wallet.as_bytes()),
         "keypair": enc(keypair_of(wallet).to_solana_json().as_bytes()),
     })
+}
+
+/// Applies the `test`, `add` and `remove` operations of a JSON patch (RFC 6902) to
+/// `doc`; `false` when a test fails or a path is missing.
+pub fn json_patch(doc: &mut Value, ops: &[Value]) -> bool {
+    for op in ops {
+        let path = op["path"].as_str().unwrap_or_default();
+        let (parent, last) = path.rsplit_once('/').unwrap_or(("", path));
+        match op["op"].as_str() {
+            Some("test") => {
+                if doc.pointer(path).unwrap_or(&Value::Null) != &op["value"] {
+                    return false;
+                }
+            }
+            Some("add") => match doc.pointer_mut(parent) {
+                Some(Value::Array(a)) if last == "-" => a.push(op["value"].clone()),
+                Some(Value::Object(m)) => {
+                    m.insert(last.to_string(), op["value"].clone());
+                }
+                _ => return false,
+            },
+            Some("remove") => match (doc.pointer_mut(parent), last.parse::<usize>()) {
+                (Some(Value::Array(a)), Ok(i)) if i < a.len() => {
+                    a.remove(i);
+                }
+                (Some(Value::Object(m)), _) => {
+                    m.remove(last);
+                }
+                _ => return false,
+            },
+            _ => return false,
+        }
+    }
+    true
 }
