@@ -94,6 +94,10 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     )
 }
 
+fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(buckets.to_vec())
+}
+
 /// Reconciles of every controller.
 struct ReconcileMetrics {
     reconciles: IntCounterVec,
@@ -103,13 +107,6 @@ struct ReconcileMetrics {
 
 impl ReconcileMetrics {
     fn register(r: &Registry) -> Self {
-        let duration = HistogramOpts::new(
-            "solgrid_operator_reconcile_duration_seconds",
-            "Reconcile duration",
-        )
-        .buckets(vec![
-            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
         Self {
             reconciles: counter(
                 r,
@@ -125,7 +122,17 @@ impl ReconcileMetrics {
             ),
             reconcile_duration: register(
                 r,
-                HistogramVec::new(duration, &["controller"]).expect("valid metric"),
+                HistogramVec::new(
+                    histogram_opts(
+                        "solgrid_operator_reconcile_duration_seconds",
+                        "Reconcile duration",
+                        &[
+                            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                        ],
+                    ),
+                    &["controller"],
+                )
+                .expect("valid metric"),
             ),
         }
     }
@@ -297,13 +304,6 @@ struct VerificationMetrics {
 
 impl VerificationMetrics {
     fn register(r: &Registry) -> Self {
-        let ratio = HistogramOpts::new(
-            "solgrid_operator_verification_time_ratio",
-            "A judged proof-of-work run's time (operator's clock) over its limit",
-        )
-        .buckets(vec![
-            0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 5.0,
-        ]);
         Self {
             verifications: counter(
                 r,
@@ -313,7 +313,14 @@ impl VerificationMetrics {
             ),
             verification_time_ratio: register(
                 r,
-                Histogram::with_opts(ratio).expect("valid metric"),
+                Histogram::with_opts(histogram_opts(
+                    "solgrid_operator_verification_time_ratio",
+                    "A judged proof-of-work run's time (operator's clock) over its limit",
+                    &[
+                        0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 5.0,
+                    ],
+                ))
+                .expect("valid metric"),
             ),
         }
     }
@@ -323,66 +330,37 @@ impl Metrics {
     /// A fresh registry with every metric registered, group by group.
     pub fn new() -> Self {
         let r = Registry::new();
-        let ReconcileMetrics {
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-        } = ReconcileMetrics::register(&r);
-        let JobMetrics {
-            jobs_by_phase,
-            job_transitions,
-            gang_timeouts,
-        } = JobMetrics::register(&r);
-        let MoneyMetrics {
-            escrowed,
-            settled,
-            burned,
-            to_treasury,
-            refunded,
-            pending_settlements,
-            ledger_errors,
-        } = MoneyMetrics::register(&r);
-        let FleetMetrics {
-            is_leader,
-            gpunodes_by_phase,
-            gpus,
-            market_price,
-        } = FleetMetrics::register(&r);
-        let BuybackMetrics {
-            buyback_swapped,
-            buyback_burned,
-            buyback_rounds,
-            buyback_last_period,
-        } = BuybackMetrics::register(&r);
-        let VerificationMetrics {
-            verifications,
-            verification_time_ratio,
-        } = VerificationMetrics::register(&r);
+        let rec = ReconcileMetrics::register(&r);
+        let job = JobMetrics::register(&r);
+        let money = MoneyMetrics::register(&r);
+        let fleet = FleetMetrics::register(&r);
+        let buyback = BuybackMetrics::register(&r);
+        let pow = VerificationMetrics::register(&r);
         Self {
             registry: r,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            jobs_by_phase,
-            job_transitions,
-            escrowed,
-            settled,
-            burned,
-            to_treasury,
-            refunded,
-            pending_settlements,
-            ledger_errors,
-            gang_timeouts,
-            is_leader,
-            gpunodes_by_phase,
-            gpus,
-            market_price,
-            buyback_swapped,
-            buyback_burned,
-            buyback_rounds,
-            buyback_last_period,
-            verifications,
-            verification_time_ratio,
+            reconciles: rec.reconciles,
+            reconcile_errors: rec.reconcile_errors,
+            reconcile_duration: rec.reconcile_duration,
+            jobs_by_phase: job.jobs_by_phase,
+            job_transitions: job.job_transitions,
+            gang_timeouts: job.gang_timeouts,
+            escrowed: money.escrowed,
+            settled: money.settled,
+            burned: money.burned,
+            to_treasury: money.to_treasury,
+            refunded: money.refunded,
+            pending_settlements: money.pending_settlements,
+            ledger_errors: money.ledger_errors,
+            is_leader: fleet.is_leader,
+            gpunodes_by_phase: fleet.gpunodes_by_phase,
+            gpus: fleet.gpus,
+            market_price: fleet.market_price,
+            buyback_swapped: buyback.buyback_swapped,
+            buyback_burned: buyback.buyback_burned,
+            buyback_rounds: buyback.buyback_rounds,
+            buyback_last_period: buyback.buyback_last_period,
+            verifications: pow.verifications,
+            verification_time_ratio: pow.verification_time_ratio,
         }
     }
 
