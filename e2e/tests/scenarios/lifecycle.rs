@@ -457,6 +457,9 @@ async fn a_node_that_corrupts_its_proof_is_slashed() {
         slashed.unwrap_or_else(|| panic!("{}", m.with_logs("the cheat was not slashed".into())));
     assert!(!st.verification.verified);
     assert!(st.verification.failed >= 1);
+    // the incident is on the node's own status, for the stake controller to slash from
+    let incident = st.slash_incident.as_ref().expect("status.slashIncident");
+    assert_eq!(Some(&incident.at), st.verification.last_run.as_ref());
     assert!(
         st.conditions
             .iter()

@@ -234,3 +234,156 @@ pub fn requeue(st: &GpuNodeStatus, judge_at: Option<u64>, now: u64, resync: Dura
         .min(resync)
         .min(until.unwrap_or(Duration::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OperatorConfig;
+    use crate::toolkit::ms_time;
+    use crate::verification::Verdict;
+    use solgrid_crds::{GpuNodeSpec, Location};
+
+    const NOW: u64 = 1_800_000_000_000;
+    const H: u64 = 3_600_000;
+
+    fn node(phase: GpuNodePhase, verified: bool) -> GpuNode {
+        let mut gn = GpuNode::new(
+            "gpu-1",
+            GpuNodeSpec {
+                node_name: "gpu-1".into(),
+                payout_wallet: "w".into(),
+                location: Location {
+                    region: "eu".into(),
+                    country: "DE".into(),
+                    coordinates: None,
+                },
+                floor_micro_usd_per_gpu_hour: 0,
+                staker_commission_bps: 0,
+                draining: false,
+            },
+        );
+        gn.metadata.generation = Some(2);
+        gn.metadata.creation_timestamp = Some(ms_time(NOW - 20 * H));
+        let mut st = GpuNodeStatus {
+            phase,
+            gpus: vec![serde_json::from_value(serde_json::json!(
+                {"id": "g0", "vendor": "nvidia", "model": "NVIDIA H100 80GB HBM3", "vramMib": 81559, "health": "Healthy"}
+            ))
+            .unwrap()],
+            ..Default::default()
+        };
+        st.verification.verified = verified;
+        st.verification.passed = u32::from(verified);
+        gn.status = Some(st);
+        gn
+    }
+
+    fn online() -> Observed {
+        Observed {
+            node_exists: true,
+            hb: Heartbeat {
+                online: true,
+                renew_ms: Some(NOW - 5_000),
+                ready_since_ms: Some(NOW - 10 * H),
+                acquired_ms: Some(NOW - 10 * H),
+            },
+            ..Default::default()
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings::from_config(&OperatorConfig::default())
+    }
+
+    fn cond<'a>(
+        st: &'a GpuNodeStatus,
+        t: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        st.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_wrong_result_slashes_and_records_the_incident_on_the_node() {
+        let mut gn = node(GpuNodePhase::Active, true);
+        let run_ms = NOW - 60_000;
+        let st = gn.status.as_mut().unwrap();
+        st.verification.last_run = Some(ms_time(run_ms));
+        st.verification.last_result = Some(driver::RUNNING.into());
+        let mut o = online();
+        o.run = Some(VerificationRun {
+            verdict: Some(Verdict::WrongResult {
+                reason: "bad".into(),
+            }),
+            delete: true,
+            started: run_ms,
+            judge_at: None,
+        });
+        let s = settings();
+        let p = plan(&gn, &o, &s, &MarketConfig::default(), NOW).unwrap();
+        assert_eq!(p.status.phase, GpuNodePhase::Slashed);
+        assert!(!p.status.verification.verified);
+        assert_eq!(p.status.verification.failed, 1);
+        let inc = p.incident.clone().unwrap();
+        assert_eq!(inc.id, slashing::incident_id(run_ms, s.verify.period_ms));
+        assert_eq!(time_ms(&inc.at), run_ms);
+        assert_eq!(p.status.slash_incident, Some(inc));
+        assert_eq!(p.verdicts, vec!["WrongResult"]);
+        assert!(p.delete_pod.is_some());
+        assert_eq!(p.start, None, "a slashed node is not challenged");
+        assert!(!p.status.reward_eligible);
+        assert_eq!(cond(&p.status, "Slashed").status, "True");
+        let reasons: Vec<_> = p.events.iter().map(|e| e.1).collect();
+        assert_eq!(reasons, vec!["VerificationFailed", "PhaseChanged"]);
+        // the next reconcile (still slashed) records nothing new
+        gn.status = Some(p.status);
+        let p = plan(&gn, &online(), &s, &MarketConfig::default(), NOW + 1).unwrap();
+        assert_eq!(p.incident, None);
+        assert!(p.status.slash_incident.is_some());
+    }
+
+    #[test]
+    fn a_due_run_starts_only_online_with_every_device_free() {
+        let gn = node(GpuNodePhase::Pending, false);
+        let s = settings();
+        let cfg = MarketConfig::default();
+        let p = plan(&gn, &online(), &s, &cfg, NOW).unwrap();
+        assert_eq!(p.status.phase, GpuNodePhase::Verifying);
+        assert_eq!(p.start, Some(NOW / s.verify.period_ms));
+        assert_eq!(p.status.observed_generation, Some(2));
+        assert_eq!(cond(&p.status, "Online").reason, "HeartbeatCurrent");
+        assert_eq!(
+            requeue(&p.status, None, NOW, s.resync),
+            s.resync,
+            "nothing running yet"
+        );
+        let offline = Observed {
+            node_exists: true,
+            ..Default::default()
+        };
+        let p = plan(&gn, &offline, &s, &cfg, NOW).unwrap();
+        assert_eq!(p.start, None);
+        assert_eq!(cond(&p.status, "Online").reason, "HeartbeatExpired");
+        let mut busy = gn.clone();
+        busy.status.as_mut().unwrap().allocated_gpus = 1;
+        assert_eq!(plan(&busy, &online(), &s, &cfg, NOW).unwrap().start, None);
+    }
+
+    #[test]
+    fn an_admin_clear_verifies_again_and_keeps_the_incident() {
+        let mut gn = node(GpuNodePhase::Slashed, false);
+        let st = gn.status.as_mut().unwrap();
+        st.verification.last_run = Some(ms_time(NOW - 2 * H));
+        st.slash_incident = Some(SlashIncident {
+            id: "p1".into(),
+            at: ms_time(NOW - 2 * H),
+        });
+        gn.metadata.annotations = Some([(ANN_CLEAR_SLASH.to_string(), "true".to_string())].into());
+        let p = plan(&gn, &online(), &settings(), &MarketConfig::default(), NOW).unwrap();
+        assert_eq!(p.status.phase, GpuNodePhase::Verifying);
+        assert_eq!(p.annotations[ANN_CLEAR_SLASH], serde_json::Value::Null);
+        assert!(p.events.iter().any(|e| e.1 == "SlashCleared"));
+        assert_eq!(p.incident, None);
+        assert_eq!(p.status.slash_incident.as_ref().unwrap().id, "p1");
+        assert!(p.start.is_some(), "re-verification starts");
+    }
+}

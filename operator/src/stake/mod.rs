@@ -1,11 +1,18 @@
 //! The StakePosition controller: lock the stake through the ledger, track it, unbond
-//! with the cooldown, withdraw, and carry out slashes planned by the GpuNode
-//! controller. See [`machine`] for the state machine and [`store`] for the
+//! with the cooldown, withdraw, and slash it when its node is caught cheating (the
+//! incident the GpuNode controller records on the GpuNode's own status, see
+//! [`slash`]). See [`machine`] for the state machine and [`store`] for the
 //! exactly-once records in the status.
+//!
+//! Each pass ([`reconcile`], behind kube's `finalizer()`): read (the position, its
+//! node's incident, the owner's Secret), validate (the lock's signer, the node),
+//! plan (the slash, the next step's intents or status), apply (the executor) and
+//! update the status, a step at a time.
 //!
 //! Entry point: [`run`]`(ctx)` — `main` spawns it next to the other controllers
 //! (under the leader lease). It watches StakePositions (all namespaces, or
-//! `--watch-namespace`) and the Secrets named by them are read on demand.
+//! `--watch-namespace`) and GpuNodes with a slash incident (mapped to the positions
+//! on them by `spec.nodeName`); the Secrets named by positions are read on demand.
 //!
 //! A finalizer (`solgrid.dev/stake-protection`) keeps a position from disappearing
 //! while tokens are locked: deleting it means unbond (the period still runs), then
