@@ -337,6 +337,19 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
         );
     };
     let settle_s = created.elapsed().as_secs_f64();
+    // the last view taken while following may predate a worker's finish: look
+    // once more, keeping the last view of any worker already gone
+    if let Ok(l) = pods
+        .list(&ListParams::default().labels(&format!("solgrid.dev/job={job_name}")))
+        .await
+    {
+        for p in l.items {
+            match worker_pods.iter_mut().find(|w| w.name_any() == p.name_any()) {
+                Some(w) => *w = p,
+                None => worker_pods.push(p),
+            }
+        }
+    }
 
     // placed by the chart's kube-scheduler through the extender, on the simulated nodes
     assert!(!worker_pods.is_empty(), "no worker pod seen");
