@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::settlement::{ApiWriter, JobStore};
 use kube::runtime::events::EventType;
 use solgrid_crds::JobSettlement;
-use solgrid_ledger::{Executor, ExecutorConfig, PassReport};
+use crate::settle_driver::Work;
+use solgrid_settlement::PassReport;
 use solgrid_market::ledger::Intent;
 
 /// Runs the exactly-once executor over the job's status (off the runtime: the
@@ -48,30 +49,15 @@ pub(super) async fn execute(
         writer,
     );
     store.staged = staged;
-    let ledger = r.ctx.ledger.clone();
-    let (store, result) = tokio::task::spawn_blocking(move || {
-        let result = (|| {
-            let mut exec = Executor::new(&*ledger, &mut store, ExecutorConfig::default());
-            for k in &retry {
-                exec.retry_failed(k)?;
-            }
-            exec.plan(&intents)?;
-            let mut report = exec.settle_pass()?;
-            if report.remaining > 0
-                && let Some(e) = ledger.embedded()
-            {
-                // On the embedded ledger a recorded transaction that was never seen
-                // can only be one this process never sent (it died in between):
-                // let its validity window pass, then rebuild it.
-                let _ = e.tick(e.config().validity_window + 1);
-                report = exec.settle_pass()?;
-            }
-            Ok::<_, solgrid_ledger::SettleError<_, _>>(report)
-        })();
-        (store, result)
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))?;
+    let driven = crate::settle_driver::drive(
+        r.ctx.ledger.clone(),
+        &r.ctx.metrics,
+        "settle",
+        store,
+        Work { retry, intents },
+    )
+    .await?;
+    let store = driven.store;
     let (status, writer) = store.into_parts();
     r.st = status;
     r.rv = writer.resource_version;
@@ -79,15 +65,5 @@ pub(super) async fn execute(
         .metrics
         .pending_settlements
         .set(machine::settlements(&r.st).in_flight as i64);
-    result.map_err(|e| {
-        r.ctx
-            .metrics
-            .ledger_errors
-            .with_label_values(&[r.ctx.ledger.kind(), "settle"])
-            .inc();
-        match e {
-            solgrid_ledger::SettleError::Store(s) => Error::store(s),
-            other => Error::ledger(other),
-        }
-    })
+    driven.result
 }
