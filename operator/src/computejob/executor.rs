@@ -5,12 +5,12 @@
 use super::status::Run;
 use super::{cond, machine};
 use crate::error::{Error, Result};
+use crate::settle_driver::Work;
 use crate::settlement::{ApiWriter, JobStore};
 use kube::runtime::events::EventType;
 use solgrid_crds::JobSettlement;
-use crate::settle_driver::Work;
-use solgrid_settlement::PassReport;
 use solgrid_market::ledger::Intent;
+use solgrid_settlement::PassReport;
 
 /// Runs the exactly-once executor over the job's status (off the runtime: the
 /// ledger is blocking), planning `intents` (their details `staged`) first.
