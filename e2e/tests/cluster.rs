@@ -344,7 +344,10 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
         .await
     {
         for p in l.items {
-            match worker_pods.iter_mut().find(|w| w.name_any() == p.name_any()) {
+            match worker_pods
+                .iter_mut()
+                .find(|w| w.name_any() == p.name_any())
+            {
                 Some(w) => *w = p,
                 None => worker_pods.push(p),
             }

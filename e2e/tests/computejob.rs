@@ -7,8 +7,8 @@ use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode, GpuNodeSpec};
 use solgrid_e2e::*;
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
 use solgrid_operator::config::OperatorConfig;
-use solgrid_operator::context::{Caches, Context, LedgerHandle, SystemClock};
-use solgrid_operator::metrics::Metrics;
+use solgrid_operator::context::{Context, LedgerHandle};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,14 +98,10 @@ async fn example_computejob_runs_and_settles() {
         }])
         .unwrap();
     let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            Arc::new(config),
-            ledger.clone(),
-            Arc::new(Metrics::new()),
-            Arc::new(SystemClock),
-        )
-        .with_caches(Caches::default()),
+        Context::builder(client.clone())
+            .config(config)
+            .ledger(ledger.clone())
+            .build(),
     );
     let operator = tokio::spawn(solgrid_operator::computejob::run(ctx.clone()));
 

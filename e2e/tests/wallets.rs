@@ -20,9 +20,7 @@ use solgrid_e2e::cluster::{TestCluster, shared};
 use solgrid_e2e::*;
 use solgrid_ledger::WalletKeypair;
 use solgrid_market::ledger::{Account, Ledger as _, Token};
-use solgrid_operator::config::OperatorConfig;
-use solgrid_operator::context::{Caches, Context, LedgerHandle, SystemClock};
-use solgrid_operator::metrics::Metrics;
+use solgrid_operator::context::{Context, LedgerHandle};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,14 +132,9 @@ async fn funding_is_admin_only_exactly_once_and_a_wallet_moves_only_with_its_key
     // the operator's controllers, in-process, over an embedded ledger
     let ledger = Arc::new(LedgerHandle::in_memory());
     let ctx = Arc::new(
-        Context::new(
-            admin.clone(),
-            Arc::new(OperatorConfig::default()),
-            ledger.clone(),
-            Arc::new(Metrics::new()),
-            Arc::new(SystemClock),
-        )
-        .with_caches(Caches::default()),
+        Context::builder(admin.clone())
+            .ledger(ledger.clone())
+            .build(),
     );
     let mut grants_ctl = tokio::spawn(solgrid_operator::grant::run(ctx.clone()));
     let jobs_ctl = tokio::spawn(solgrid_operator::computejob::run(ctx.clone()));

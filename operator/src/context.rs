@@ -360,6 +360,20 @@ impl Context {
         }
     }
 
+    /// A context over `client` with the defaults tests and embedders want: the
+    /// default configuration, an in-memory embedded ledger, fresh metrics, the
+    /// system clock, empty caches; each can be replaced ([`ContextBuilder`]).
+    pub fn builder(client: Client) -> ContextBuilder {
+        ContextBuilder {
+            client,
+            config: Arc::new(OperatorConfig::default()),
+            ledger: None,
+            metrics: None,
+            clock: Arc::new(SystemClock),
+            caches: Caches::default(),
+        }
+    }
+
     /// Sets the reflector stores.
     pub fn with_caches(mut self, caches: Caches) -> Self {
         self.caches = caches;
@@ -419,6 +433,55 @@ impl Context {
         tokio::task::spawn_blocking(move || f(&ledger))
             .await
             .map_err(|e| crate::error::Error::Join(e.to_string()))
+    }
+}
+
+/// Builds a [`Context`] (see [`Context::builder`]).
+pub struct ContextBuilder {
+    client: Client,
+    config: Arc<OperatorConfig>,
+    ledger: Option<Arc<LedgerHandle>>,
+    metrics: Option<Arc<Metrics>>,
+    clock: Arc<dyn Clock>,
+    caches: Caches,
+}
+
+impl ContextBuilder {
+    pub fn config(mut self, config: OperatorConfig) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+
+    pub fn ledger(mut self, ledger: Arc<LedgerHandle>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn caches(mut self, caches: Caches) -> Self {
+        self.caches = caches;
+        self
+    }
+
+    pub fn build(self) -> Context {
+        Context::new(
+            self.client,
+            self.config,
+            self.ledger
+                .unwrap_or_else(|| Arc::new(LedgerHandle::in_memory())),
+            self.metrics.unwrap_or_else(|| Arc::new(Metrics::new())),
+            self.clock,
+        )
+        .with_caches(self.caches)
     }
 }
 
