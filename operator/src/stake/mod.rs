@@ -60,13 +60,14 @@ pub async fn run(ctx: Arc<Context>) {
     let concurrency = ctx.config.concurrency;
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let positions = controller.store();
+    let seen = slash::Seen::default();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // a node's slash incident wakes the positions on it (see [`slash`])
         .watches(
             Api::<GpuNode>::all(ctx.client.clone()),
             watcher::Config::default().any_semantic(),
-            move |gn: GpuNode| slash::positions_of(&gn, &positions.state()),
+            move |gn: GpuNode| slash::positions_of(&gn, &positions.state(), &seen),
         )
         // shutdown: main drops this future when the leader lease is lost or on SIGTERM
         .run(reconcile, error_policy, ctx)

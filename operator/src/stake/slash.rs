@@ -15,6 +15,8 @@ use solgrid_crds::{
     GpuNode, LedgerRecord, SettlementState, SlashIncident, StakePhase, StakePosition,
     StakePositionStatus,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Whether a position could be slashed for some incident (it holds locked tokens
 /// and is not being withdrawn): only then is its node looked up.
@@ -79,19 +81,33 @@ pub async fn incident_of(ctx: &Context, sp: &StakePosition) -> Result<Option<Sla
     Ok(node.and_then(|n| n.status).and_then(|s| s.slash_incident))
 }
 
-/// The positions to look at when a GpuNode changes: those on a node with an incident.
+/// The incident each node was last seen with by the GpuNode watch, so that a
+/// slashed node's other status changes (heartbeats, jobs) do not wake its positions
+/// again. Empty after a restart: the first sight of each incident wakes them (and
+/// every position is reconciled at start anyway).
+#[derive(Debug, Default)]
+pub struct Seen(Mutex<HashMap<String, String>>);
+
+impl Seen {
+    /// Whether `id` is new for `node` (and remembers it).
+    pub fn is_new(&self, node: &str, id: &str) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(node.to_string(), id.to_string()).as_deref() != Some(id)
+    }
+}
+
+/// The positions to wake when a GpuNode changes: those on it, when it carries an
+/// incident not seen before.
 pub fn positions_of(
     gn: &GpuNode,
-    positions: &[std::sync::Arc<StakePosition>],
+    positions: &[Arc<StakePosition>],
+    seen: &Seen,
 ) -> Vec<ObjectRef<StakePosition>> {
-    if gn
-        .status
-        .as_ref()
-        .is_none_or(|s| s.slash_incident.is_none())
-    {
+    let name = gn.name_any();
+    let incident = gn.status.as_ref().and_then(|s| s.slash_incident.as_ref());
+    if !incident.is_some_and(|i| seen.is_new(&name, &i.id)) {
         return Vec::new();
     }
-    let name = gn.name_any();
     positions
         .iter()
         .filter(|p| p.spec.node_name == name)
@@ -167,5 +183,43 @@ mod tests {
         assert!(!exposed(&st));
         assert!(exposed(&active(1_000, 300)));
         assert!(!exposed(&StakePositionStatus::default()));
+    }
+
+    #[test]
+    fn a_node_wakes_its_positions_once_per_new_incident() {
+        let gn = |inc: Option<&str>| {
+            let mut g: GpuNode = serde_json::from_value(serde_json::json!({
+                "apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
+                "metadata": {"name": "n1"},
+                "spec": {"nodeName": "n1", "payoutWallet": "w", "location": {"region": "eu", "country": "DE"}},
+            }))
+            .unwrap();
+            g.status = Some(solgrid_crds::GpuNodeStatus {
+                slash_incident: inc.map(|id| incident(id, 1_000)),
+                ..Default::default()
+            });
+            g
+        };
+        let sp = |name: &str, node: &str| {
+            Arc::new(
+                serde_json::from_value::<StakePosition>(serde_json::json!({
+                    "apiVersion": "solgrid.dev/v1alpha1", "kind": "StakePosition",
+                    "metadata": {"name": name, "namespace": "s"},
+                    "spec": {"nodeName": node, "amount": 5, "ownerSecretRef": {"name": "o"}},
+                }))
+                .unwrap(),
+            )
+        };
+        let all = vec![sp("a", "n1"), sp("b", "n2"), sp("c", "n1")];
+        let seen = Seen::default();
+        assert!(positions_of(&gn(None), &all, &seen).is_empty());
+        let woken = positions_of(&gn(Some("p1")), &all, &seen);
+        let names: Vec<_> = woken.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "c"]);
+        assert!(
+            positions_of(&gn(Some("p1")), &all, &seen).is_empty(),
+            "seen"
+        );
+        assert_eq!(positions_of(&gn(Some("p2")), &all, &seen).len(), 2);
     }
 }
