@@ -1,5 +1,5 @@
 //! The operator's toolkit, shared by every controller: time conversions,
-//! conditions (`metav1.Condition`), Events, finalizer patches and label-safe names.
+//! conditions (`metav1.Condition`), Events and label-safe names (finalizers: kube's `finalizer()`).
 //!
 //! One [`set_condition`] for every status: a condition is updated in place (a new
 //! type is appended) and its `lastTransitionTime` moves only when its status flips,
@@ -11,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType};
-use serde_json::json;
 
 // --- time
 
@@ -159,36 +158,6 @@ where
     }
 }
 
-// --- finalizers
-
-/// The merge patch setting the finalizers to `current` plus `finalizer`, guarded by
-/// the object's `resourceVersion` (a concurrent change makes it fail with 409).
-pub fn add_finalizer_patch(
-    current: Option<&Vec<String>>,
-    resource_version: Option<&str>,
-    finalizer: &str,
-) -> serde_json::Value {
-    let mut list = current.cloned().unwrap_or_default();
-    if !list.iter().any(|f| f == finalizer) {
-        list.push(finalizer.to_string());
-    }
-    json!({"metadata": {"resourceVersion": resource_version, "finalizers": list}})
-}
-
-/// The merge patch removing `finalizer`, guarded by `resourceVersion`; `None` when
-/// it is not there.
-pub fn remove_finalizer_patch(
-    current: &[String],
-    resource_version: Option<&str>,
-    finalizer: &str,
-) -> Option<serde_json::Value> {
-    if !current.iter().any(|f| f == finalizer) {
-        return None;
-    }
-    let list: Vec<&String> = current.iter().filter(|f| *f != finalizer).collect();
-    Some(json!({"metadata": {"resourceVersion": resource_version, "finalizers": list}}))
-}
-
 // --- names
 
 /// A label-safe form of a name (≤ 63 characters; long names keep a hash suffix).
@@ -265,20 +234,6 @@ mod tests {
             get(&cs, "Funded").map(|c| c.observed_generation),
             Some(Some(3))
         );
-    }
-
-    #[test]
-    fn finalizer_patches() {
-        let p = add_finalizer_patch(None, Some("7"), "f");
-        assert_eq!(
-            p,
-            json!({"metadata": {"resourceVersion": "7", "finalizers": ["f"]}})
-        );
-        let p = add_finalizer_patch(Some(&vec!["a".into()]), Some("7"), "f");
-        assert_eq!(p["metadata"]["finalizers"], json!(["a", "f"]));
-        let r = remove_finalizer_patch(&["a".into(), "f".into()], Some("8"), "f").unwrap();
-        assert_eq!(r["metadata"]["finalizers"], json!(["a"]));
-        assert!(remove_finalizer_patch(&["a".into()], None, "f").is_none());
     }
 
     #[test]
