@@ -38,7 +38,6 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use machine::{Step, View};
 use solgrid_crds::{GpuNode, GpuNodePhase, StakePhase, StakePosition, StakePositionStatus};
-use solgrid_ledger::{Executor, ExecutorConfig};
 use solgrid_market::ledger::Intent;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,33 +148,29 @@ async fn execute(
         &st.operations,
     )
     .map_err(Error::market)?;
-    let handle = tokio::runtime::Handle::current();
-    let ledger = ctx.ledger.clone();
-    let fm = ctx.config.field_manager.clone();
-    let now = now_ms(ctx);
-    let metrics = ctx.metrics.clone();
-    tokio::task::spawn_blocking(move || -> Result<StakePosition> {
-        let mut store = StakeStore::new(api, handle, fm, now, sp, known);
-        let report = {
-            let mut exec = Executor::new(&*ledger, &mut store, ExecutorConfig::default());
-            exec.plan(&new).map_err(Error::ledger)?;
-            exec.settle_pass().map_err(|e| {
-                metrics
-                    .ledger_errors
-                    .with_label_values(&[ledger.kind(), "stake"])
-                    .inc();
-                Error::ledger(e)
-            })?
-        };
-        tracing::debug!(
-            confirmed = report.confirmed,
-            waiting = report.waiting,
-            "stake settle pass"
-        );
-        Ok(store.obj)
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))?
+    let store = StakeStore::new(
+        api,
+        tokio::runtime::Handle::current(),
+        ctx.config.field_manager.clone(),
+        now_ms(ctx),
+        sp,
+        known,
+    );
+    let driven = crate::settle_driver::drive(
+        ctx.ledger.clone(),
+        &ctx.metrics,
+        "stake",
+        store,
+        crate::settle_driver::Work::plan(new),
+    )
+    .await?;
+    let report = driven.result?;
+    tracing::debug!(
+        confirmed = report.confirmed,
+        waiting = report.waiting,
+        "stake settle pass"
+    );
+    Ok(driven.store.obj)
 }
 
 /// Events for what changed between two statuses.
