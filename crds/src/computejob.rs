@@ -183,6 +183,20 @@ pub enum ComputeJobPhase {
 }
 
 impl ComputeJobPhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [ComputeJobPhase; 10] = [
+        Self::Pending,
+        Self::Quoted,
+        Self::Funded,
+        Self::Scheduling,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Expired,
+        Self::Settled,
+    ];
+
     /// Whether the job has stopped running (it still has to settle unless `Settled`).
     pub fn is_finished(self) -> bool {
         matches!(

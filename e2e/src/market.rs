@@ -174,20 +174,13 @@ impl Market {
     /// Starts operator replica `i` (its log: `<dir>/<prefix>-operator-<i>.log`).
     pub fn start_operator(&self, i: usize) -> Result<Proc> {
         let name = format!("{}-operator-{i}", self.opts.prefix);
-        let mut cmd = Command::new(workspace_bin("solgrid-operator")?);
         let kubeconfig = self
             .opts
             .operator_kubeconfig
             .clone()
             .unwrap_or_else(|| self.tc.kubeconfig().to_path_buf());
-        cmd.env("KUBECONFIG", kubeconfig)
-            .env(
-                "RUST_LOG",
-                std::env::var("SOLGRID_E2E_OPERATOR_LOG")
-                    .unwrap_or_else(|_| "solgrid_operator=debug,info".into()),
-            )
-            .env("POD_NAME", &name)
-            .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
+        let mut cmd = operator_command(&kubeconfig, "solgrid_operator=debug,info")?;
+        cmd.env("POD_NAME", &name)
             .arg(format!("--ledger-path={}", self.journal.display()))
             .arg(format!("--watch-namespace={}", self.ns))
             .arg(format!(
@@ -205,13 +198,10 @@ impl Market {
                     None => "solgrid-system",
                 }
             ))
-            .arg("--running-requeue-seconds=2")
             .arg(format!(
                 "--reward-interval-seconds={}",
                 self.opts.reward_interval_s.unwrap_or(1_000_000_000)
             ))
-            .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
-            .envs(crate::SIM_VERIFY_ENV)
             .args(&self.opts.operator_args);
         if let Some(market) = &self.opts.operator_market {
             let path = self.dir.join(format!("{name}-market.json"));
@@ -416,6 +406,24 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
         }
     }
     wait_default_sa(client, name).await
+}
+
+/// The operator binary with what every e2e operator shares: `kubeconfig`, its log
+/// filter (`SOLGRID_E2E_OPERATOR_LOG`, else `default_log`), a free loopback HTTP
+/// address, a 2-second requeue of running jobs, the e2e verifier image and the
+/// simulated nodes' cheap proof-of-work settings ([`crate::SIM_VERIFY_ENV`]).
+pub fn operator_command(kubeconfig: &Path, default_log: &str) -> Result<Command> {
+    let mut cmd = Command::new(workspace_bin("solgrid-operator")?);
+    cmd.env("KUBECONFIG", kubeconfig)
+        .env(
+            "RUST_LOG",
+            std::env::var("SOLGRID_E2E_OPERATOR_LOG").unwrap_or_else(|_| default_log.into()),
+        )
+        .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
+        .arg("--running-requeue-seconds=2")
+        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
+        .envs(crate::SIM_VERIFY_ENV);
+    Ok(cmd)
 }
 
 /// The payer address of the example job's Secret (`examples/computejob-llm-finetune.yaml`).

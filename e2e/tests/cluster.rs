@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode};
-use solgrid_e2e::cluster::{TestCluster, free_addr, http_get, shared};
+use solgrid_e2e::cluster::{TestCluster, http_get, shared};
 use solgrid_e2e::nodesim::{NodeSim, SimConfig, SimNodeSpec};
 use solgrid_e2e::process::Proc;
 use solgrid_e2e::*;
@@ -91,24 +91,14 @@ impl Balances {
 
 /// The operator binary, as a process of its own with the admin kubeconfig.
 fn start_operator(tc: &TestCluster, name: &str, journal: &Path, watch_ns: &str) -> Result<Proc> {
-    let bin = workspace_bin("solgrid-operator")?;
-    let mut cmd = Command::new(bin);
-    cmd.env("KUBECONFIG", tc.kubeconfig())
-        .env(
-            "RUST_LOG",
-            std::env::var("SOLGRID_E2E_OPERATOR_LOG")
-                .unwrap_or_else(|_| "solgrid_operator=debug,info".into()),
-        )
-        .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
-        .arg(format!("--ledger-path={}", journal.display()))
+    let mut cmd =
+        solgrid_e2e::market::operator_command(tc.kubeconfig(), "solgrid_operator=debug,info")?;
+    cmd.arg(format!("--ledger-path={}", journal.display()))
         .arg(format!("--watch-namespace={watch_ns}"))
         .arg("--leader-election=false")
         .arg("--lease-namespace=solgrid-system")
-        .arg("--running-requeue-seconds=2")
         // idle-reward rounds (which mint) only at start: the supply then moves only by burns
-        .arg("--reward-interval-seconds=1000000000")
-        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
-        .envs(solgrid_e2e::SIM_VERIFY_ENV);
+        .arg("--reward-interval-seconds=1000000000");
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
 }

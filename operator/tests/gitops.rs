@@ -194,19 +194,6 @@ fn job_phase_cases(p: ComputeJobPhase) -> Vec<(Vec<Condition>, &'static str, boo
     }
 }
 
-const JOB_PHASES: [ComputeJobPhase; 10] = [
-    ComputeJobPhase::Pending,
-    ComputeJobPhase::Quoted,
-    ComputeJobPhase::Funded,
-    ComputeJobPhase::Scheduling,
-    ComputeJobPhase::Running,
-    ComputeJobPhase::Succeeded,
-    ComputeJobPhase::Failed,
-    ComputeJobPhase::Cancelled,
-    ComputeJobPhase::Expired,
-    ComputeJobPhase::Settled,
-];
-
 fn job_object(st: &ComputeJobStatus, generation: i64) -> Value {
     // the body the operator applies (settlement::status_patch), on the object
     let body = solgrid_operator::settlement::status_patch(st, None);
@@ -220,7 +207,7 @@ fn job_object(st: &ComputeJobStatus, generation: i64) -> Value {
 
 fn job_cases() -> Vec<Case> {
     let mut out = vec![];
-    for p in JOB_PHASES {
+    for p in ComputeJobPhase::ALL {
         for (i, (conds, ks, ready, argo)) in job_phase_cases(p).into_iter().enumerate() {
             let st = ComputeJobStatus {
                 phase: p,

@@ -644,26 +644,18 @@ fn start_solana_operator(
     authority: &Path,
     ns: &str,
 ) -> Result<Proc> {
-    let bin = workspace_bin("solgrid-operator")?;
-    let mut cmd = Command::new(bin);
-    cmd.env("KUBECONFIG", tc.kubeconfig())
-        .env(
-            "RUST_LOG",
-            std::env::var("SOLGRID_E2E_OPERATOR_LOG")
-                .unwrap_or_else(|_| "solgrid_operator=debug,solgrid_solana=debug,info".into()),
-        )
-        .arg(format!("--http-addr={}", free_addr("127.0.0.1")?))
-        .arg(format!("--solana-rpc-url={}", chain.rpc_url()))
+    let mut cmd = solgrid_e2e::market::operator_command(
+        tc.kubeconfig(),
+        "solgrid_operator=debug,solgrid_solana=debug,info",
+    )?;
+    cmd.arg(format!("--solana-rpc-url={}", chain.rpc_url()))
         .arg(format!("--io-mint={io_mint}"))
         .arg(format!("--usdc-mint={}", chain.usdc_mint))
         .arg(format!("--authority-keypair={}", authority.display()))
         .arg(format!("--watch-namespace={ns}"))
         .arg("--leader-election=false")
         .arg(format!("--lease-namespace={ns}"))
-        .arg(format!("--reward-interval-seconds={REWARD_INTERVAL_S}"))
-        .arg("--running-requeue-seconds=2")
-        .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
-        .envs(solgrid_e2e::SIM_VERIFY_ENV);
+        .arg(format!("--reward-interval-seconds={REWARD_INTERVAL_S}"));
     let log = tc.dir().join(format!("{name}.log"));
     Ok(Proc::spawn(name, cmd, &log)?)
 }

@@ -90,7 +90,7 @@ pub async fn run(ctx: Arc<Context>) {
                 let p = j.status.as_ref().map(|s| s.phase).unwrap_or_default();
                 *counts.entry(phase_str(p)).or_default() += 1;
             }
-            for p in ALL_PHASES {
+            for p in ComputeJobPhase::ALL {
                 let name = phase_str(p);
                 metrics
                     .jobs_by_phase
@@ -111,19 +111,6 @@ pub async fn run(ctx: Arc<Context>) {
         _ = gauge => {}
     }
 }
-
-const ALL_PHASES: [ComputeJobPhase; 10] = [
-    ComputeJobPhase::Pending,
-    ComputeJobPhase::Quoted,
-    ComputeJobPhase::Funded,
-    ComputeJobPhase::Scheduling,
-    ComputeJobPhase::Running,
-    ComputeJobPhase::Succeeded,
-    ComputeJobPhase::Failed,
-    ComputeJobPhase::Cancelled,
-    ComputeJobPhase::Expired,
-    ComputeJobPhase::Settled,
-];
 
 /// The phase's name as in the API.
 pub fn phase_str(p: ComputeJobPhase) -> &'static str {
