@@ -16,10 +16,10 @@ use crate::{
     workspace_bin,
 };
 use anyhow::{Context as _, Result, anyhow};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
-use solgrid_crds::{ComputeJob, ComputeJobStatus, GpuNode, GpuNodePhase};
+use solgrid_crds::{ComputeJob, ComputeJobPhase, ComputeJobStatus, GpuNode, GpuNodePhase};
 use solgrid_ledger::embedded::{EmbeddedConfig, EmbeddedLedger};
 use solgrid_market::ledger::{Account, Intent, Ledger as _, Movement, Op, Token};
 use std::collections::BTreeMap;
@@ -424,6 +424,96 @@ pub fn operator_command(kubeconfig: &Path, default_log: &str) -> Result<Command>
         .arg("--verifier-image=ghcr.io/solgrid/verifier:e2e")
         .envs(crate::SIM_VERIFY_ENV);
     Ok(cmd)
+}
+
+/// What following a job to `Settled` saw ([`follow_to_settled`]).
+pub struct Followed {
+    /// The status once `Settled`; `None` when it failed, a process died or time ran out.
+    pub settled: Option<ComputeJobStatus>,
+    /// Each phase and when it was first seen (seconds after `since`).
+    pub phases: Vec<(ComputeJobPhase, f64)>,
+    /// The last view of each worker pod (the workers may be deleted after settling).
+    pub workers: Vec<Pod>,
+}
+
+/// Follows job `name` until it is `Settled` (or `Failed`, or `alive()` says a
+/// process it needs died, or `timeout`), printing each phase as `label`, and keeps
+/// the last view of its worker pods, looked at once more after settling (the last
+/// view taken while following may predate a worker's finish).
+pub async fn follow_to_settled(
+    jobs: &Api<ComputeJob>,
+    pods: &Api<Pod>,
+    name: &str,
+    (label, since): (&str, Instant),
+    timeout: Duration,
+    mut alive: impl FnMut() -> bool,
+) -> Followed {
+    let workers = ListParams::default().labels(&format!("solgrid.dev/job={name}"));
+    let mut f = Followed {
+        settled: None,
+        phases: Vec::new(),
+        workers: Vec::new(),
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(j) = jobs.get(name).await
+            && let Some(st) = j.status
+        {
+            if f.phases.last().map(|s| &s.0) != Some(&st.phase) {
+                let at = since.elapsed().as_secs_f64();
+                eprintln!(
+                    "{label}: {name} +{at:.1} s {:?} {}",
+                    st.phase,
+                    st.message.clone().unwrap_or_default()
+                );
+                f.phases.push((st.phase, at));
+            }
+            match st.phase {
+                ComputeJobPhase::Settled => {
+                    f.settled = Some(st);
+                    break;
+                }
+                ComputeJobPhase::Failed => break,
+                _ => {}
+            }
+        }
+        if let Ok(l) = pods.list(&workers).await
+            && !l.items.is_empty()
+        {
+            f.workers = l.items;
+        }
+        if !alive() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if f.settled.is_some()
+        && let Ok(l) = pods.list(&workers).await
+    {
+        for p in l.items {
+            match f.workers.iter_mut().find(|w| w.name_any() == p.name_any()) {
+                Some(w) => *w = p,
+                None => f.workers.push(p),
+            }
+        }
+    }
+    f
+}
+
+/// The workers' running time in all, ms: each terminated container's start to
+/// finish (what a job is billed for).
+pub fn workers_ran_ms(workers: &[Pod]) -> i64 {
+    workers
+        .iter()
+        .filter_map(|p| {
+            let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+            let t = cs.state.as_ref()?.terminated.as_ref()?;
+            Some(
+                t.finished_at.as_ref()?.0.as_millisecond()
+                    - t.started_at.as_ref()?.0.as_millisecond(),
+            )
+        })
+        .sum()
 }
 
 /// The payer address of the example job's Secret (`examples/computejob-llm-finetune.yaml`).

@@ -10,7 +10,7 @@
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode};
 use solgrid_e2e::cluster::{TestCluster, http_get, shared};
@@ -129,10 +129,6 @@ fn fail_with_logs(msg: String, procs: &[&Proc]) -> ! {
         ));
     }
     panic!("{s}");
-}
-
-fn time_ms(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
-    t.0.as_millisecond()
 }
 
 /// A ComputeJob from `examples/computejob-llm-finetune.yaml` (image and command
@@ -270,43 +266,17 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
 
     // follow it to Settled
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut seen: Vec<(ComputeJobPhase, f64)> = Vec::new();
-    let mut worker_pods: Vec<Pod> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let settled = loop {
-        if let Ok(j) = jobs.get(&job_name).await
-            && let Some(st) = j.status
-        {
-            if seen.last().map(|s| &s.0) != Some(&st.phase) {
-                eprintln!(
-                    "{TEST}: +{:.1} s {:?} {}",
-                    created.elapsed().as_secs_f64(),
-                    st.phase,
-                    st.message.clone().unwrap_or_default()
-                );
-                seen.push((st.phase, created.elapsed().as_secs_f64()));
-            }
-            if st.phase == ComputeJobPhase::Settled {
-                break Some(st);
-            }
-            if st.phase == ComputeJobPhase::Failed {
-                break None;
-            }
-        }
-        // keep the last view of the workers (they are deleted after settlement)
-        if let Ok(l) = pods
-            .list(&ListParams::default().labels(&format!("solgrid.dev/job={job_name}")))
-            .await
-            && !l.items.is_empty()
-        {
-            worker_pods = l.items;
-        }
-        if extender.exited().is_some() || operator.exited().is_some() || Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let Some(st) = settled else {
+    let followed = solgrid_e2e::market::follow_to_settled(
+        &jobs,
+        &pods,
+        &job_name,
+        (TEST, created),
+        Duration::from_secs(90),
+        || extender.exited().is_none() && operator.exited().is_none(),
+    )
+    .await;
+    let (seen, worker_pods) = (followed.phases, followed.workers);
+    let Some(st) = followed.settled else {
         let pods_now: Vec<String> = worker_pods
             .iter()
             .map(|p| {
@@ -327,22 +297,6 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
         );
     };
     let settle_s = created.elapsed().as_secs_f64();
-    // the last view taken while following may predate a worker's finish: look
-    // once more, keeping the last view of any worker already gone
-    if let Ok(l) = pods
-        .list(&ListParams::default().labels(&format!("solgrid.dev/job={job_name}")))
-        .await
-    {
-        for p in l.items {
-            match worker_pods
-                .iter_mut()
-                .find(|w| w.name_any() == p.name_any())
-            {
-                Some(w) => *w = p,
-                None => worker_pods.push(p),
-            }
-        }
-    }
 
     // placed by the chart's kube-scheduler through the extender, on the simulated nodes
     assert!(!worker_pods.is_empty(), "no worker pod seen");
@@ -424,14 +378,7 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
     );
 
     // billed GPU time = the workers' running time (container start to finish)
-    let ran_ms: i64 = worker_pods
-        .iter()
-        .filter_map(|p| {
-            let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
-            let t = cs.state.as_ref()?.terminated.as_ref()?;
-            Some(time_ms(t.finished_at.as_ref()?) - time_ms(t.started_at.as_ref()?))
-        })
-        .sum();
+    let ran_ms = solgrid_e2e::market::workers_ran_ms(&worker_pods);
     eprintln!(
         "{TEST}: workers ran {ran_ms} ms in all (container start..finish), billed {gpu_ms} GPU-ms; phases {seen:?}"
     );

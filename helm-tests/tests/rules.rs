@@ -91,26 +91,7 @@ fn promtool_parses_a_metrics_exposition() {
     let sample = "# HELP solgrid_device_plugin_devices GPUs advertised, by resource and health.\n\
                   # TYPE solgrid_device_plugin_devices gauge\n\
                   solgrid_device_plugin_devices{health=\"Healthy\",resource=\"solgrid.dev/nvidia-gpu\"} 2\n";
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(sample.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    solgrid_helm_tests::promtool_check_metrics("a device plugin sample", sample);
 }
 
 /// Metric names defined in a component's Rust sources (string literals `"solgrid_..."`).

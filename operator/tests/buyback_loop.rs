@@ -11,7 +11,7 @@ mod gpunode_harness;
 use gpunode_harness::*;
 use serde_json::json;
 use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
-use solgrid_operator::buyback::{BuybackState, key, plan_round, tick};
+use solgrid_operator::buyback::{BuybackRound, BuybackState, key, plan_round, tick};
 use solgrid_operator::config::OperatorConfig;
 use solgrid_operator::context::Context;
 use solgrid_operator::metrics::Metrics;
@@ -54,6 +54,20 @@ fn bal(ctx: &Context, a: Account, t: Token) -> u64 {
 fn state(server: &Server) -> BuybackState {
     let cm = server.get(CM).unwrap();
     serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap()
+}
+
+/// Stores a recorded round in the buyback ConfigMap (as a crashed operator left it).
+fn put_round(server: &Server, round: BuybackRound) {
+    let st = BuybackState {
+        round: Some(round),
+        ..Default::default()
+    };
+    server.put(
+        CM,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "solgrid-buyback", "namespace": "solgrid-system"},
+               "data": {"state.json": serde_json::to_string(&st).unwrap()}}),
+    );
 }
 
 fn confirmed(ctx: &Context, period: u64) -> usize {
@@ -184,16 +198,7 @@ async fn a_crash_after_sending_resumes_the_recorded_round_without_resending() {
         signature: tx.signature.clone(),
         last_valid_block_height: tx.last_valid_block_height,
     };
-    let st = BuybackState {
-        round: Some(round),
-        ..Default::default()
-    };
-    server.put(
-        CM,
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": "solgrid-buyback", "namespace": "solgrid-system"},
-               "data": {"state.json": serde_json::to_string(&st).unwrap()}}),
-    );
+    put_round(&server, round);
     // meanwhile more fees came in: the recorded round is what is closed, not a new plan
     mint(&ctx, Token::Usdc, 5 * USDC, "fees-2");
     let txs = ctx.ledger.embedded().unwrap().tx_count();
@@ -267,16 +272,7 @@ async fn a_round_the_ledger_rejects_moves_nothing_and_closes_the_period() {
         pricing.io_rate,
     )
     .unwrap();
-    let st = BuybackState {
-        round: Some(round),
-        ..Default::default()
-    };
-    server.put(
-        CM,
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": "solgrid-buyback", "namespace": "solgrid-system"},
-               "data": {"state.json": serde_json::to_string(&st).unwrap()}}),
-    );
+    put_round(&server, round);
     let r = tick(&ctx).await.unwrap();
     assert_eq!(r.closed, Some((period, "failed")));
     assert_eq!(bal(&ctx, Account::Treasury, Token::Usdc), 3 * USDC);

@@ -668,7 +668,6 @@ async fn deleting_a_running_job_cancels_settles_then_releases() {
 /// A finished job whose final settlement was recorded `Sent` by a process that
 /// then died: `landed` says whether the transaction reached the ledger before.
 async fn restart_with_sent_settlement(landed: bool) {
-    use solgrid_operator::computejob::billing;
     let caches = gpunode_cache(vec![gpunode("n1", PROVIDER1)]);
     let env = env_with(OperatorConfig::default(), caches);
     let max = 2_005_000_000;
@@ -687,20 +686,7 @@ async fn restart_with_sent_settlement(landed: bool) {
     }];
     let spec = job(1, None, true).spec;
     let wallets = std::collections::HashMap::from([("n1".to_string(), PROVIDER1.to_string())]);
-    let start = (t0() - chrono::Duration::seconds(1800)).timestamp_millis() as u64;
-    let end = t0().timestamp_millis() as u64;
-    let (mut js, intent) = billing::plan(
-        UID,
-        &spec,
-        &st,
-        0,
-        start,
-        end,
-        true,
-        &wallets,
-        &Default::default(),
-    )
-    .unwrap();
+    let (mut js, intent) = final_half_hour(&spec, &st, &wallets);
     let tx = env
         .ctx
         .ledger
@@ -1053,7 +1039,6 @@ fn forty_node_job(env: &Env, max: u64) -> ComputeJobStatus {
 /// ledger's own size model, is recorded in one write with every part `Planned`,
 /// then each part is recorded `Sent` before it is sent.
 async fn forty_wallets_settle_in_parts(restart: bool) {
-    use solgrid_operator::computejob::billing;
     use solgrid_operator::settlement::{part_key, split};
     let nodes: Vec<GpuNode> = (0..SPLIT_NODES)
         .map(|i| gpunode(&split_node(i), &split_wallet(i)))
@@ -1067,22 +1052,7 @@ async fn forty_wallets_settle_in_parts(restart: bool) {
         .map(|i| (split_node(i), split_wallet(i)))
         .collect();
     let spec = job(SPLIT_NODES as u32, None, true).spec;
-    let (start, end) = (
-        (t0() - chrono::Duration::seconds(1800)).timestamp_millis() as u64,
-        t0().timestamp_millis() as u64,
-    );
-    let (js, _) = billing::plan(
-        UID,
-        &spec,
-        &st,
-        0,
-        start,
-        end,
-        true,
-        &wallets,
-        &Default::default(),
-    )
-    .unwrap();
+    let (js, _) = final_half_hour(&spec, &st, &wallets);
     let (mut js, intents) = split(js, PAYER, PaymentToken::Io, |i| {
         ledger.fits(std::slice::from_ref(i))
     })
@@ -1197,4 +1167,26 @@ async fn a_forty_wallet_settlement_is_paid_in_parts_each_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_split_sends_only_the_parts_never_sent() {
     forty_wallets_settle_in_parts(true).await;
+}
+
+/// The final settlement plan of the half hour before `t0()` (period 0).
+fn final_half_hour(
+    spec: &solgrid_crds::ComputeJobSpec,
+    st: &solgrid_crds::ComputeJobStatus,
+    wallets: &std::collections::HashMap<String, String>,
+) -> (solgrid_crds::JobSettlement, solgrid_market::ledger::Intent) {
+    let start = (t0() - chrono::Duration::seconds(1800)).timestamp_millis() as u64;
+    let end = t0().timestamp_millis() as u64;
+    solgrid_operator::computejob::billing::plan(
+        UID,
+        spec,
+        st,
+        0,
+        start,
+        end,
+        true,
+        wallets,
+        &Default::default(),
+    )
+    .unwrap()
 }

@@ -421,42 +421,17 @@ impl JobRun<'_> {
             .expect("job created");
 
         // follow it to Settled (keep the last view of the workers: deleted after)
-        let mut seen: Vec<(ComputeJobPhase, f64)> = Vec::new();
-        let mut worker_pods: Vec<Pod> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let settled = loop {
-            if let Ok(j) = self.jobs.get(&name).await
-                && let Some(st) = j.status
-            {
-                if seen.last().map(|s| &s.0) != Some(&st.phase) {
-                    eprintln!(
-                        "{test}: {name} +{:.1} s {:?} {}",
-                        created.elapsed().as_secs_f64(),
-                        st.phase,
-                        st.message.clone().unwrap_or_default()
-                    );
-                    seen.push((st.phase, created.elapsed().as_secs_f64()));
-                }
-                match st.phase {
-                    ComputeJobPhase::Settled => break Some(st),
-                    ComputeJobPhase::Failed => break None,
-                    _ => {}
-                }
-            }
-            let lp = ListParams::default().labels(&format!("solgrid.dev/job={name}"));
-            if let Ok(l) = self.pods.list(&lp).await
-                && !l.items.is_empty()
-            {
-                worker_pods = l.items;
-            }
-            if self.extender.exited().is_some()
-                || self.operator.exited().is_some()
-                || Instant::now() > deadline
-            {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let followed = solgrid_e2e::market::follow_to_settled(
+            &self.jobs,
+            &self.pods,
+            &name,
+            (test, created),
+            Duration::from_secs(120),
+            || self.extender.exited().is_none() && self.operator.exited().is_none(),
+        )
+        .await;
+        let (seen, worker_pods) = (followed.phases, followed.workers);
+        let settled = followed.settled;
         let Some(st) = settled else {
             let j = self.jobs.get(&name).await.ok().and_then(|j| j.status);
             fail_with_logs(
@@ -585,14 +560,7 @@ impl JobRun<'_> {
         );
 
         // billed GPU time = the workers' running time (container start to finish)
-        let ran_ms: i64 = worker_pods
-            .iter()
-            .filter_map(|p| {
-                let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
-                let t = cs.state.as_ref()?.terminated.as_ref()?;
-                Some(time_ms(t.finished_at.as_ref()?) - time_ms(t.started_at.as_ref()?))
-            })
-            .sum();
+        let ran_ms = solgrid_e2e::market::workers_ran_ms(&worker_pods);
         eprintln!(
             "{test}: {name}: workers ran {ran_ms} ms in all, billed {gpu_ms} GPU-ms; phases {seen:?}"
         );
