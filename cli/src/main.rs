@@ -172,6 +172,29 @@ where
     }
 }
 
+/// The cluster's client and its market tables.
+async fn cluster(cli: &Cli) -> Result<(kube::Client, MarketConfig)> {
+    let c = client().await?;
+    let market = market(cli, Some(&c)).await?;
+    Ok((c, market))
+}
+
+/// Every object `api` serves (`what` names them in the error).
+async fn list<K>(api: Api<K>, what: &str) -> Result<Vec<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing {what}"))?
+        .items)
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", format::table(header, rows));
+}
+
 fn parse_docs<T: serde::de::DeserializeOwned>(text: &str, kind: &str) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for de in serde_yaml_ng::Deserializer::from_str(text) {
@@ -366,11 +389,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ),
                 None => {
                     let c = client().await?;
-                    let list = Api::<GpuNode>::all(c.clone())
-                        .list(&ListParams::default())
-                        .await
-                        .context("listing GpuNodes")?;
-                    (list.items, market(&cli, Some(&c)).await?)
+                    let nodes = list(Api::<GpuNode>::all(c.clone()), "GpuNodes").await?;
+                    (nodes, market(&cli, Some(&c)).await?)
                 }
             };
             for (i, job) in jobs.iter().enumerate() {
@@ -384,68 +404,40 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Jobs => {
-            let c = client().await?;
-            let market = market(&cli, Some(&c)).await?;
-            let jobs = namespaced::<ComputeJob>(&c, &cli)
-                .list(&ListParams::default())
-                .await
-                .context("listing ComputeJobs")?;
-            print!(
-                "{}",
-                format::table(
-                    views::JOBS_HEADER,
-                    &views::job_rows(&jobs.items, &market.pricing, now)
-                )
+            let (c, market) = cluster(&cli).await?;
+            let jobs = list(namespaced::<ComputeJob>(&c, &cli), "ComputeJobs").await?;
+            print_table(
+                views::JOBS_HEADER,
+                &views::job_rows(&jobs, &market.pricing, now),
             );
         }
         Command::Nodes => {
-            let c = client().await?;
-            let market = market(&cli, Some(&c)).await?;
-            let nodes = Api::<GpuNode>::all(c.clone())
-                .list(&ListParams::default())
-                .await
-                .context("listing GpuNodes")?;
-            print!(
-                "{}",
-                format::table(
-                    views::NODES_HEADER,
-                    &views::node_rows(&nodes.items, &market.pricing, now)
-                )
+            let (c, market) = cluster(&cli).await?;
+            let nodes = list(Api::<GpuNode>::all(c), "GpuNodes").await?;
+            print_table(
+                views::NODES_HEADER,
+                &views::node_rows(&nodes, &market.pricing, now),
             );
         }
         Command::Earnings { by_wallet } => {
-            let c = client().await?;
-            let market = market(&cli, Some(&c)).await?;
-            let nodes = Api::<GpuNode>::all(c.clone())
-                .list(&ListParams::default())
-                .await
-                .context("listing GpuNodes")?;
+            let (c, market) = cluster(&cli).await?;
+            let nodes = list(Api::<GpuNode>::all(c), "GpuNodes").await?;
             let header = if *by_wallet {
                 views::EARNINGS_BY_WALLET_HEADER
             } else {
                 views::EARNINGS_BY_NODE_HEADER
             };
-            print!(
-                "{}",
-                format::table(
-                    header,
-                    &views::earnings_rows(&nodes.items, &market.pricing, *by_wallet)
-                )
+            print_table(
+                header,
+                &views::earnings_rows(&nodes, &market.pricing, *by_wallet),
             );
         }
         Command::Stake => {
-            let c = client().await?;
-            let market = market(&cli, Some(&c)).await?;
-            let stakes = namespaced::<StakePosition>(&c, &cli)
-                .list(&ListParams::default())
-                .await
-                .context("listing StakePositions")?;
-            print!(
-                "{}",
-                format::table(
-                    views::STAKE_HEADER,
-                    &views::stake_rows(&stakes.items, &market.pricing, now)
-                )
+            let (c, market) = cluster(&cli).await?;
+            let stakes = list(namespaced::<StakePosition>(&c, &cli), "StakePositions").await?;
+            print_table(
+                views::STAKE_HEADER,
+                &views::stake_rows(&stakes, &market.pricing, now),
             );
         }
     }

@@ -91,25 +91,14 @@ fn validate_refuses_every_invalid_example_naming_the_field() {
 
 #[test]
 fn validate_reads_stdin() {
-    let mut child = bin()
+    // `kubectl solgrid validate -f - < file`
+    let file =
+        std::fs::File::open(root().join("examples/invalid/computejob-zero-workers.yaml")).unwrap();
+    let out = bin()
         .args(["validate", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .stdin(file)
+        .output()
         .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            std::fs::read(root().join("examples/invalid/computejob-zero-workers.yaml"))
-                .unwrap()
-                .as_slice(),
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("spec.workers"), "{}", text(&out));
 }

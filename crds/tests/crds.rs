@@ -31,30 +31,20 @@ fn committed_yaml_matches_the_types() {
 
 #[test]
 fn names_scope_and_subresources() {
-    let gn = GpuNode::crd();
-    assert_eq!(gn.spec.scope, "Cluster");
-    assert_eq!(
-        gn.spec.names.short_names.as_deref(),
-        Some(&["gn".to_string()][..])
-    );
-    let cj = ComputeJob::crd();
-    assert_eq!(cj.spec.scope, "Namespaced");
-    assert_eq!(
-        cj.spec.names.short_names.as_deref(),
-        Some(&["cjob".to_string()][..])
-    );
-    let sp = StakePosition::crd();
-    assert_eq!(sp.spec.scope, "Namespaced");
-    assert_eq!(
-        sp.spec.names.short_names.as_deref(),
-        Some(&["sp".to_string()][..])
-    );
-    let lg = LedgerGrant::crd();
-    assert_eq!(lg.spec.scope, "Cluster");
-    assert_eq!(
-        lg.spec.names.short_names.as_deref(),
-        Some(&["lgrant".to_string()][..])
-    );
+    for (crd, scope, short_name) in [
+        (GpuNode::crd(), "Cluster", "gn"),
+        (ComputeJob::crd(), "Namespaced", "cjob"),
+        (StakePosition::crd(), "Namespaced", "sp"),
+        (LedgerGrant::crd(), "Cluster", "lgrant"),
+    ] {
+        assert_eq!(crd.spec.scope, scope, "{}", crd.spec.names.kind);
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&[short_name.to_string()][..]),
+            "{}",
+            crd.spec.names.kind
+        );
+    }
     for (_, crd) in all_crds() {
         assert_eq!(crd.spec.group, GROUP);
         let v = &crd.spec.versions[0];
