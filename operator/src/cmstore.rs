@@ -5,6 +5,7 @@
 //! its signature, then its confirmation. Every write is guarded by the ConfigMap's
 //! `resourceVersion` (a stale replica's write fails with 409 and changes nothing).
 
+use crate::records::{Book, RecordStore, StoreError};
 use crate::settle_driver::{self, Work};
 use crate::{Context, Error, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -13,7 +14,7 @@ use kube::api::{Api, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use solgrid_market::ledger::Intent;
-use solgrid_settlement::{Settlement, SettlementState, SettlementStore};
+use solgrid_settlement::{Settlement, SettlementState};
 use std::collections::BTreeMap;
 
 /// The key of the state in its ConfigMap.
@@ -26,8 +27,8 @@ pub trait Rounds: Default + Serialize + DeserializeOwned + Send + 'static {
     fn settlements_mut(&mut self) -> Option<&mut Vec<Settlement>>;
 }
 
-/// A task's state in its ConfigMap.
-pub struct ConfigMapStore<S> {
+/// A task's state in its ConfigMap: the records of its round in progress.
+pub struct ConfigMapBook<S> {
     api: Api<ConfigMap>,
     name: String,
     handle: tokio::runtime::Handle,
@@ -35,6 +36,9 @@ pub struct ConfigMapStore<S> {
     resource_version: Option<String>,
     exists: bool,
 }
+
+/// A task's settlement store (the operator's one store, [`crate::records`]).
+pub type ConfigMapStore<S> = RecordStore<ConfigMapBook<S>>;
 
 impl<S: Rounds> ConfigMapStore<S> {
     /// Reads the state of ConfigMap `name` (default when it does not exist).
@@ -58,16 +62,18 @@ impl<S: Rounds> ConfigMapStore<S> {
                 (state, cm.resource_version(), true)
             }
         };
-        Ok(ConfigMapStore {
+        Ok(RecordStore::from_book(ConfigMapBook {
             api,
             name: name.to_string(),
             handle: tokio::runtime::Handle::current(),
             state,
             resource_version: rv,
             exists,
-        })
+        }))
     }
+}
 
+impl<S: Rounds> ConfigMapBook<S> {
     fn body(&self) -> Result<ConfigMap, serde_json::Error> {
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some(self.name.clone());
@@ -103,23 +109,8 @@ impl<S: Rounds> ConfigMapStore<S> {
         handle.block_on(self.save())
     }
 
-    fn round_mut(&mut self) -> Result<&mut Vec<Settlement>> {
-        self.state
-            .settlements_mut()
-            .ok_or_else(|| Error::store("no round in progress"))
-    }
-
-    fn set(&mut self, keys: &[String], state: SettlementState) -> Result<()> {
-        let round = self.round_mut()?;
-        for k in keys {
-            let s = round
-                .iter_mut()
-                .find(|s| &s.intent.key == k)
-                .ok_or_else(|| Error::store(format!("unknown settlement key {k:?}")))?;
-            s.state = state.clone();
-            s.payload = None;
-        }
-        self.save_blocking()
+    fn round_mut(&mut self) -> Result<&mut Vec<Settlement>, StoreError> {
+        self.state.settlements_mut().ok_or(StoreError::NoRound)
     }
 
     /// Whether every settlement of the round in progress is confirmed (`false`
@@ -146,86 +137,40 @@ pub async fn settle_pass<S: Rounds>(
     Ok((d.store, d.result?.confirmed))
 }
 
-/// Errors of the store, as the executor sees them (the operator's error kept whole).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreErr {
-    #[error("settlement {0:?} already planned")]
-    AlreadyPlanned(String),
-    #[error(transparent)]
-    Write(#[from] Error),
-}
+impl<S: Rounds> Book for ConfigMapBook<S> {
+    fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
+        Ok(self.state.settlements().cloned().unwrap_or_default())
+    }
 
-impl<S: Rounds> SettlementStore for ConfigMapStore<S> {
-    type Error = StoreErr;
-
-    fn record_plan(&mut self, intent: &Intent) -> Result<(), StoreErr> {
+    fn plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
         let round = self.round_mut()?;
         if round.iter().any(|s| s.intent.key == intent.key) {
-            return Err(StoreErr::AlreadyPlanned(intent.key.clone()));
+            return Err(StoreError::AlreadyPlanned(intent.key.clone()));
         }
         round.push(Settlement {
             intent: intent.clone(),
             state: SettlementState::Planned,
             payload: None,
         });
+        Ok(())
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.state
+            .settlements()
+            .is_some_and(|r| r.iter().any(|s| s.intent.key == key))
+    }
+
+    fn set(&mut self, key: &str, state: &SettlementState) {
+        if let Ok(round) = self.round_mut()
+            && let Some(s) = round.iter_mut().find(|s| s.intent.key == key)
+        {
+            s.state = state.clone();
+            s.payload = None;
+        }
+    }
+
+    fn write(&mut self) -> Result<(), StoreError> {
         Ok(self.save_blocking()?)
-    }
-    fn record_sent(
-        &mut self,
-        keys: &[String],
-        signature: &str,
-        lvbh: u64,
-        _payload: &[u8],
-    ) -> Result<(), StoreErr> {
-        Ok(self.set(
-            keys,
-            SettlementState::Sent {
-                signature: signature.into(),
-                last_valid_block_height: lvbh,
-            },
-        )?)
-    }
-    fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), StoreErr> {
-        Ok(self.set(
-            keys,
-            SettlementState::Confirmed {
-                signature: signature.into(),
-            },
-        )?)
-    }
-    fn record_failed(
-        &mut self,
-        keys: &[String],
-        signature: Option<&str>,
-        reason: &str,
-    ) -> Result<(), StoreErr> {
-        Ok(self.set(
-            keys,
-            SettlementState::Failed {
-                signature: signature.map(str::to_string),
-                reason: reason.into(),
-            },
-        )?)
-    }
-    fn record_replan(&mut self, keys: &[String]) -> Result<(), StoreErr> {
-        Ok(self.set(keys, SettlementState::Planned)?)
-    }
-    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreErr> {
-        Ok(self
-            .state
-            .settlements()
-            .and_then(|r| r.iter().find(|s| s.intent.key == key).cloned()))
-    }
-    fn unsettled(&self) -> Result<Vec<Settlement>, StoreErr> {
-        Ok(self
-            .state
-            .settlements()
-            .map(|r| {
-                r.iter()
-                    .filter(|s| s.state.is_unsettled())
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
     }
 }

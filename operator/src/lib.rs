@@ -29,6 +29,7 @@ pub mod kstatus;
 pub mod leader;
 pub mod market_gauges;
 pub mod metrics;
+pub mod records;
 pub mod rewards;
 pub mod settle_driver;
 pub mod settlement;

@@ -1,7 +1,7 @@
 //! The exactly-once settlement store over a ComputeJob's status.
 //!
-//! [`JobStore`] implements `solgrid_settlement::SettlementStore`: every store operation
-//! is one server-side apply of the job's whole status (`status.escrow` for the
+//! [`JobStore`] is the operator's one settlement store ([`crate::records`]) over
+//! the job's [`JobBook`]: every store operation is one server-side apply of the job's whole status (`status.escrow` for the
 //! escrow funding, `status.settlements[].record` for each period), so the plan and
 //! its key are in the API server before anything is sent, and the signature with
 //! its last valid block height before the transaction is sent. After a restart the
@@ -25,6 +25,7 @@
 //! counts as confirmed only when every part is (`JobSettlement::state`).
 
 use crate::conditions;
+use crate::records::{self, Book, RecordStore, StoreError};
 use chrono::{DateTime, Utc};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -34,7 +35,7 @@ use solgrid_crds::{
     SettlementState as CrdState,
 };
 use solgrid_market::ledger::{Account, Intent, Movement, Op, Token};
-use solgrid_settlement::{Settlement, SettlementState, SettlementStore};
+use solgrid_settlement::{Settlement, SettlementState};
 
 /// `to` of the refund line in `JobSettlement::payouts`.
 pub const REFUND: &str = "refund";
@@ -318,50 +319,14 @@ pub fn check_escrow_cap(
     Ok(())
 }
 
-fn to_exec_state(r: &LedgerRecord) -> SettlementState {
-    match r.state {
-        CrdState::Planned => SettlementState::Planned,
-        CrdState::Sent => match (&r.signature, r.last_valid_block_height) {
-            (Some(sig), Some(h)) => SettlementState::Sent {
-                signature: sig.clone(),
-                last_valid_block_height: h,
-            },
-            // A record without its signature was never sent.
-            _ => SettlementState::Planned,
-        },
-        CrdState::Confirmed => SettlementState::Confirmed {
-            signature: r.signature.clone().unwrap_or_default(),
-        },
-        CrdState::Failed => SettlementState::Failed {
-            signature: r.signature.clone(),
-            reason: r.error.clone().unwrap_or_default(),
-        },
-    }
-}
-
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum JobStoreError {
-    #[error("writing the status: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("unknown settlement key {0:?}")]
-    UnknownKey(String),
-    #[error("no staged plan for key {0:?}")]
-    NotStaged(String),
-    #[error("serializing the status: {0}")]
-    Serde(#[from] serde_json::Error),
-    #[error("{0}")]
-    Parts(#[from] PartsError),
-    /// A writer other than the API server's failed.
-    #[error("writing the status: {0}")]
-    Write(String),
-}
+/// Errors of the job's store (the operator's one store error).
+pub type JobStoreError = StoreError;
 
 /// How the store writes the status. The real one applies it to the API server
 /// (blocking on the runtime: the executor runs in `spawn_blocking`); tests may
 /// write nowhere.
 pub trait StatusWriter: Send {
-    fn write(&mut self, status: &ComputeJobStatus) -> Result<(), JobStoreError>;
+    fn write(&mut self, status: &ComputeJobStatus) -> Result<(), StoreError>;
 }
 
 /// Applies the whole status with server-side apply (field manager, force), as a
@@ -395,7 +360,7 @@ pub fn status_patch(
 }
 
 impl StatusWriter for ApiWriter {
-    fn write(&mut self, status: &ComputeJobStatus) -> Result<(), JobStoreError> {
+    fn write(&mut self, status: &ComputeJobStatus) -> Result<(), StoreError> {
         let body = status_patch(status, self.resource_version.as_deref());
         let pp = PatchParams::apply(&self.field_manager).force();
         let api = self.api.clone();
@@ -408,8 +373,8 @@ impl StatusWriter for ApiWriter {
     }
 }
 
-/// The settlement store of one job: its status, and how to write it.
-pub struct JobStore<W: StatusWriter> {
+/// The records of one job: its status, and how to write it.
+pub struct JobBook<W: StatusWriter> {
     pub uid: String,
     pub token: PaymentToken,
     pub status: ComputeJobStatus,
@@ -420,6 +385,9 @@ pub struct JobStore<W: StatusWriter> {
     writer: W,
 }
 
+/// The settlement store of one job.
+pub type JobStore<W> = RecordStore<JobBook<W>>;
+
 impl<W: StatusWriter> JobStore<W> {
     pub fn new(
         uid: impl Into<String>,
@@ -428,16 +396,24 @@ impl<W: StatusWriter> JobStore<W> {
         now: DateTime<Utc>,
         writer: W,
     ) -> Self {
-        Self {
+        RecordStore::from_book(JobBook {
             uid: uid.into(),
             token,
             status,
             staged: Vec::new(),
             now,
             writer,
-        }
+        })
     }
 
+    /// The status as recorded, and the writer.
+    pub fn into_parts(self) -> (ComputeJobStatus, W) {
+        let b = self.into_book();
+        (b.status, b.writer)
+    }
+}
+
+impl<W: StatusWriter> JobBook<W> {
     fn escrow_key(&self) -> String {
         format!("{}/escrow", self.uid)
     }
@@ -467,174 +443,96 @@ impl<W: StatusWriter> JobStore<W> {
             .find_map(|s| s.records().position(|r| r.key == key).map(|i| (s, i)))
     }
 
-    fn update(
-        &mut self,
-        keys: &[String],
-        f: impl Fn(&mut LedgerRecord),
-    ) -> Result<(), JobStoreError> {
-        for k in keys {
-            if self.record_mut(k).is_none() {
-                return Err(JobStoreError::UnknownKey(k.clone()));
-            }
-        }
-        for k in keys {
-            if let Some(r) = self.record_mut(k) {
-                f(r);
-            }
-        }
-        self.writer.write(&self.status)
+    /// The parts of a recorded settlement, each with its intent.
+    fn parts_of(&self, s: &JobSettlement) -> Result<Vec<Settlement>, StoreError> {
+        let intents = part_intents(s, &self.payer(), self.token)
+            .map_err(|e| StoreError::Intents(e.into()))?;
+        Ok(intents
+            .into_iter()
+            .zip(s.records())
+            .map(|(intent, r)| Settlement {
+                intent,
+                state: records::state_of(r),
+                payload: None,
+            })
+            .collect())
     }
 
-    /// The writer (tests).
-    pub fn into_parts(self) -> (ComputeJobStatus, W) {
-        (self.status, self.writer)
+    fn escrow(&self) -> Option<Settlement> {
+        let r = self.status.escrow.as_ref()?;
+        Some(Settlement {
+            intent: escrow_intent(&self.uid, &self.status, self.token)?,
+            state: records::state_of(r),
+            payload: None,
+        })
     }
 }
 
-impl<W: StatusWriter> SettlementStore for JobStore<W> {
-    type Error = JobStoreError;
-
-    fn record_plan(&mut self, intent: &Intent) -> Result<(), JobStoreError> {
-        let record = LedgerRecord {
-            key: intent.key.clone(),
-            purpose: String::new(),
-            state: CrdState::Planned,
-            ..Default::default()
-        };
-        if intent.key == self.escrow_key() {
-            self.status.escrow = Some(LedgerRecord {
-                purpose: "escrow".into(),
-                ..record
-            });
-        } else {
-            // the whole plan, every part `Planned`, in this one write
-            let pos = self
-                .staged
-                .iter()
-                .position(|s| s.records().any(|r| r.key == intent.key))
-                .ok_or_else(|| JobStoreError::NotStaged(intent.key.clone()))?;
-            let mut s = self.staged.remove(pos);
-            let planned = |key: &str| LedgerRecord {
-                key: key.to_string(),
-                purpose: "settle".into(),
-                state: CrdState::Planned,
-                ..Default::default()
-            };
-            s.record = planned(&s.record.key);
-            for p in &mut s.parts {
-                p.record = planned(&p.record.key);
-            }
-            self.status.settlements.push(s);
+impl<W: StatusWriter> Book for JobBook<W> {
+    fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
+        let mut out: Vec<Settlement> = self.escrow().into_iter().collect();
+        for s in &self.status.settlements {
+            out.extend(self.parts_of(s)?);
         }
-        self.writer.write(&self.status)
+        Ok(out)
     }
 
-    fn record_sent(
-        &mut self,
-        keys: &[String],
-        signature: &str,
-        last_valid_block_height: u64,
-        _payload: &[u8],
-    ) -> Result<(), JobStoreError> {
-        self.update(keys, |r| {
-            r.state = CrdState::Sent;
-            r.signature = Some(signature.to_string());
-            r.last_valid_block_height = Some(last_valid_block_height);
-            r.error = None;
-        })
-    }
-
-    fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), JobStoreError> {
-        let now = conditions::time(self.now);
-        self.update(keys, |r| {
-            r.state = CrdState::Confirmed;
-            r.signature = Some(signature.to_string());
-            r.confirmed_at = Some(now.clone());
-            r.error = None;
-        })
-    }
-
-    fn record_failed(
-        &mut self,
-        keys: &[String],
-        signature: Option<&str>,
-        reason: &str,
-    ) -> Result<(), JobStoreError> {
-        self.update(keys, |r| {
-            r.state = CrdState::Failed;
-            if let Some(s) = signature {
-                r.signature = Some(s.to_string());
-            }
-            r.error = Some(reason.chars().take(512).collect());
-        })
-    }
-
-    fn record_replan(&mut self, keys: &[String]) -> Result<(), JobStoreError> {
-        self.update(keys, |r| {
-            r.state = CrdState::Planned;
-            r.signature = None;
-            r.last_valid_block_height = None;
-            r.error = None;
-        })
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Settlement>, JobStoreError> {
-        let payer = self.payer();
+    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreError> {
         if key == self.escrow_key() {
-            return Ok(
-                match (
-                    &self.status.escrow,
-                    escrow_intent(&self.uid, &self.status, self.token),
-                ) {
-                    (Some(r), Some(intent)) => Some(Settlement {
-                        intent,
-                        state: to_exec_state(r),
-                        payload: None,
-                    }),
-                    _ => None,
-                },
-            );
+            return Ok(self.escrow());
         }
         let Some((s, part)) = self.find_part(key) else {
             return Ok(None);
         };
-        let mut intents = part_intents(s, &payer, self.token)?;
-        let record = s.records().nth(part).expect("found there");
-        Ok(Some(Settlement {
-            intent: intents.swap_remove(part),
-            state: to_exec_state(record),
-            payload: None,
-        }))
+        Ok(self.parts_of(s)?.into_iter().nth(part))
     }
 
-    fn unsettled(&self) -> Result<Vec<Settlement>, JobStoreError> {
-        let mut out = Vec::new();
-        if let Some(r) = &self.status.escrow
-            && let Some(s) = self.get(&r.key)?
-            && s.state.is_unsettled()
-        {
-            out.push(s);
+    fn plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
+        if intent.key == self.escrow_key() {
+            self.status.escrow = Some(records::planned(&intent.key, "escrow"));
+            return Ok(());
         }
-        let payer = self.payer();
+        // the whole plan, every part `Planned`, in this one write
+        let pos = self
+            .staged
+            .iter()
+            .position(|s| s.records().any(|r| r.key == intent.key))
+            .ok_or_else(|| StoreError::NotStaged(intent.key.clone()))?;
+        let mut s = self.staged.remove(pos);
+        s.record = records::planned(&s.record.key, "settle");
+        for p in &mut s.parts {
+            p.record = records::planned(&p.record.key, "settle");
+        }
+        self.status.settlements.push(s);
+        Ok(())
+    }
+
+    /// Only the settlements with a part unsettled (a long job's settled periods
+    /// are not rebuilt every pass).
+    fn unsettled(&self) -> Result<Vec<Settlement>, StoreError> {
+        let mut out: Vec<Settlement> = self.escrow().into_iter().collect();
         for s in &self.status.settlements {
-            if !s.records().any(|r| to_exec_state(r).is_unsettled()) {
-                continue;
-            }
-            for (intent, record) in part_intents(s, &payer, self.token)?
-                .into_iter()
-                .zip(s.records())
-            {
-                let state = to_exec_state(record);
-                if state.is_unsettled() {
-                    out.push(Settlement {
-                        intent,
-                        state,
-                        payload: None,
-                    });
-                }
+            if s.records().any(|r| records::state_of(r).is_unsettled()) {
+                out.extend(self.parts_of(s)?);
             }
         }
+        out.retain(|s| s.state.is_unsettled());
         Ok(out)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        key == self.escrow_key() && self.status.escrow.is_some() || self.find_part(key).is_some()
+    }
+
+    fn set(&mut self, key: &str, state: &SettlementState) {
+        let now = conditions::time(self.now);
+        if let Some(r) = self.record_mut(key) {
+            records::apply(r, state, &now);
+        }
+    }
+
+    fn write(&mut self) -> Result<(), StoreError> {
+        self.writer.write(&self.status)
     }
 }
 

@@ -170,7 +170,7 @@ async fn execute(
         waiting = report.waiting,
         "stake settle pass"
     );
-    Ok(driven.store.obj)
+    Ok(driven.store.into_book().obj)
 }
 
 /// Events for what changed between two statuses.

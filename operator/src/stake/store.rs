@@ -1,5 +1,6 @@
-//! The exactly-once settlement store over a StakePosition's status: each protocol
-//! step ([`SettlementStore`]) is one server-side apply of the status, guarded by the
+//! The exactly-once settlement store over a StakePosition's status (the
+//! operator's one store, [`crate::records`], over a [`StakeBook`]): each protocol
+//! step is one server-side apply of the status, guarded by the
 //! object's `resourceVersion` (a concurrent writer makes it fail with 409 instead of
 //! being overwritten), and it has happened when the method returns.
 //!
@@ -13,36 +14,29 @@
 //! store blocks on the API calls through the runtime's handle.
 
 use super::machine::{LOCK, SLASH, WITHDRAW};
+use crate::records::{self, Book, RecordStore, StoreError};
 use crate::toolkit::ms_time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use solgrid_crds::{
-    LedgerRecord, SettlementState as RecState, StakePhase, StakePosition, StakePositionStatus,
-};
-use solgrid_ledger::{Settlement, SettlementState, SettlementStore};
+use solgrid_crds::{StakePhase, StakePosition, StakePositionStatus};
 use solgrid_market::ledger::{Intent, Op};
+use solgrid_settlement::{Settlement, SettlementState};
 
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StakeStoreError {
-    #[error("writing StakePosition status: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("unknown settlement key {0:?}")]
-    UnknownKey(String),
-    #[error("serializing status: {0}")]
-    Serde(#[from] serde_json::Error),
-}
-
-/// The store.
-pub struct StakeStore {
+/// The records of one StakePosition.
+pub struct StakeBook {
     api: Api<StakePosition>,
     handle: tokio::runtime::Handle,
     field_manager: String,
     now_ms: u64,
     /// The latest object (after every write).
     pub obj: StakePosition,
+    /// The status being written (the object's, plus this step's changes).
+    status: StakePositionStatus,
     intents: Vec<Intent>,
 }
+
+/// The settlement store of one StakePosition.
+pub type StakeStore = RecordStore<StakeBook>;
 
 /// The purpose of a key (`<uid>/lock`, `<uid>/withdraw`, `<uid>/slash/<incident>`).
 pub fn purpose_of(key: &str) -> &'static str {
@@ -93,75 +87,50 @@ impl StakeStore {
         obj: StakePosition,
         intents: Vec<Intent>,
     ) -> Self {
-        StakeStore {
+        RecordStore::from_book(StakeBook {
             api,
             handle,
             field_manager,
             now_ms,
+            status: obj.status.clone().unwrap_or_default(),
             obj,
             intents,
-        }
+        })
     }
+}
 
-    fn status(&self) -> StakePositionStatus {
-        self.obj.status.clone().unwrap_or_default()
-    }
-
-    fn write(&mut self, mut status: StakePositionStatus) -> Result<(), StakeStoreError> {
-        status.observed_generation = self.obj.metadata.generation;
-        let body = status_apply(&self.obj, &status, true);
-        let pp = PatchParams::apply(&self.field_manager).force();
-        let name = self.obj.name_any();
-        let api = self.api.clone();
-        let new = self
-            .handle
-            .block_on(async move { api.patch_status(&name, &pp, &Patch::Apply(body)).await })?;
-        self.obj = new;
-        Ok(())
-    }
-
-    fn update(
-        &mut self,
-        keys: &[String],
-        f: impl Fn(&mut LedgerRecord),
-    ) -> Result<StakePositionStatus, StakeStoreError> {
-        let mut st = self.status();
-        for k in keys {
-            let r = st
-                .operations
-                .iter_mut()
-                .find(|r| &r.key == k)
-                .ok_or_else(|| StakeStoreError::UnknownKey(k.clone()))?;
-            f(r);
-        }
-        Ok(st)
-    }
-
+impl StakeBook {
     fn intent(&self, key: &str) -> Option<&Intent> {
         self.intents.iter().find(|i| i.key == key)
     }
 
-    fn settlement(&self, r: &LedgerRecord) -> Option<Settlement> {
-        let intent = self.intent(&r.key)?.clone();
-        let state = match r.state {
-            RecState::Planned => SettlementState::Planned,
-            RecState::Sent => SettlementState::Sent {
-                signature: r.signature.clone().unwrap_or_default(),
-                last_valid_block_height: r.last_valid_block_height.unwrap_or(0),
-            },
-            RecState::Confirmed => SettlementState::Confirmed {
-                signature: r.signature.clone().unwrap_or_default(),
-            },
-            RecState::Failed => SettlementState::Failed {
-                signature: r.signature.clone(),
-                reason: r.error.clone().unwrap_or_default(),
-            },
-        };
-        Some(Settlement {
-            intent,
-            state,
-            payload: None,
-        })
+    /// What a confirmed operation means for the position.
+    fn confirmed(&mut self, key: &str) {
+        let amount = amount_of(self.intent(key));
+        let now = ms_time(self.now_ms);
+        let st = &mut self.status;
+        match purpose_of(key) {
+            LOCK => {
+                st.phase = StakePhase::Active;
+                st.locked = amount;
+                st.active_since = Some(now);
+                st.message = Some("stake locked in the stake vault".into());
+            }
+            WITHDRAW => {
+                st.phase = StakePhase::Withdrawn;
+                st.locked = st.locked.saturating_sub(amount);
+                st.message = Some("stake withdrawn to the owner".into());
+            }
+            SLASH => {
+                st.phase = StakePhase::Slashed;
+                st.locked = st.locked.saturating_sub(amount);
+                st.slashed_amount = st.slashed_amount.saturating_add(amount);
+                st.message = Some(format!(
+                    "{amount} base units burned: the node was caught cheating"
+                ));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -176,119 +145,81 @@ fn amount_of(intent: Option<&Intent>) -> u64 {
         .unwrap_or(0)
 }
 
-impl SettlementStore for StakeStore {
-    type Error = StakeStoreError;
+impl Book for StakeBook {
+    fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
+        Ok(self
+            .status
+            .operations
+            .iter()
+            .filter_map(|r| {
+                Some(Settlement {
+                    intent: self.intent(&r.key)?.clone(),
+                    state: records::state_of(r),
+                    payload: None,
+                })
+            })
+            .collect())
+    }
 
-    fn record_plan(&mut self, intent: &Intent) -> Result<(), Self::Error> {
-        let mut st = self.status();
-        st.operations.push(LedgerRecord {
-            key: intent.key.clone(),
-            purpose: purpose_of(&intent.key).to_string(),
-            state: RecState::Planned,
-            ..Default::default()
-        });
+    fn plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
+        self.status
+            .operations
+            .push(records::planned(&intent.key, purpose_of(&intent.key)));
         self.intents.retain(|i| i.key != intent.key);
         self.intents.push(intent.clone());
-        self.write(st)
+        Ok(())
     }
 
-    fn record_sent(
-        &mut self,
-        keys: &[String],
-        signature: &str,
-        last_valid_block_height: u64,
-        _payload: &[u8],
-    ) -> Result<(), Self::Error> {
-        let st = self.update(keys, |r| {
-            r.state = RecState::Sent;
-            r.signature = Some(signature.to_string());
-            r.last_valid_block_height = Some(last_valid_block_height);
-            r.error = None;
-        })?;
-        self.write(st)
+    fn has(&self, key: &str) -> bool {
+        self.status.operations.iter().any(|r| r.key == key)
     }
 
-    fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), Self::Error> {
+    fn set(&mut self, key: &str, state: &SettlementState) {
         let now = ms_time(self.now_ms);
-        let mut st = self.update(keys, |r| {
-            r.state = RecState::Confirmed;
-            r.signature = Some(signature.to_string());
-            r.confirmed_at = Some(now.clone());
-            r.error = None;
-        })?;
-        for k in keys {
-            let amount = amount_of(self.intent(k));
-            match purpose_of(k) {
-                LOCK => {
-                    st.phase = StakePhase::Active;
-                    st.locked = amount;
-                    st.active_since = Some(now.clone());
-                    st.message = Some("stake locked in the stake vault".into());
+        if let Some(r) = self.status.operations.iter_mut().find(|r| r.key == key) {
+            records::apply(r, state, &now);
+        }
+    }
+
+    fn effects(&mut self, keys: &[String], state: &SettlementState) {
+        match state {
+            SettlementState::Confirmed { .. } => {
+                for k in keys {
+                    self.confirmed(k);
                 }
-                WITHDRAW => {
-                    st.phase = StakePhase::Withdrawn;
-                    st.locked = st.locked.saturating_sub(amount);
-                    st.message = Some("stake withdrawn to the owner".into());
-                }
-                SLASH => {
-                    st.phase = StakePhase::Slashed;
-                    st.locked = st.locked.saturating_sub(amount);
-                    st.slashed_amount = st.slashed_amount.saturating_add(amount);
-                    st.message = Some(format!(
-                        "{amount} base units burned: the node was caught cheating"
-                    ));
-                }
-                _ => {}
+            }
+            SettlementState::Failed { reason, .. }
+                if keys.iter().any(|k| purpose_of(k) == LOCK) =>
+            {
+                self.status.message = Some(format!(
+                    "locking the stake failed (nothing moved): {reason}; delete and recreate the StakePosition to try again"
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// One guarded server-side apply; on failure the step's changes are dropped
+    /// (the status stays what the API server holds).
+    fn write(&mut self) -> Result<(), StoreError> {
+        self.status.observed_generation = self.obj.metadata.generation;
+        let body = status_apply(&self.obj, &self.status, true);
+        let pp = PatchParams::apply(&self.field_manager).force();
+        let name = self.obj.name_any();
+        let api = self.api.clone();
+        match self
+            .handle
+            .block_on(async move { api.patch_status(&name, &pp, &Patch::Apply(body)).await })
+        {
+            Ok(new) => {
+                self.status = new.status.clone().unwrap_or_default();
+                self.obj = new;
+                Ok(())
+            }
+            Err(e) => {
+                self.status = self.obj.status.clone().unwrap_or_default();
+                Err(e.into())
             }
         }
-        self.write(st)
-    }
-
-    fn record_failed(
-        &mut self,
-        keys: &[String],
-        signature: Option<&str>,
-        reason: &str,
-    ) -> Result<(), Self::Error> {
-        let mut st = self.update(keys, |r| {
-            r.state = RecState::Failed;
-            r.signature = signature.map(str::to_string);
-            r.error = Some(reason.to_string());
-        })?;
-        if keys.iter().any(|k| purpose_of(k) == LOCK) {
-            st.message = Some(format!(
-                "locking the stake failed (nothing moved): {reason}; delete and recreate the StakePosition to try again"
-            ));
-        }
-        self.write(st)
-    }
-
-    fn record_replan(&mut self, keys: &[String]) -> Result<(), Self::Error> {
-        let st = self.update(keys, |r| {
-            r.state = RecState::Planned;
-            r.signature = None;
-            r.last_valid_block_height = None;
-            r.error = None;
-        })?;
-        self.write(st)
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Settlement>, Self::Error> {
-        Ok(self
-            .status()
-            .operations
-            .iter()
-            .find(|r| r.key == key)
-            .and_then(|r| self.settlement(r)))
-    }
-
-    fn unsettled(&self) -> Result<Vec<Settlement>, Self::Error> {
-        Ok(self
-            .status()
-            .operations
-            .iter()
-            .filter(|r| super::machine::unsettled(r))
-            .filter_map(|r| self.settlement(r))
-            .collect())
     }
 }
