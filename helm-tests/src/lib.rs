@@ -417,6 +417,26 @@ pub fn check_typed(doc: &Value) -> Result<(), String> {
     }
 }
 
+/// The strings of a JSON array (an RBAC rule's `verbs`, a policy's `resources`);
+/// panics on anything else.
+pub fn strings(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+/// An RBAC rule's verbs.
+pub fn verbs(rule: &Value) -> Vec<&str> {
+    strings(&rule["verbs"])
+}
+
+/// An RBAC rule's resources.
+pub fn resources(rule: &Value) -> Vec<&str> {
+    strings(&rule["resources"])
+}
+
 /// Every `*` in an RBAC rule of a Role or ClusterRole, as `Kind/name rule[i].field`.
 pub fn rbac_wildcards(doc: &Value) -> Vec<String> {
     let mut found = Vec::new();

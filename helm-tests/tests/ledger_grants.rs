@@ -19,15 +19,6 @@ fn grant_rules(role: &Value) -> Vec<&Value> {
         .collect()
 }
 
-fn verbs(rule: &Value) -> Vec<&str> {
-    rule["verbs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect()
-}
-
 #[test]
 fn only_the_operator_touches_ledger_grants_and_only_to_read_and_record() {
     let docs = render(&[], &[]);

@@ -40,64 +40,49 @@ fn missing_from(part: &Value, whole: &Value, path: &str, out: &mut Vec<String>) 
     }
 }
 
+/// A section read as the library's type `T`: what it serializes back to (`null`
+/// when it does not deserialize) and `T`'s default.
 fn check<T: DeserializeOwned + Serialize + Default>(
     section: &str,
     value: &Value,
     errors: &mut Vec<String>,
-) -> Value {
+) -> (Value, Value) {
+    let default = serde_json::to_value(T::default()).unwrap();
     let typed: T = match serde_json::from_value(value.clone()) {
         Ok(t) => t,
         Err(e) => {
             errors.push(format!("market.{section}: {e}"));
-            return Value::Null;
+            return (Value::Null, default);
         }
     };
     let back = serde_json::to_value(&typed).unwrap();
     missing_from(value, &back, &format!("market.{section}"), errors);
-    back
+    (back, default)
 }
+
+type Check = fn(&str, &Value, &mut Vec<String>) -> (Value, Value);
+
+/// The sections of market.json and the library type each is.
+const SECTIONS: [(&str, Check); 5] = [
+    ("fees", check::<FeeConfig>),
+    ("pricing", check::<PricingConfig>),
+    ("staking", check::<StakingConfig>),
+    ("reputation", check::<ReputationConfig>),
+    ("matching", check::<MatchConfig>),
+];
 
 fn sections(market: &Value) -> (Vec<String>, Vec<(&'static str, Value, Value)>) {
     let mut errors = Vec::new();
     let mut out = Vec::new();
     for section in market.as_object().unwrap().keys() {
-        let v = &market[section];
-        let (back, default) = match section.as_str() {
-            "fees" => (
-                check::<FeeConfig>("fees", v, &mut errors),
-                serde_json::to_value(FeeConfig::default()),
-            ),
-            "pricing" => (
-                check::<PricingConfig>("pricing", v, &mut errors),
-                serde_json::to_value(PricingConfig::default()),
-            ),
-            "staking" => (
-                check::<StakingConfig>("staking", v, &mut errors),
-                serde_json::to_value(StakingConfig::default()),
-            ),
-            "reputation" => (
-                check::<ReputationConfig>("reputation", v, &mut errors),
-                serde_json::to_value(ReputationConfig::default()),
-            ),
-            "matching" => (
-                check::<MatchConfig>("matching", v, &mut errors),
-                serde_json::to_value(MatchConfig::default()),
-            ),
-            other => {
-                errors.push(format!(
-                    "market.{other}: not a section the operator or the scheduler reads"
-                ));
-                continue;
-            }
+        let Some((name, check)) = SECTIONS.iter().find(|(n, _)| n == section) else {
+            errors.push(format!(
+                "market.{section}: not a section the operator or the scheduler reads"
+            ));
+            continue;
         };
-        let name: &'static str = match section.as_str() {
-            "fees" => "fees",
-            "pricing" => "pricing",
-            "staking" => "staking",
-            "reputation" => "reputation",
-            _ => "matching",
-        };
-        out.push((name, back, default.unwrap()));
+        let (back, default) = check(name, &market[section], &mut errors);
+        out.push((*name, back, default));
     }
     (errors, out)
 }

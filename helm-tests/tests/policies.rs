@@ -76,24 +76,6 @@ fn rules_of<'a>(docs: &'a [Value], kind: &str, suffix: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn resources(rule: &Value) -> Vec<&str> {
-    rule["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect()
-}
-
-fn verbs(rule: &Value) -> Vec<&str> {
-    rule["verbs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect()
-}
-
 #[test]
 fn every_policy_is_bound_enforced_and_explains_itself() {
     for (name, values) in variants() {
@@ -251,12 +233,7 @@ fn status_finalizers_and_funded_jobs_are_the_operators() {
             "['cancel', 'maxDurationSeconds']"
         );
         assert!(variable(p, "fundedJob").contains("!(variables.phase in ['Pending', 'Quoted'])"));
-        let matched: Vec<&str> = p["spec"]["matchConstraints"]["resourceRules"][0]["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap())
-            .collect();
+        let matched = strings(&p["spec"]["matchConstraints"]["resourceRules"][0]["resources"]);
         for r in [
             "computejobs",
             "computejobs/status",

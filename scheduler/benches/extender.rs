@@ -178,34 +178,26 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("extender_5000_nodes");
     g.sample_size(30);
     g.measurement_time(std::time::Duration::from_secs(4));
+    // a pod's filter then prioritize, decided on the current index
+    let decide = |a| {
+        let idx = s.state.cache.load();
+        let now = now_ms();
+        let f = s.state.extender.filter(&idx, a, now);
+        let p = s.state.extender.prioritize(&idx, &pargs, now);
+        black_box((f.node_names.map(|n| n.len()), p.len()))
+    };
     g.bench_function("decide_filter_prioritize_cold", |b| {
         b.iter_batched(
             || {
                 clear();
                 fargs.clone()
             },
-            |a| {
-                let idx = s.state.cache.load();
-                let now = now_ms();
-                let f = s.state.extender.filter(&idx, a, now);
-                let p = s.state.extender.prioritize(&idx, &pargs, now);
-                black_box((f.node_names.map(|n| n.len()), p.len()))
-            },
+            decide,
             BatchSize::SmallInput,
         )
     });
     g.bench_function("decide_filter_prioritize_warm", |b| {
-        b.iter_batched(
-            || fargs.clone(),
-            |a| {
-                let idx = s.state.cache.load();
-                let now = now_ms();
-                let f = s.state.extender.filter(&idx, a, now);
-                let p = s.state.extender.prioritize(&idx, &pargs, now);
-                black_box((f.node_names.map(|n| n.len()), p.len()))
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter_batched(|| fargs.clone(), decide, BatchSize::SmallInput)
     });
     g.bench_function("handler_filter_prioritize_bytes", |b| {
         b.iter(|| {

@@ -63,9 +63,8 @@ async fn fixture_pods_pass_through() {
         })
     );
     // full node list: the same NodeList back, NodeNames null
-    let (code, body) = body_of(filter_bytes(&state, &fixture("filter-nodelist.json"))).await;
+    let (code, r) = filter(&state, &fixture("filter-nodelist.json")).await;
     assert_eq!(code, 200);
-    let r: ExtenderFilterResult = serde_json::from_slice(&body).unwrap();
     assert!(r.node_names.is_none());
     let items = r.nodes.unwrap().items;
     let names: Vec<_> = items
@@ -116,6 +115,21 @@ fn fake_nodes_state() -> solgrid_scheduler::server::AppState {
     state_of(s.index(&MarketConfig::default()))
 }
 
+/// Fixture `name` with its pod made a worker of ComputeJob ml-team/`job` (see
+/// [`owned_variant`]).
+fn owned(name: &str, job: &str, uid: Option<&str>, by_owner: bool) -> Vec<u8> {
+    owned_variant(&fixture(name), "ml-team", job, uid, by_owner)
+}
+
+/// The extender's HTTP status and filter answer to `body`.
+async fn filter(
+    state: &solgrid_scheduler::server::AppState,
+    body: &[u8],
+) -> (u16, ExtenderFilterResult) {
+    let (code, out) = body_of(filter_bytes(state, body)).await;
+    (code, serde_json::from_slice(&out).unwrap())
+}
+
 const JOB_UID: &str = "6f1c1d0e-0000-4000-8000-000000000001";
 
 #[tokio::test]
@@ -123,16 +137,9 @@ async fn owned_fixture_pods_are_decided() {
     let state = fake_nodes_state();
     for by_owner in [true, false] {
         let uid = by_owner.then_some(JOB_UID);
-        let body = owned_variant(
-            &fixture("filter-nodecache.json"),
-            "ml-team",
-            "llama-finetune",
-            uid,
-            by_owner,
-        );
-        let (code, out) = body_of(filter_bytes(&state, &body)).await;
+        let body = owned("filter-nodecache.json", "llama-finetune", uid, by_owner);
+        let (code, r) = filter(&state, &body).await;
         assert_eq!(code, 200);
-        let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             r.node_names.as_deref(),
             Some(&["fake-node-2".to_string()][..]),
@@ -146,15 +153,8 @@ async fn owned_fixture_pods_are_decided() {
         assert_eq!(r.error, "");
 
         // full node list: the filtered NodeList
-        let body = owned_variant(
-            &fixture("filter-nodelist.json"),
-            "ml-team",
-            "llama-finetune",
-            uid,
-            by_owner,
-        );
-        let (_, out) = body_of(filter_bytes(&state, &body)).await;
-        let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
+        let body = owned("filter-nodelist.json", "llama-finetune", uid, by_owner);
+        let (_, r) = filter(&state, &body).await;
         let items = r.nodes.unwrap().items;
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].metadata.name.as_deref(), Some("fake-node-2"));
@@ -163,7 +163,7 @@ async fn owned_fixture_pods_are_decided() {
 
         // prioritize: the fitting node scores, the slashed one 0
         for f in ["prioritize-nodecache.json", "prioritize-nodelist.json"] {
-            let body = owned_variant(&fixture(f), "ml-team", "llama-finetune", uid, by_owner);
+            let body = owned(f, "llama-finetune", uid, by_owner);
             let (_, out) = body_of(prioritize_bytes(&state, &body)).await;
             let hp: Vec<HostPriority> = serde_json::from_slice(&out).unwrap();
             let s = |h: &str| hp.iter().find(|x| x.host == h).unwrap().score;
@@ -177,15 +177,8 @@ async fn owned_fixture_pods_are_decided() {
 async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
     let state = fake_nodes_state();
     // a job the cache does not have
-    let body = owned_variant(
-        &fixture("filter-nodecache.json"),
-        "ml-team",
-        "nope",
-        Some("u"),
-        true,
-    );
-    let (_, out) = body_of(filter_bytes(&state, &body)).await;
-    let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
+    let body = owned("filter-nodecache.json", "nope", Some("u"), true);
+    let (_, r) = filter(&state, &body).await;
     assert_eq!(r.node_names.as_deref(), Some(&[][..]));
     assert_eq!(r.failed_nodes.len(), 2);
     assert!(
@@ -200,38 +193,23 @@ async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
         "{r:?}"
     );
     // the owner uid names a deleted-and-recreated job: not this one
-    let body = owned_variant(
-        &fixture("filter-nodecache.json"),
-        "ml-team",
+    let body = owned(
+        "filter-nodecache.json",
         "llama-finetune",
         Some("other-uid"),
         true,
     );
-    let (_, out) = body_of(filter_bytes(&state, &body)).await;
-    let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
+    let (_, r) = filter(&state, &body).await;
     assert_eq!(r.failed_nodes.len(), 2, "{r:?}");
     assert!(!r.error.is_empty(), "a stale job is transient too: {r:?}");
     // a finished job: unresolvable everywhere
-    let body = owned_variant(
-        &fixture("filter-nodecache.json"),
-        "ml-team",
-        "finished",
-        None,
-        false,
-    );
-    let (_, out) = body_of(filter_bytes(&state, &body)).await;
-    let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
+    let body = owned("filter-nodecache.json", "finished", None, false);
+    let (_, r) = filter(&state, &body).await;
     assert_eq!(r.failed_and_unresolvable_nodes.len(), 2, "{r:?}");
     assert!(r.failed_and_unresolvable_nodes["fake-node-2"].contains("Succeeded"));
     assert_eq!(r.error, "", "a finished job is no error: {r:?}");
     // prioritize for them: all 0
-    let body = owned_variant(
-        &fixture("prioritize-nodecache.json"),
-        "ml-team",
-        "nope",
-        None,
-        false,
-    );
+    let body = owned("prioritize-nodecache.json", "nope", None, false);
     let (_, out) = body_of(prioritize_bytes(&state, &body)).await;
     let hp: Vec<HostPriority> = serde_json::from_slice(&out).unwrap();
     assert!(hp.iter().all(|h| h.score == 0));
@@ -240,16 +218,14 @@ async fn owned_pod_of_unknown_or_stale_job_fails_transiently() {
 #[tokio::test]
 async fn unknown_nodes_fail_with_a_clear_reason() {
     let state = fake_nodes_state();
-    let body = owned_variant(
-        &fixture("filter-nodecache.json"),
-        "ml-team",
+    let body = owned(
+        "filter-nodecache.json",
         "llama-finetune",
         Some(JOB_UID),
         true,
     );
     let body = with_names(&body, &["fake-node-2", "not-a-gpu-node"]);
-    let (_, out) = body_of(filter_bytes(&state, &body)).await;
-    let r: ExtenderFilterResult = serde_json::from_slice(&out).unwrap();
+    let (_, r) = filter(&state, &body).await;
     assert_eq!(r.node_names.unwrap(), ["fake-node-2"]);
     assert_eq!(
         r.failed_and_unresolvable_nodes["not-a-gpu-node"],

@@ -31,11 +31,6 @@ async fn call(app: &axum::Router, method: &str, path: &str, body: Vec<u8>) -> (u
     (code, String::from_utf8_lossy(&b).into_owned())
 }
 
-fn error_of(body: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
-    v["Error"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn malformed_requests_get_4xx_with_a_clear_error() {
     let app = app(ServerConfig::default());

@@ -130,12 +130,7 @@ async fn the_default_body_limit_is_sized_from_real_requests() {
         .unwrap();
     let (code, out) = body_of(r).await;
     assert_eq!(code, 413);
-    assert!(
-        json(&out)["Error"]
-            .as_str()
-            .unwrap()
-            .contains("--max-body-bytes")
-    );
+    assert!(error_of(&out).contains("--max-body-bytes"));
     // ...and fine with the limit raised as docs/scheduler.md says
     let raised = server::router(
         testdata_state(),
@@ -226,10 +221,7 @@ async fn requests_beyond_the_concurrency_limit_wait_for_a_slot() {
         let (code, out) = body_of(h.await.unwrap().unwrap()).await;
         assert_eq!(code, 200);
         assert!(
-            json(&out)["Error"]
-                .as_str()
-                .unwrap()
-                .contains("did not arrive within 400ms"),
+            error_of(&out).contains("did not arrive within 400ms"),
             "{}",
             String::from_utf8_lossy(&out)
         );
@@ -293,12 +285,7 @@ async fn a_stalled_prioritize_times_out_with_503() {
     let t = Instant::now();
     let (code, out) = body_of(app.oneshot(stalled("/prioritize")).await.unwrap()).await;
     assert_eq!(code, 503);
-    assert!(
-        json(&out)["Error"]
-            .as_str()
-            .unwrap()
-            .contains("did not arrive within 150ms")
-    );
+    assert!(error_of(&out).contains("did not arrive within 150ms"));
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 

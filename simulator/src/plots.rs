@@ -89,9 +89,21 @@ fn label(v: f64) -> String {
 pub fn write_all(dir: &Path, series: &[HourStat], io_unit: u64) -> Result<Vec<PathBuf>, String> {
     let io = |v: u128| v as f64 / io_unit.max(1) as f64;
     let x = |s: &HourStat| s.hour as f64;
+    // one series over the hours
+    let one = |name: &str, v: &dyn Fn(&HourStat) -> f64| -> Vec<Series> {
+        vec![(
+            name.to_string(),
+            series.iter().map(|s| (x(s), v(s))).collect(),
+        )]
+    };
     let mut out = Vec::new();
+    let mut plot = |file: &str, title: &str, y_desc: &str, lines: Vec<Series>| {
+        let p = dir.join(file);
+        line_chart(&p, title, y_desc, &lines)?;
+        out.push(p);
+        Ok::<_, String>(())
+    };
 
-    let p = dir.join("prices.svg");
     let prices: Vec<Series> = PRICE_CLASSES
         .iter()
         .enumerate()
@@ -105,73 +117,35 @@ pub fn write_all(dir: &Path, series: &[HourStat], io_unit: u64) -> Result<Vec<Pa
             )
         })
         .collect();
-    line_chart(
-        &p,
+    plot(
+        "prices.svg",
         "Market price per GPU-hour by class",
         "USD per GPU-hour",
-        &prices,
+        prices,
     )?;
-    out.push(p);
-
-    let p = dir.join("utilization.svg");
-    let util = vec![(
-        "utilization".to_string(),
-        series
-            .iter()
-            .map(|s| (x(s), s.utilization_ppm as f64 / 1e4))
-            .collect(),
-    )];
-    line_chart(
-        &p,
+    plot(
+        "utilization.svg",
         "Fleet GPU utilization",
         "% of online GPU time busy",
-        &util,
+        one("utilization", &|s| s.utilization_ppm as f64 / 1e4),
     )?;
-    out.push(p);
-
-    let p = dir.join("earnings.svg");
-    let earn = vec![(
-        "providers".to_string(),
-        series
-            .iter()
-            .map(|s| (x(s), io(s.provider_earnings_io)))
-            .collect(),
-    )];
-    line_chart(
-        &p,
+    plot(
+        "earnings.svg",
         "Provider earnings (IO compute + idle rewards, cumulative)",
         "IO",
-        &earn,
+        one("providers", &|s| io(s.provider_earnings_io)),
     )?;
-    out.push(p);
-
-    let p = dir.join("burned.svg");
-    let burned = vec![(
-        "burned".to_string(),
-        series.iter().map(|s| (x(s), io(s.burned_io))).collect(),
-    )];
-    line_chart(
-        &p,
+    plot(
+        "burned.svg",
         "IO burned (fees, buyback, slashing; cumulative)",
         "IO",
-        &burned,
+        one("burned", &|s| io(s.burned_io)),
     )?;
-    out.push(p);
-
-    let p = dir.join("supply.svg");
-    let supply = vec![(
-        "circulating".to_string(),
-        series
-            .iter()
-            .map(|s| (x(s), io(s.circulating_io)))
-            .collect(),
-    )];
-    line_chart(
-        &p,
+    plot(
+        "supply.svg",
         "Circulating IO supply (total less stake, treasury reserve, escrow, undistributed emission)",
         "IO",
-        &supply,
+        one("circulating", &|s| io(s.circulating_io)),
     )?;
-    out.push(p);
     Ok(out)
 }

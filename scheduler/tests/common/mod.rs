@@ -89,3 +89,11 @@ pub async fn body_of(r: axum::response::Response) -> (u16, Vec<u8>) {
         .unwrap();
     (status, b.to_vec())
 }
+
+/// The `Error` of an extender answer (panics when the body is not one).
+pub fn error_of(body: impl AsRef<[u8]>) -> String {
+    let b = body.as_ref();
+    let v: serde_json::Value =
+        serde_json::from_slice(b).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(b)));
+    v["Error"].as_str().unwrap().to_string()
+}
