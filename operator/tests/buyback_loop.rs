@@ -6,15 +6,14 @@
 //! never buy back twice; the metrics say so, and pass `promtool check metrics`
 //! (the real promtool: `scripts/install-promtool.sh`).
 
-mod gpunode_harness;
+mod apiserver;
 
-use gpunode_harness::*;
+use apiserver::*;
 use serde_json::json;
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_market::ledger::{Account, Ledger, Token};
 use solgrid_operator::buyback::{BuybackRound, BuybackState, key, plan_round, tick};
 use solgrid_operator::config::OperatorConfig;
 use solgrid_operator::context::Context;
-use solgrid_operator::metrics::Metrics;
 use solgrid_settlement::SettlementState;
 use std::sync::Arc;
 
@@ -30,34 +29,27 @@ fn config() -> OperatorConfig {
     c
 }
 
-fn mint(ctx: &Context, token: Token, amount: u64, tag: &str) {
-    ctx.ledger
-        .embedded()
-        .unwrap()
-        .apply(&[Intent {
-            key: format!("test-mint/{tag}"),
-            movements: vec![Movement {
-                token,
-                op: Op::Mint {
-                    to: Account::Treasury,
-                    amount,
-                },
-            }],
-        }])
-        .unwrap();
+/// Mints into the treasury (fees, reserve) under `tag`.
+fn treasury(ctx: &Context, token: Token, amount: u64, tag: &str) {
+    mint(
+        ctx,
+        &format!("test-mint/{tag}"),
+        token,
+        Account::Treasury,
+        amount,
+    );
 }
 
 fn bal(ctx: &Context, a: Account, t: Token) -> u64 {
     ctx.ledger.balance(&a, t).unwrap()
 }
 
-fn state(server: &Server) -> BuybackState {
-    let cm = server.get(CM).unwrap();
-    serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap()
+fn state(server: &ApiServer) -> BuybackState {
+    configmap_state(&server.get(CM).unwrap())
 }
 
 /// Stores a recorded round in the buyback ConfigMap (as a crashed operator left it).
-fn put_round(server: &Server, round: BuybackRound) {
+fn put_round(server: &ApiServer, round: BuybackRound) {
     let st = BuybackState {
         round: Some(round),
         ..Default::default()
@@ -70,16 +62,30 @@ fn put_round(server: &Server, round: BuybackRound) {
     );
 }
 
+/// The round a run plans for `period` from `usdc` of fees and an `io` reserve.
+fn plan_of(ctx: &Context, period: u64, usdc: u64, io: u64) -> BuybackRound {
+    let pricing = &ctx.config.market.pricing;
+    plan_round(
+        period,
+        WALLET_B,
+        usdc,
+        io,
+        pricing.usdc_rate,
+        pricing.io_rate,
+    )
+    .unwrap()
+}
+
 fn confirmed(ctx: &Context, period: u64) -> usize {
     ctx.ledger.embedded().unwrap().confirmed_key_counts()[&key(period)]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_period_is_bought_back_and_burned_exactly_once() {
-    let (ctx, server, clock) = env(config());
+    let Env { ctx, server, clock } = env(config());
     // 12.345678 USDC of fees and a 1,000 IO reserve in the treasury
-    mint(&ctx, Token::Usdc, 12_345_678, "fees");
-    mint(&ctx, Token::Io, 1_000 * IO, "reserve");
+    treasury(&ctx, Token::Usdc, 12_345_678, "fees");
+    treasury(&ctx, Token::Io, 1_000 * IO, "reserve");
     let supply0 = ctx.ledger.supply(Token::Io).unwrap();
     let period = T0_MS as u64 / DAY - 1;
 
@@ -88,10 +94,7 @@ async fn a_period_is_bought_back_and_burned_exactly_once() {
     assert_eq!(r.closed, Some((period, "completed")));
 
     // the round was recorded before anything was sent
-    let calls = server.calls();
-    let create = calls.iter().find(|c| c.is("POST", CMS)).unwrap();
-    let planned: BuybackState =
-        serde_json::from_str(create.body["data"]["state.json"].as_str().unwrap()).unwrap();
+    let planned: BuybackState = configmap_state(&server.created(CMS));
     let round = planned.round.unwrap();
     assert_eq!(round.settlements.len(), 1);
     assert_eq!(round.settlements[0].intent.key, format!("buyback/{period}"));
@@ -130,7 +133,7 @@ async fn a_period_is_bought_back_and_burned_exactly_once() {
     solgrid_helm_tests::promtool_check_metrics("operator", &text);
 
     // more fees later in the same period: not bought back again in this period
-    mint(&ctx, Token::Usdc, 2 * USDC, "fees-2");
+    treasury(&ctx, Token::Usdc, 2 * USDC, "fees-2");
     server.clear_calls();
     let txs = ctx.ledger.embedded().unwrap().tx_count();
     // a minute before the period ends
@@ -141,13 +144,13 @@ async fn a_period_is_bought_back_and_burned_exactly_once() {
     assert!(server.writes().is_empty());
 
     // a restarted operator (fresh process: new metrics, same API server and ledger)
-    let restarted = Arc::new(Context::new(
-        ctx.client.clone(),
-        ctx.config.clone(),
-        ctx.ledger.clone(),
-        Arc::new(Metrics::new()),
-        clock.clone(),
-    ));
+    let restarted = Arc::new(
+        Context::builder(ctx.client.clone())
+            .config((*ctx.config).clone())
+            .ledger(ctx.ledger.clone())
+            .clock(clock.clone())
+            .build(),
+    );
     assert_eq!(tick(&restarted).await.unwrap(), Default::default());
     assert_eq!(ctx.ledger.embedded().unwrap().tx_count(), txs);
     assert!(
@@ -173,22 +176,13 @@ async fn a_period_is_bought_back_and_burned_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_sending_resumes_the_recorded_round_without_resending() {
-    let (ctx, server, _clock) = env(config());
-    mint(&ctx, Token::Usdc, 3 * USDC, "fees");
-    mint(&ctx, Token::Io, 100 * IO, "reserve");
+    let Env { ctx, server, .. } = env(config());
+    treasury(&ctx, Token::Usdc, 3 * USDC, "fees");
+    treasury(&ctx, Token::Io, 100 * IO, "reserve");
     let period = T0_MS as u64 / DAY - 1;
-    let pricing = &ctx.config.market.pricing;
     // a previous run planned 3 USDC → 6 IO, sent it, and crashed before recording
     // the confirmation
-    let mut round = plan_round(
-        period,
-        WALLET_B,
-        3 * USDC,
-        100 * IO,
-        pricing.usdc_rate,
-        pricing.io_rate,
-    )
-    .unwrap();
+    let mut round = plan_of(&ctx, period, 3 * USDC, 100 * IO);
     let tx = ctx
         .ledger
         .prepare(&[round.settlements[0].intent.clone()])
@@ -200,7 +194,7 @@ async fn a_crash_after_sending_resumes_the_recorded_round_without_resending() {
     };
     put_round(&server, round);
     // meanwhile more fees came in: the recorded round is what is closed, not a new plan
-    mint(&ctx, Token::Usdc, 5 * USDC, "fees-2");
+    treasury(&ctx, Token::Usdc, 5 * USDC, "fees-2");
     let txs = ctx.ledger.embedded().unwrap().tx_count();
     let r = tick(&ctx).await.unwrap();
     assert_eq!(r.planned, None);
@@ -218,8 +212,8 @@ async fn a_crash_after_sending_resumes_the_recorded_round_without_resending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_reserve_burns_nothing_and_keeps_the_stablecoin() {
-    let (ctx, server, _clock) = env(config());
-    mint(&ctx, Token::Usdc, 7 * USDC, "fees");
+    let Env { ctx, server, .. } = env(config());
+    treasury(&ctx, Token::Usdc, 7 * USDC, "fees");
     let period = T0_MS as u64 / DAY - 1;
     let r = tick(&ctx).await.unwrap();
     assert_eq!(r.closed, Some((period, "empty")));
@@ -243,14 +237,16 @@ async fn an_empty_reserve_burns_nothing_and_keeps_the_stablecoin() {
 async fn a_configured_price_is_used_and_no_wallet_means_no_buyback() {
     let mut cfg = config();
     cfg.buyback.buyback_io_price_micro_usd = Some(250_000); // 0.25 $ per IO
-    let (ctx, _server, _clock) = env(cfg);
-    mint(&ctx, Token::Usdc, USDC, "fees");
-    mint(&ctx, Token::Io, 100 * IO, "reserve");
+    let Env { ctx, .. } = env(cfg);
+    treasury(&ctx, Token::Usdc, USDC, "fees");
+    treasury(&ctx, Token::Io, 100 * IO, "reserve");
     tick(&ctx).await.unwrap();
     assert_eq!(bal(&ctx, Account::Treasury, Token::Io), 96 * IO);
 
-    let (off, server, _clock) = env(OperatorConfig::default());
-    mint(&off, Token::Usdc, USDC, "fees");
+    let Env {
+        ctx: off, server, ..
+    } = env(OperatorConfig::default());
+    treasury(&off, Token::Usdc, USDC, "fees");
     assert_eq!(tick(&off).await.unwrap(), Default::default());
     assert!(server.calls().is_empty(), "off: not even a read");
     assert_eq!(bal(&off, Account::Treasury, Token::Usdc), USDC);
@@ -258,20 +254,11 @@ async fn a_configured_price_is_used_and_no_wallet_means_no_buyback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_the_ledger_rejects_moves_nothing_and_closes_the_period() {
-    let (ctx, server, _clock) = env(config());
-    mint(&ctx, Token::Usdc, 3 * USDC, "fees");
+    let Env { ctx, server, .. } = env(config());
+    treasury(&ctx, Token::Usdc, 3 * USDC, "fees");
     let period = T0_MS as u64 / DAY - 1;
-    let pricing = &ctx.config.market.pricing;
     // recorded by a previous run against a reserve that is gone since
-    let round = plan_round(
-        period,
-        WALLET_B,
-        3 * USDC,
-        100 * IO,
-        pricing.usdc_rate,
-        pricing.io_rate,
-    )
-    .unwrap();
+    let round = plan_of(&ctx, period, 3 * USDC, 100 * IO);
     put_round(&server, round);
     let r = tick(&ctx).await.unwrap();
     assert_eq!(r.closed, Some((period, "failed")));

@@ -2,16 +2,16 @@
 //! requests of each important transition (verification pod, status applies,
 //! annotations, Events), and slashing through to the embedded ledger.
 
-mod gpunode_harness;
+mod apiserver;
 
-use gpunode_harness::*;
+use apiserver::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use solgrid_crds::{GpuNode, StakePosition};
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_market::ledger::{Account, Ledger, Token};
 use solgrid_operator::config::OperatorConfig;
 use solgrid_operator::gpunode::verify::devices_of;
 use solgrid_operator::gpunode::{GpuNodeCtx, Settings, gpunode_for_node, reconcile};
@@ -26,7 +26,7 @@ const H: i64 = 3_600_000;
 
 struct T {
     ctx: Arc<solgrid_operator::Context>,
-    server: Server,
+    server: ApiServer,
     clock: Arc<solgrid_operator::FakeClock>,
     g: Arc<GpuNodeCtx>,
     nodes: Writer<Node>,
@@ -75,7 +75,7 @@ fn gpunode_json(phase: &str, extra_status: Value) -> Value {
 }
 
 fn setup(phase: &str, extra: Value) -> T {
-    let (ctx, server, clock) = env(OperatorConfig::default());
+    let Env { ctx, server, clock } = env(OperatorConfig::default());
     server.put(GN, gpunode_json(phase, extra));
     let (ns, mut nw) = reflector::store();
     let (ls, mut lw) = reflector::store();
@@ -139,13 +139,18 @@ fn status_applies(t: &T) -> Vec<Value> {
         .collect()
 }
 
-fn cond<'a>(st: &'a Value, t: &str) -> &'a Value {
-    st["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == t)
-        .unwrap_or_else(|| panic!("no condition {t}"))
+/// Reconciles the node again, the calls cleared first; the status applies made.
+async fn rerun(t: &T) -> Vec<Value> {
+    t.server.clear_calls();
+    reconcile(gn(t), t.g.clone()).await.unwrap();
+    status_applies(t)
+}
+
+/// Asserts the status says the node earns no idle rewards, for `reason`.
+fn not_eligible(st: &Value, reason: &str) {
+    assert_eq!(st["rewardEligible"], false);
+    let why = st["eligibilityReason"].as_str().unwrap();
+    assert!(why.contains(reason), "{why}");
 }
 
 fn pod_path(t: &T) -> String {
@@ -159,13 +164,11 @@ fn pod_path(t: &T) -> String {
 }
 
 fn finish_pod(t: &T, path: &str, log: &str) {
-    let mut p = t.server.get(path).unwrap();
-    p["status"] = json!({
+    t.server.edit(path, |p| p["status"] = json!({
         "phase": "Succeeded",
         "containerStatuses": [{"name": "verify", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
             "state": {"terminated": {"exitCode": 0, "startedAt": rfc(T0_MS), "finishedAt": rfc(T0_MS)}}}],
-    });
-    t.server.put(path, p);
+    }));
     t.server.set_log(path, log);
 }
 
@@ -252,8 +255,7 @@ async fn pending_with_inventory_verifies_then_activates() {
     finish_pod(&t, &path, &log);
     // the operator's clock: 300 ms from creation to the read (450 ms allowed)
     advance(&mut t, chrono::Duration::milliseconds(300));
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    rerun(&t).await;
     let calls = t.server.calls();
     assert!(calls.iter().any(|c| c.is("GET", &path)));
     let logc = calls
@@ -275,8 +277,7 @@ async fn pending_with_inventory_verifies_then_activates() {
     );
 
     // same period: no new pod, nothing to write
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    rerun(&t).await;
     assert!(t.server.writes().is_empty(), "{:?}", t.server.writes());
     // next period: a new verification pod
     advance(&mut t, chrono::Duration::hours(1));
@@ -286,11 +287,7 @@ async fn pending_with_inventory_verifies_then_activates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_lease_or_missing_node_is_offline() {
-    let mut t = setup(
-        "Active",
-        json!({"verification": {"passed": 1, "failed": 0, "verified": true, "lastRun": rfc(T0_MS), "lastResult": "Passed"},
-               "onlineSince": rfc(T0_MS - 6 * H)}),
-    );
+    let mut t = active(1, true, json!({}));
     t.leases
         .apply_watcher_event(&watcher::Event::Apply(lease("gpu-1", T0_MS - 10 * 60_000)));
     reconcile(gn(&t), t.g.clone()).await.unwrap();
@@ -311,20 +308,14 @@ async fn expired_lease_or_missing_node_is_offline() {
         .apply_watcher_event(&watcher::Event::Delete(node("gpu-1", 0, false)));
     t.leases
         .apply_watcher_event(&watcher::Event::Apply(lease("gpu-1", T0_MS)));
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
-    let st = &status_applies(&t)[0];
+    let st = &rerun(&t).await[0];
     assert_eq!(st["phase"], "Offline");
     assert_eq!(cond(st, "Ready")["reason"], "NodeGone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_online_after_a_restart_resets_online_since() {
-    let mut t = setup(
-        "Active",
-        json!({"verification": {"passed": 1, "failed": 0, "verified": true, "lastRun": rfc(T0_MS), "lastResult": "Passed"},
-               "onlineSince": rfc(T0_MS - 6 * H)}),
-    );
+    let mut t = active(1, true, json!({}));
     // the Node rebooted 10 minutes ago
     t.nodes.apply_watcher_event(&watcher::Event::Apply(node(
         "gpu-1",
@@ -335,22 +326,13 @@ async fn back_online_after_a_restart_resets_online_since() {
     let st = &status_applies(&t)[0];
     assert_eq!(st["onlineSince"], rfc(T0_MS - 600_000).replace(".000", ""));
     assert_eq!(st["phase"], "Active");
-    assert_eq!(st["rewardEligible"], false);
-    assert!(
-        st["eligibilityReason"]
-            .as_str()
-            .unwrap()
-            .contains("without a break")
-    );
+    not_eligible(st, "without a break");
     assert!(t.server.events().contains(&"Restarted".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordoned_or_draining_is_draining_without_verification() {
-    let mut t = setup(
-        "Active",
-        json!({"verification": {"passed": 1, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
-    );
+    let mut t = active(1, false, json!({}));
     t.nodes
         .apply_watcher_event(&watcher::Event::Apply(node("gpu-1", T0_MS - 7 * H, true)));
     reconcile(gn(&t), t.g.clone()).await.unwrap();
@@ -362,31 +344,11 @@ async fn cordoned_or_draining_is_draining_without_verification() {
     // uncordoned but spec.draining
     t.nodes
         .apply_watcher_event(&watcher::Event::Apply(node("gpu-1", T0_MS - 7 * H, false)));
-    let mut o = t.server.get(GN).unwrap();
-    o["spec"]["draining"] = json!(true);
-    t.server.put(GN, o);
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    t.server.edit(GN, |o| o["spec"]["draining"] = json!(true));
+    rerun(&t).await;
     let st = t.server.get(GN).unwrap()["status"].clone();
     assert_eq!(st["phase"], "Draining");
     assert_eq!(cond(&st, "Ready")["reason"], "DrainRequested");
-}
-
-fn fund(ctx: &solgrid_operator::Context, wallet: &str, amount: u64) {
-    ctx.ledger
-        .embedded()
-        .unwrap()
-        .apply(&[Intent {
-            key: format!("fund-{wallet}"),
-            movements: vec![Movement {
-                token: Token::Io,
-                op: Op::Mint {
-                    to: Account::Wallet(wallet.into()),
-                    amount,
-                },
-            }],
-        }])
-        .unwrap();
 }
 
 async fn locked_stake(t: &mut T, amount: u64) -> Arc<StakePosition> {
@@ -420,26 +382,14 @@ async fn locked_stake(t: &mut T, amount: u64) -> Arc<StakePosition> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stake_total_and_eligibility() {
-    let mut t = setup(
-        "Active",
-        json!({"verification": {"passed": 3, "failed": 0, "verified": true, "lastRun": rfc(T0_MS), "lastResult": "Passed"},
-               "onlineSince": rfc(T0_MS - 6 * H)}),
-    );
+    let mut t = active(3, true, json!({}));
     reconcile(gn(&t), t.g.clone()).await.unwrap();
     let st = t.server.get(GN).unwrap()["status"].clone();
-    assert_eq!(st["rewardEligible"], false);
-    assert!(
-        st["eligibilityReason"]
-            .as_str()
-            .unwrap()
-            .contains("below its minimum")
-    );
+    not_eligible(&st, "below its minimum");
     assert!(st["reputation"]["score"].as_u64().unwrap() > 500);
 
     locked_stake(&mut t, 4_000 * IO).await;
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
-    let st = &status_applies(&t)[0];
+    let st = &rerun(&t).await[0];
     assert_eq!(st["stakeTotal"], 4_000 * IO);
     assert_eq!(st["rewardEligible"], true);
     assert_eq!(cond(st, "RewardEligible")["status"], "True");
@@ -447,10 +397,7 @@ async fn stake_total_and_eligibility() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
-    let mut t = setup(
-        "Active",
-        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
-    );
+    let mut t = verified_active();
     let sp = locked_stake(&mut t, 4_000 * IO).await;
     // the period's verification pod
     reconcile(gn(&t), t.g.clone()).await.unwrap();
@@ -530,8 +477,7 @@ async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
     let spo: StakePosition = serde_json::from_value(t.server.get(SP).unwrap()).unwrap();
     t.stakes
         .apply_watcher_event(&watcher::Event::Apply(spo.clone()));
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    rerun(&t).await;
     assert!(!t.server.writes().iter().any(|c| c.path.starts_with(SP)));
     solgrid_operator::stake::reconcile(Arc::new(spo), t.ctx.clone())
         .await
@@ -547,18 +493,15 @@ async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
 
     // slashed: no verification, stays slashed
     advance(&mut t, chrono::Duration::hours(2));
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    rerun(&t).await;
     assert!(!t.server.writes().iter().any(|c| c.is("POST", PODS)));
     assert_eq!(t.server.get(GN).unwrap()["status"]["phase"], "Slashed");
 
     // an admin clears it: the node verifies again, the annotation is removed
-    let mut o = t.server.get(GN).unwrap();
-    o["metadata"]["annotations"]["solgrid.dev/clear-slash"] = json!("true");
-    t.server.put(GN, o);
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
-    let st = &status_applies(&t)[0];
+    t.server.edit(GN, |o| {
+        o["metadata"]["annotations"]["solgrid.dev/clear-slash"] = json!("true")
+    });
+    let st = &rerun(&t).await[0];
     assert_eq!(st["phase"], "Verifying");
     assert_eq!(cond(st, "Slashed")["status"], "False");
     let meta = t
@@ -583,43 +526,30 @@ async fn a_wrong_result_slashes_the_node_and_burns_its_stake_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_too_slow_is_cheating() {
-    let mut t = setup(
-        "Active",
-        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
-    );
+    let mut t = verified_active();
     reconcile(gn(&t), t.g.clone()).await.unwrap();
     let path = pod_path(&t);
     // killed at its deadline after running: far slower than an H100
-    let mut p = t.server.get(&path).unwrap();
-    p["status"] = json!({
+    t.server.edit(&path, |p| p["status"] = json!({
         "phase": "Failed", "reason": "DeadlineExceeded",
         "containerStatuses": [{"name": "verify", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
             "state": {"terminated": {"exitCode": 137, "startedAt": rfc(T0_MS), "finishedAt": rfc(T0_MS + 900_000)}}}],
-    });
-    t.server.put(&path, p);
+    }));
     advance(&mut t, chrono::Duration::seconds(901));
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
-    let st = &status_applies(&t)[0];
+    let st = &rerun(&t).await[0];
     assert_eq!(st["phase"], "Slashed");
     assert_eq!(cond(st, "Verified")["reason"], "TooSlow");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_never_ran_is_inconclusive() {
-    let mut t = setup(
-        "Active",
-        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
-    );
+    let mut t = verified_active();
     reconcile(gn(&t), t.g.clone()).await.unwrap();
     let path = pod_path(&t);
-    let mut p = t.server.get(&path).unwrap();
-    p["status"] = json!({"phase": "Pending"});
-    t.server.put(&path, p);
+    t.server
+        .edit(&path, |p| p["status"] = json!({"phase": "Pending"}));
     advance(&mut t, chrono::Duration::seconds(900 + 121));
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
-    let st = &status_applies(&t)[0];
+    let st = &rerun(&t).await[0];
     assert_eq!(st["phase"], "Active");
     assert_eq!(st["verification"]["lastResult"], "Inconclusive");
     assert_eq!(st["verification"]["failed"], 0);
@@ -634,16 +564,13 @@ async fn a_pod_that_never_ran_is_inconclusive() {
 /// Runs one period whose pod never starts: reconcile (pod created), then again
 /// once it can no longer pass; the status applied last.
 async fn unschedulable_period(t: &mut T) -> Value {
-    t.server.clear_calls();
-    reconcile(gn(t), t.g.clone()).await.unwrap();
+    rerun(t).await;
     let path = pod_path(t);
-    let mut p = t.server.get(&path).unwrap();
-    p["status"] = json!({"phase": "Pending"});
-    t.server.put(&path, p);
+    t.server
+        .edit(&path, |p| p["status"] = json!({"phase": "Pending"}));
     // H100 limit 450 ms + 50 ms slack to read: judged after 500 ms
     advance(t, chrono::Duration::milliseconds(501));
-    t.server.clear_calls();
-    reconcile(gn(t), t.g.clone()).await.unwrap();
+    rerun(t).await;
     assert!(t.server.writes().iter().any(|c| c.is("DELETE", &path)));
     let st = status_applies(t).pop().expect("a status write");
     advance(t, chrono::Duration::hours(1));
@@ -681,25 +608,34 @@ async fn inconclusive_periods_in_a_row_expire_verification() {
     // a fourth keeps the reason; a pass restores it
     let st = unschedulable_period(&mut t).await;
     assert_eq!(cond(&st, "Verified")["reason"], "Expired");
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
+    rerun(&t).await;
     let path = pod_path(&t);
     let log = good_log(&t, &path);
     finish_pod(&t, &path, &log);
     advance(&mut t, chrono::Duration::milliseconds(100));
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
-    let st = status_applies(&t).pop().unwrap();
+    let st = rerun(&t).await.pop().unwrap();
     assert_eq!(st["verification"]["verified"], true);
     assert_eq!(st["verification"]["inconclusive"], 0);
     assert_eq!(st["phase"], "Active");
 }
 
+/// An Active node, verified `passed` times (the last at T0 when `ran_at_t0`),
+/// online for 6 hours; `extra` merged into its status.
+fn active(passed: u32, ran_at_t0: bool, extra: Value) -> T {
+    let mut status = json!({"verification": {"passed": passed, "failed": 0, "verified": true},
+                            "onlineSince": rfc(T0_MS - 6 * H)});
+    if ran_at_t0 {
+        merge(
+            &mut status["verification"],
+            &json!({"lastRun": rfc(T0_MS), "lastResult": "Passed"}),
+        );
+    }
+    merge(&mut status, &extra);
+    setup("Active", status)
+}
+
 fn verified_active() -> T {
-    setup(
-        "Active",
-        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H)}),
-    )
+    active(3, false, json!({}))
 }
 
 /// A verified node's period: its pod succeeds (the node reporting a 0 ms run) with
@@ -712,9 +648,7 @@ async fn judged(log_of: impl Fn(String) -> String, after: chrono::Duration) -> (
     let log = log_of(good_log(&t, &path));
     finish_pod(&t, &path, &log);
     advance(&mut t, after);
-    t.server.clear_calls();
-    reconcile(gn(&t), t.g.clone()).await.unwrap();
-    let st = status_applies(&t).remove(0);
+    let st = rerun(&t).await.remove(0);
     let c = cond(&st, "Verified").clone();
     (st, c)
 }
@@ -747,11 +681,7 @@ async fn a_device_without_a_report_is_cheating() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_an_allocated_gpu_is_not_challenged() {
-    let t = setup(
-        "Active",
-        json!({"verification": {"passed": 3, "failed": 0, "verified": true}, "onlineSince": rfc(T0_MS - 6 * H),
-               "allocatedGpus": 1}),
-    );
+    let t = active(3, false, json!({"allocatedGpus": 1}));
     reconcile(gn(&t), t.g.clone()).await.unwrap();
     assert!(
         !t.server.writes().iter().any(|c| c.is("POST", PODS)),

@@ -1,9 +1,9 @@
 //! The LedgerGrant controller against an in-memory API server and the embedded
 //! ledger: an admin's funding lands exactly once, whatever replays.
 
-mod gpunode_harness;
+mod apiserver;
 
-use gpunode_harness::*;
+use apiserver::*;
 use serde_json::json;
 use solgrid_crds::LedgerGrant;
 use solgrid_market::ledger::{Account, Ledger, Token};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 const G: &str = "/apis/solgrid.dev/v1alpha1/ledgergrants/newcomer-io";
 
-fn put_grant(server: &Server, wallet: &str, amount: u64) {
+fn put_grant(server: &ApiServer, wallet: &str, amount: u64) {
     server.put(
         G,
         json!({
@@ -25,13 +25,13 @@ fn put_grant(server: &Server, wallet: &str, amount: u64) {
     );
 }
 
-fn obj(server: &Server) -> Arc<LedgerGrant> {
+fn obj(server: &ApiServer) -> Arc<LedgerGrant> {
     Arc::new(serde_json::from_value(server.get(G).unwrap()).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_is_minted_exactly_once_and_recorded() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
+    let Env { ctx, server, .. } = env(OperatorConfig::default());
     put_grant(&server, WALLET_A, 5_000);
     reconcile(obj(&server), ctx.clone()).await.unwrap();
 
@@ -68,9 +68,7 @@ async fn a_grant_is_minted_exactly_once_and_recorded() {
     // the status write was lost (crash after the mint): the ledger finds the key
     // and the same transaction is recorded; nothing is minted twice
     let sig = st["signature"].clone();
-    let mut o = server.get(G).unwrap();
-    o["status"] = serde_json::Value::Null;
-    server.put(G, o);
+    server.edit(G, |o| o["status"] = serde_json::Value::Null);
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let o = server.get(G).unwrap();
     assert_eq!(o["status"]["phase"], "Executed");
@@ -89,7 +87,7 @@ async fn a_grant_is_minted_exactly_once_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_to_a_wallet_nobody_can_sign_for_fails_and_moves_nothing() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
+    let Env { ctx, server, .. } = env(OperatorConfig::default());
     // base58 and 32..44 characters (passes the CRD's pattern), but not an ed25519 key
     put_grant(&server, "1111111111111111111111111111111111111111111", 5);
     reconcile(obj(&server), ctx.clone()).await.unwrap();

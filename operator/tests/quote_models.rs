@@ -3,18 +3,16 @@
 //! (tower-test): the locked price, the escrow (maxCost) it implies, and the
 //! below-market condition all follow the dearest class, never the first listed.
 
-mod fixtures;
+mod apiserver;
 
-use fixtures::*;
+use apiserver::*;
 use serde_json::Value;
 use solgrid_crds::*;
 use solgrid_market::GpuModel;
 use solgrid_market::fees::escrow_max_cost;
 use solgrid_market::ledger::Token;
 use solgrid_market::pricing::{QuoteRequest, Urgency as MUrgency};
-use solgrid_operator::computejob::reconcile;
 use solgrid_operator::config::OperatorConfig;
-use std::sync::Arc;
 
 /// An Active node of `model` with `gpus` GPUs, `allocated` of them held, and a floor.
 fn node(name: &str, model: &str, gpus: u32, allocated: u32, floor: u64) -> GpuNode {
@@ -65,39 +63,27 @@ fn two_model_job(cap: u64) -> ComputeJob {
     j
 }
 
-fn cond<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no condition {type_} in {status}"))
-}
-
 /// Reconciles a fresh two-model job over `nodes`; returns the status it wrote.
 async fn quoted(nodes: Vec<GpuNode>, cap: u64) -> Value {
-    let env = env_with(OperatorConfig::default(), gpunode_cache(nodes));
-    let mut srv = env.server;
+    let mut env = scripted_with(OperatorConfig::default(), gpunode_cache(nodes));
     let j = two_model_job(cap);
     let jj = j.clone();
-    let server = tokio::spawn(async move {
-        srv.list_pods(vec![]).await;
-        let st = srv.status_patch(&jj).await;
-        let _ = srv.event().await;
-        if st["phase"] == "Quoted" {
-            // funding goes on: no payer Secret in this test
-            srv.expect(
-                "GET",
-                &format!("/api/v1/namespaces/{NS}/secrets/alice-wallet"),
-            )
-            .await
-            .not_found();
-            let _ = srv.status_patch(&jj).await;
+    let (reconciled, st) = env
+        .reconcile_job(j, async |srv| {
+            srv.list_pods(vec![]).await;
+            let st = srv.status_patch(&jj).await;
             let _ = srv.event().await;
-        }
-        srv.done().await;
-        st
-    });
-    reconcile(Arc::new(j), env.ctx.clone()).await.unwrap();
-    server.await.unwrap()
+            if st["phase"] == "Quoted" {
+                // funding goes on: no payer Secret in this test
+                srv.expect_payer_secret().await.not_found();
+                let _ = srv.status_patch(&jj).await;
+                let _ = srv.event().await;
+            }
+            st
+        })
+        .await;
+    reconciled.unwrap();
+    st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

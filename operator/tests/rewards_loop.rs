@@ -3,9 +3,9 @@
 //! sent, paid exactly once under `rewards/<period>`, credited to the GpuNode and
 //! StakePositions, and the dust carried.
 
-mod gpunode_harness;
+mod apiserver;
 
-use gpunode_harness::*;
+use apiserver::*;
 use serde_json::{Value, json};
 use solgrid_market::emission::EmissionSchedule;
 use solgrid_market::ledger::{Account, Ledger, Token};
@@ -43,9 +43,8 @@ fn stake(name: &str, wallet: &str, phase: &str, locked: u64) -> Value {
     })
 }
 
-fn state(server: &Server) -> RewardState {
-    let cm = server.get(CM).unwrap();
-    serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap()
+fn state(server: &ApiServer) -> RewardState {
+    configmap_state(&server.get(CM).unwrap())
 }
 
 fn bal(ctx: &solgrid_operator::Context, a: Account) -> u64 {
@@ -54,7 +53,7 @@ fn bal(ctx: &solgrid_operator::Context, a: Account) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hour_is_paid_exactly_once_credited_and_its_dust_carried() {
-    let (ctx, server, clock) = env(OperatorConfig::default());
+    let Env { ctx, server, clock } = env(OperatorConfig::default());
     server.put(
         "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-1",
         gpunode("gpu-1", true),
@@ -80,9 +79,7 @@ async fn an_hour_is_paid_exactly_once_credited_and_its_dust_carried() {
 
     // the round is recorded before anything is sent
     let calls = server.calls();
-    let create = calls.iter().find(|c| c.is("POST", CMS)).unwrap();
-    let planned: RewardState =
-        serde_json::from_str(create.body["data"]["state.json"].as_str().unwrap()).unwrap();
+    let planned: RewardState = configmap_state(&server.created(CMS));
     let round = planned.round.unwrap();
     assert_eq!(round.settlements.len(), 1);
     assert_eq!(round.settlements[0].intent.key, format!("rewards/{period}"));
@@ -164,7 +161,7 @@ async fn an_hour_is_paid_exactly_once_credited_and_its_dust_carried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_eligible_node_carries_everything() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
+    let Env { ctx, server, .. } = env(OperatorConfig::default());
     server.put(
         "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-2",
         gpunode("gpu-2", false),
@@ -178,7 +175,7 @@ async fn no_eligible_node_carries_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_recorded_before_a_crash_is_resumed_not_replanned() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
+    let Env { ctx, server, .. } = env(OperatorConfig::default());
     server.put(
         "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-1",
         gpunode("gpu-1", true),
@@ -231,7 +228,7 @@ async fn a_round_recorded_before_a_crash_is_resumed_not_replanned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_node_earns_less_idle_reward_than_an_idle_one() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
+    let Env { ctx, server, .. } = env(OperatorConfig::default());
     let period = T0_MS as u64 / H - 1;
     let at = |ms: u64| {
         chrono::DateTime::from_timestamp_millis(ms as i64)

@@ -2,12 +2,14 @@
 //! embedded ledger: the exact requests of lock, unbond, withdraw, slash and
 //! deletion, and the money on the ledger.
 
-mod gpunode_harness;
+mod apiserver;
 
-use gpunode_harness::*;
+use apiserver::*;
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use solgrid_crds::StakePosition;
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_market::ledger::{Account, Ledger, Token};
+use solgrid_operator::Context;
 use solgrid_operator::config::OperatorConfig;
 use solgrid_operator::stake::{FINALIZER, reconcile};
 use std::sync::Arc;
@@ -18,8 +20,11 @@ const SECRET: &str = "/api/v1/namespaces/stakers/secrets/owner";
 const GN: &str = "/apis/solgrid.dev/v1alpha1/gpunodes/gpu-1";
 const IO: u64 = 1_000_000_000;
 
-fn setup(server: &Server, with_secret: bool) {
-    server.put(
+/// A 300 IO position of WALLET_A (its finalizer set), the owner Secret with the
+/// wallet's keypair when `with_secret`, and `funds` IO in the wallet.
+fn setup(with_secret: bool, funds: u64) -> Env {
+    let env = env(OperatorConfig::default());
+    env.server.put(
         SP,
         json!({
             "apiVersion": "solgrid.dev/v1alpha1",
@@ -29,40 +34,54 @@ fn setup(server: &Server, with_secret: bool) {
         }),
     );
     if with_secret {
-        server.put(
-            SECRET,
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": NS},
-                   "data": wallet_secret_data(WALLET_A)}),
-        );
+        owner_secret(&env.server, wallet_secret_data(WALLET_A));
     }
+    if funds > 0 {
+        fund(&env.ctx, WALLET_A, funds);
+    }
+    env
 }
 
-fn base64_enc(b: &[u8]) -> String {
-    solgrid_operator::verification::base64_encode(b)
+/// [`setup`] with exactly the stake funded, reconciled once: locked.
+async fn locked() -> Env {
+    let env = setup(true, 300 * IO);
+    reconcile(obj(&env.server), env.ctx.clone()).await.unwrap();
+    env
 }
 
-fn fund(ctx: &solgrid_operator::Context, wallet: &str, amount: u64) {
-    ctx.ledger
-        .embedded()
+/// Puts the owner Secret with `data` (base64 values).
+fn owner_secret(server: &ApiServer, data: Value) {
+    server.put(
+        SECRET,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": NS},
+               "data": data}),
+    );
+}
+
+fn uid(server: &ApiServer) -> String {
+    server.get(SP).unwrap()["metadata"]["uid"]
+        .as_str()
         .unwrap()
-        .apply(&[Intent {
-            key: format!("fund-{wallet}"),
-            movements: vec![Movement {
-                token: Token::Io,
-                op: Op::Mint {
-                    to: Account::Wallet(wallet.into()),
-                    amount,
-                },
-            }],
-        }])
-        .unwrap();
+        .to_string()
 }
 
-fn obj(server: &Server) -> Arc<StakePosition> {
+fn obj(server: &ApiServer) -> Arc<StakePosition> {
     Arc::new(serde_json::from_value(server.get(SP).unwrap()).unwrap())
 }
 
-fn status_writes(server: &Server) -> Vec<Value> {
+/// Reconciles the position again, the calls cleared first.
+async fn again(ctx: &Arc<Context>, server: &ApiServer) -> Action {
+    server.clear_calls();
+    reconcile(obj(server), ctx.clone()).await.unwrap()
+}
+
+/// Reconciles the position again: nothing is written.
+async fn no_writes_again(ctx: &Arc<Context>, server: &ApiServer) {
+    again(ctx, server).await;
+    assert!(server.writes().is_empty(), "{:?}", server.writes());
+}
+
+fn status_writes(server: &ApiServer) -> Vec<Value> {
     server
         .writes()
         .into_iter()
@@ -83,12 +102,8 @@ fn wallet(ctx: &solgrid_operator::Context, w: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_adds_finalizer_records_before_sending_and_activates() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
-    setup(&server, true);
-    let mut o = server.get(SP).unwrap();
-    o["metadata"]["finalizers"] = json!(null);
-    server.put(SP, o);
-    fund(&ctx, WALLET_A, 1_000 * IO);
+    let Env { ctx, server, .. } = setup(true, 1_000 * IO);
+    server.edit(SP, |o| o["metadata"]["finalizers"] = json!(null));
     reconcile(obj(&server), ctx.clone()).await.unwrap();
 
     // 1. the finalizer first (kube's finalizer helper: a JSON patch guarded by a
@@ -107,15 +122,11 @@ async fn lock_adds_finalizer_records_before_sending_and_activates() {
     );
     assert_eq!(vault(&ctx), 0);
     // 2..: the next reconcile (woken by that change): status applies
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    again(&ctx, &server).await;
     let st = status_writes(&server);
     assert_eq!(st[0]["ownerWallet"], WALLET_A);
     // the plan is recorded before anything is sent
-    let uid = server.get(SP).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uid = uid(&server);
     assert_eq!(st[1]["operations"][0]["key"], format!("{uid}/lock"));
     assert_eq!(st[1]["operations"][0]["state"], "Planned");
     assert_eq!(st[2]["operations"][0]["state"], "Sent");
@@ -154,26 +165,18 @@ async fn lock_adds_finalizer_records_before_sending_and_activates() {
     );
 
     // reconciling again moves nothing
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
-    assert!(server.writes().is_empty(), "{:?}", server.writes());
+    no_writes_again(&ctx, &server).await;
     assert_eq!(vault(&ctx), 300 * IO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbond_waits_the_period_then_withdraws_exactly_once() {
-    let (ctx, server, clock) = env(OperatorConfig::default());
-    setup(&server, true);
-    fund(&ctx, WALLET_A, 300 * IO);
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let Env { ctx, server, clock } = locked().await;
     assert_eq!(vault(&ctx), 300 * IO);
 
     // spec.unbond
-    let mut o = server.get(SP).unwrap();
-    o["spec"]["unbond"] = json!(true);
-    server.put(SP, o);
-    server.clear_calls();
-    let action = reconcile(obj(&server), ctx.clone()).await.unwrap();
+    server.edit(SP, |o| o["spec"]["unbond"] = json!(true));
+    let action = again(&ctx, &server).await;
     let st = status_writes(&server);
     assert_eq!(st.len(), 1);
     assert_eq!(st[0]["phase"], "Unbonding");
@@ -188,17 +191,12 @@ async fn unbond_waits_the_period_then_withdraws_exactly_once() {
 
     // one millisecond early: nothing
     clock.advance(chrono::Duration::milliseconds(14 * 24 * 3_600_000 - 1));
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
-    assert!(server.writes().is_empty());
+    no_writes_again(&ctx, &server).await;
 
     clock.advance(chrono::Duration::milliseconds(1));
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let st = status_writes(&server);
-    let uid = server.get(SP).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uid = uid(&server);
     let last = st.last().unwrap();
     assert_eq!(last["phase"], "Withdrawn");
     assert_eq!(last["locked"], 0);
@@ -216,9 +214,7 @@ async fn unbond_waits_the_period_then_withdraws_exactly_once() {
     assert!(server.events().contains(&"StakeWithdrawn".to_string()));
 
     // and never again
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
-    assert!(server.writes().is_empty());
+    no_writes_again(&ctx, &server).await;
     assert_eq!(
         ctx.ledger.embedded().unwrap().confirmed_key_counts()[&format!("{uid}/withdraw")],
         1
@@ -227,13 +223,10 @@ async fn unbond_waits_the_period_then_withdraws_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_unbonds_withdraws_then_releases_the_finalizer() {
-    let (ctx, server, clock) = env(OperatorConfig::default());
-    setup(&server, true);
-    fund(&ctx, WALLET_A, 300 * IO);
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
-    let mut o = server.get(SP).unwrap();
-    o["metadata"]["deletionTimestamp"] = json!(rfc(T0_MS));
-    server.put(SP, o);
+    let Env { ctx, server, clock } = locked().await;
+    server.edit(SP, |o| {
+        o["metadata"]["deletionTimestamp"] = json!(rfc(T0_MS))
+    });
     server.clear_calls();
     // unbonding, finalizer kept: the cleanup is pending (retried)
     let err = reconcile(obj(&server), ctx.clone()).await.unwrap_err();
@@ -244,8 +237,7 @@ async fn deletion_unbonds_withdraws_then_releases_the_finalizer() {
     assert_eq!(vault(&ctx), 300 * IO);
 
     clock.advance(chrono::Duration::days(14));
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    again(&ctx, &server).await;
     let w = server.writes();
     // withdraw (planned, sent, confirmed), then the finalizer goes
     let last = w.last().unwrap();
@@ -263,12 +255,11 @@ async fn deletion_unbonds_withdraws_then_releases_the_finalizer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_without_lock_is_released_at_once_on_deletion() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
-    setup(&server, false);
-    let mut o = server.get(SP).unwrap();
-    o["metadata"]["finalizers"] = json!([FINALIZER]);
-    o["metadata"]["deletionTimestamp"] = json!(rfc(T0_MS));
-    server.put(SP, o);
+    let Env { ctx, server, .. } = setup(false, 0);
+    server.edit(SP, |o| {
+        o["metadata"]["finalizers"] = json!([FINALIZER]);
+        o["metadata"]["deletionTimestamp"] = json!(rfc(T0_MS));
+    });
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let w = server.writes();
     assert_eq!(w.len(), 1);
@@ -281,8 +272,7 @@ async fn pending_without_lock_is_released_at_once_on_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_secret_waits_with_a_condition_and_moves_nothing() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
-    setup(&server, false);
+    let Env { ctx, server, .. } = setup(false, 0);
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let st = status_writes(&server);
     assert_eq!(st.len(), 1);
@@ -291,16 +281,12 @@ async fn missing_secret_waits_with_a_condition_and_moves_nothing() {
     assert_eq!(server.events(), vec!["Waiting"]);
     assert_eq!(ctx.ledger.embedded().unwrap().tx_count(), 0);
     // the same again: no new write, no new Event
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
-    assert!(server.writes().is_empty());
+    no_writes_again(&ctx, &server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_the_owner_cannot_pay_fails_once_and_stays_pending() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
-    setup(&server, true);
-    fund(&ctx, WALLET_A, 10 * IO);
+    let Env { ctx, server, .. } = setup(true, 10 * IO);
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let st = status_writes(&server);
     let last = st.last().unwrap();
@@ -319,8 +305,7 @@ async fn a_lock_the_owner_cannot_pay_fails_once_and_stays_pending() {
             .contains(&"LedgerOperationFailed".to_string())
     );
     assert_eq!(wallet(&ctx, WALLET_A), 10 * IO);
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    again(&ctx, &server).await;
     assert!(
         server.writes().is_empty(),
         "a failed lock is not retried blindly"
@@ -329,7 +314,7 @@ async fn a_lock_the_owner_cannot_pay_fails_once_and_stays_pending() {
 
 /// Puts the GpuNode with a slash incident `id` at `at_ms` in its status (what the
 /// GpuNode controller records when the node is caught cheating).
-fn incident(server: &Server, id: &str, at_ms: i64) {
+fn incident(server: &ApiServer, id: &str, at_ms: i64) {
     server.put(
         GN,
         json!({"apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
@@ -342,21 +327,14 @@ fn incident(server: &Server, id: &str, at_ms: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_incident_is_planned_then_burned_exactly_once() {
-    let (ctx, server, clock) = env(OperatorConfig::default());
-    setup(&server, true);
-    fund(&ctx, WALLET_A, 300 * IO);
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    let Env { ctx, server, clock } = locked().await;
     let supply0 = ctx.ledger.supply(Token::Io).unwrap();
-    let uid = server.get(SP).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uid = uid(&server);
 
     // the node was caught cheating after the stake was locked
     clock.advance(chrono::Duration::seconds(10));
     incident(&server, "p7", T0_MS + 1);
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    again(&ctx, &server).await;
     // the slash is recorded (Planned) in the position's own status before anything is sent
     let st = status_writes(&server);
     let ops = st[0]["operations"].as_array().unwrap();
@@ -384,8 +362,7 @@ async fn a_node_incident_is_planned_then_burned_exactly_once() {
     assert_eq!(ctx.ledger.supply(Token::Io).unwrap(), supply0 - 150 * IO);
     assert!(server.events().contains(&"StakeSlashed".to_string()));
     // again (the node's status changes, the position is reconciled): nothing more burned
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
+    again(&ctx, &server).await;
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     assert!(status_writes(&server).is_empty(), "{:?}", server.writes());
     assert_eq!(ctx.ledger.supply(Token::Io).unwrap(), supply0 - 150 * IO);
@@ -394,18 +371,14 @@ async fn a_node_incident_is_planned_then_burned_exactly_once() {
         1
     );
     // a slashed stake can still be unbonded and withdrawn
-    let mut o = server.get(SP).unwrap();
-    o["spec"]["unbond"] = json!(true);
-    server.put(SP, o);
+    server.edit(SP, |o| o["spec"]["unbond"] = json!(true));
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     assert_eq!(server.get(SP).unwrap()["status"]["phase"], "Unbonding");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_locked_after_the_incident_is_not_slashed() {
-    let (ctx, server, clock) = env(OperatorConfig::default());
-    setup(&server, true);
-    fund(&ctx, WALLET_A, 300 * IO);
+    let Env { ctx, server, clock } = setup(true, 300 * IO);
     // an incident before the lock (the slash was cleared since)
     incident(&server, "p3", T0_MS - 60_000);
     clock.advance(chrono::Duration::seconds(1));
@@ -413,29 +386,16 @@ async fn a_position_locked_after_the_incident_is_not_slashed() {
     let st = server.get(SP).unwrap()["status"].clone();
     assert_eq!(st["phase"], "Active");
     assert_eq!(st["locked"], 300 * IO);
-    server.clear_calls();
-    reconcile(obj(&server), ctx.clone()).await.unwrap();
-    assert!(server.writes().is_empty(), "{:?}", server.writes());
+    no_writes_again(&ctx, &server).await;
     assert_eq!(vault(&ctx), 300 * IO);
-}
-
-/// Puts the owner Secret with `data` (base64 values).
-fn owner_secret(server: &Server, data: Value) {
-    server.put(
-        SECRET,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owner", "namespace": NS},
-               "data": data}),
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_secret_with_only_an_address_locks_nothing() {
-    let (ctx, server, _clock) = env(OperatorConfig::default());
-    setup(&server, false);
+    let Env { ctx, server, .. } = setup(false, 1_000 * IO);
     // another staker's funded wallet, named without its keypair; the ledger even
     // knows that wallet's key already (its owner staked before)
-    owner_secret(&server, json!({"address": base64_enc(WALLET_A.as_bytes())}));
-    fund(&ctx, WALLET_A, 1_000 * IO);
+    owner_secret(&server, json!({"address": base64(WALLET_A.as_bytes())}));
     ctx.ledger
         .embedded()
         .unwrap()
@@ -466,8 +426,8 @@ async fn an_owner_secret_with_only_an_address_locks_nothing() {
     // a keypair of another wallet under that address: refused too
     owner_secret(
         &server,
-        json!({"address": base64_enc(WALLET_A.as_bytes()),
-               "keypair": base64_enc(keypair_of(WALLET_B).to_solana_json().as_bytes())}),
+        json!({"address": base64(WALLET_A.as_bytes()),
+               "keypair": base64(keypair_of(WALLET_B).to_solana_json().as_bytes())}),
     );
     reconcile(obj(&server), ctx.clone()).await.unwrap();
     let st = status_writes(&server);

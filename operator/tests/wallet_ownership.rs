@@ -3,40 +3,15 @@
 //! nothing, and neither does one holding another wallet's keypair — even when the
 //! victim's own keypair is already known to the ledger.
 
-mod fixtures;
+mod apiserver;
 
-use fixtures::*;
+use apiserver::*;
 use serde_json::{Value, json};
-use solgrid_crds::*;
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
-use solgrid_operator::computejob::reconcile;
+use solgrid_market::ledger::{Account, Ledger, Token};
 use solgrid_operator::config::OperatorConfig;
 use std::sync::Arc;
 
 const FUNDS: u64 = 1_000_000_000_000;
-
-fn enc(b: &[u8]) -> String {
-    solgrid_operator::verification::base64_encode(b)
-}
-
-fn cond<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no condition {type_} in {status}"))
-}
-
-fn quoted() -> ComputeJobStatus {
-    ComputeJobStatus {
-        phase: ComputeJobPhase::Quoted,
-        quote: Some(Quote {
-            price_per_gpu_hour: 1000,
-            max_cost: 5000,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// The victim's wallet (PAYER) holds funds; the attacker's job in the same test
 /// namespace points at a Secret with `data`. Returns the Funded condition written.
@@ -44,57 +19,37 @@ async fn attempt(
     data: Value,
     victim_signer_known: bool,
 ) -> (Value, Arc<solgrid_operator::Context>) {
-    let env = env(OperatorConfig::default());
+    let mut env = scripted(OperatorConfig::default());
+    fund(&env.ctx, PAYER, FUNDS);
     let l = env.ctx.ledger.embedded().unwrap();
-    l.apply(&[Intent {
-        key: "fund-payer".into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Wallet(PAYER.into()),
-                amount: FUNDS,
-            },
-        }],
-    }])
-    .unwrap();
     if victim_signer_known {
         // the victim funded a job of their own earlier: the ledger knows their key
-        l.add_signer(payer_keypair());
+        l.add_signer(keypair_of(PAYER));
     }
     let txs_before = l.tx_count();
-    let Env { ctx, server, .. } = env;
-    let mut srv = server;
-    let j = job(1, Some(quoted()), true);
+    let j = job(1, Some(quoted_status()), true);
     let jj = j.clone();
-    let task = tokio::spawn(async move {
-        srv.list_pods(vec![]).await;
-        srv.expect(
-            "GET",
-            &format!("/api/v1/namespaces/{NS}/secrets/alice-wallet"),
-        )
-        .await
-        .reply(
-            200,
-            json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"alice-wallet","namespace":NS},
-                   "data": data}),
-        );
-        let st = srv.status_patch(&jj).await;
-        assert_eq!(st["phase"], "Quoted");
-        assert!(st.get("escrow").is_none(), "no escrow planned: {st}");
-        let (kind, reason, note) = srv.event().await;
-        assert_eq!(kind, "Warning");
-        assert_eq!(reason, "PayerSecretInvalid");
-        assert!(!note.contains('['), "no key material in the Event: {note}");
-        srv.done().await;
-        cond(&st, "Funded").clone()
-    });
-    let action = reconcile(Arc::new(j), ctx.clone()).await.unwrap();
+    let (action, funded) = env
+        .reconcile_job(j, async |srv| {
+            srv.list_pods(vec![]).await;
+            srv.payer_secret(data).await;
+            let st = srv.status_patch(&jj).await;
+            assert_eq!(st["phase"], "Quoted");
+            assert!(st.get("escrow").is_none(), "no escrow planned: {st}");
+            let (kind, reason, note) = srv.event().await;
+            assert_eq!(kind, "Warning");
+            assert_eq!(reason, "PayerSecretInvalid");
+            assert!(!note.contains('['), "no key material in the Event: {note}");
+            cond(&st, "Funded").clone()
+        })
+        .await;
+    let action = action.unwrap();
     assert_eq!(
         action,
         kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(60))
     );
-    let funded = task.await.unwrap();
     // nothing moved
+    let ctx = env.ctx;
     let l = ctx.ledger.embedded().unwrap();
     assert_eq!(l.tx_count(), txs_before);
     assert_eq!(
@@ -111,7 +66,7 @@ async fn attempt(
 async fn a_secret_with_only_an_address_does_not_fund() {
     for victim_signer_known in [false, true] {
         let (funded, _) = attempt(
-            json!({"address": enc(PAYER.as_bytes())}),
+            json!({"address": base64(PAYER.as_bytes())}),
             victim_signer_known,
         )
         .await;
@@ -134,8 +89,8 @@ async fn a_secret_with_another_wallets_keypair_does_not_fund() {
     let attacker = solgrid_ledger::WalletKeypair::from_seed([0xee; 32]);
     for victim_signer_known in [false, true] {
         let (funded, ctx) = attempt(
-            json!({"address": enc(PAYER.as_bytes()),
-                   "keypair": enc(attacker.to_solana_json().as_bytes())}),
+            json!({"address": base64(PAYER.as_bytes()),
+                   "keypair": base64(attacker.to_solana_json().as_bytes())}),
             victim_signer_known,
         )
         .await;
@@ -156,7 +111,7 @@ async fn a_secret_with_another_wallets_keypair_does_not_fund() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keypair_that_is_not_one_is_refused_without_echoing_it() {
     let (funded, _) = attempt(
-        json!({"address": enc(PAYER.as_bytes()), "keypair": enc(b"[1,2,3,250]")}),
+        json!({"address": base64(PAYER.as_bytes()), "keypair": base64(b"[1,2,3,250]")}),
         false,
     )
     .await;
