@@ -9,57 +9,39 @@
 //! - The intents-per-transaction figure is printed once per mode.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use solgrid_ledger::testing::NoSleep;
+use solgrid_ledger::testing::{NoSleep, io, mint, payout};
 use solgrid_ledger::{
     EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig, FsyncPolicy, MemoryStore,
 };
-use solgrid_market::ledger::{Account, Intent, Movement, Op, Token};
+use solgrid_market::ledger::{Account, Intent, Op, Token};
 use std::hint::black_box;
 
 fn payouts(n: usize) -> Vec<Intent> {
     (0..n)
-        .map(|i| Intent {
-            key: format!("0f3c2a9e-5b7d-4e1a-9c2b-{i:012}/0"),
-            movements: vec![
-                Movement {
-                    token: Token::Io,
-                    op: Op::Transfer {
-                        from: Account::Escrow,
-                        to: Account::Wallet(format!("Prov{i:040}")),
-                        amount: 1_000_000,
-                    },
-                },
-                Movement {
-                    token: Token::Io,
-                    op: Op::Burn {
-                        from: Account::Escrow,
-                        amount: 5_000,
-                    },
-                },
-                Movement {
-                    token: Token::Io,
-                    op: Op::Transfer {
-                        from: Account::Escrow,
-                        to: Account::Wallet(format!("Payr{:040}", i % 97)),
-                        amount: 10_000,
-                    },
-                },
-            ],
+        .map(|i| {
+            let mut p = payout(
+                format!("0f3c2a9e-5b7d-4e1a-9c2b-{i:012}/0"),
+                Account::Wallet(format!("Prov{i:040}")),
+                1_000_000,
+                5_000,
+            );
+            p.movements.push(io(Op::Transfer {
+                from: Account::Escrow,
+                to: Account::Wallet(format!("Payr{:040}", i % 97)),
+                amount: 10_000,
+            }));
+            p
         })
         .collect()
 }
 
 fn genesis(l: &EmbeddedLedger, n: usize) {
-    l.apply(&[Intent {
-        key: "genesis".into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Escrow,
-                amount: n as u64 * 1_015_000,
-            },
-        }],
-    }])
+    l.apply(&[mint(
+        "genesis",
+        Account::Escrow,
+        Token::Io,
+        n as u64 * 1_015_000,
+    )])
     .unwrap();
 }
 

@@ -467,49 +467,54 @@ impl State {
                 None => overlay.push(((account.clone(), token), v)),
             }
         }
+        type Overlay = Vec<((Account, Token), Amount)>;
+        // `amount` out of `from` (`what`: what the debit is for, in the failure)
+        let debit = |overlay: &mut Overlay,
+                     from: &Account,
+                     token: Token,
+                     amount: Amount,
+                     what: &str,
+                     key: &str| {
+            let (fi, fb) = get(self, overlay, from, token);
+            let nb = fb.checked_sub(amount).ok_or_else(|| {
+                format!(
+                    "insufficient funds in {from} ({token}){what}: has {fb}, needs {amount} (intent {key})"
+                )
+            })?;
+            set(overlay, fi, from, token, nb);
+            Ok::<_, String>(())
+        };
+        let credit =
+            |overlay: &mut Overlay, to: &Account, token: Token, amount: Amount, key: &str| {
+                let (ti, tb) = get(self, overlay, to, token);
+                let nt = tb
+                    .checked_add(amount)
+                    .ok_or_else(|| format!("balance overflow in {to} ({token}) (intent {key})"))?;
+                set(overlay, ti, to, token, nt);
+                Ok::<_, String>(())
+            };
         for intent in intents {
+            let key = &intent.key;
             for Movement { token, op } in &intent.movements {
                 let token = *token;
                 match op {
                     Op::Transfer { from, to, amount } => {
-                        let (fi, fb) = get(self, &overlay, from, token);
-                        let nb = fb.checked_sub(*amount).ok_or_else(|| {
-                            format!(
-                                "insufficient funds in {from} ({token}): has {fb}, needs {amount} (intent {})",
-                                intent.key
-                            )
-                        })?;
-                        set(&mut overlay, fi, from, token, nb);
-                        let (ti, tb) = get(self, &overlay, to, token);
-                        let nt = tb.checked_add(*amount).ok_or_else(|| {
-                            format!("balance overflow in {to} ({token}) (intent {})", intent.key)
-                        })?;
-                        set(&mut overlay, ti, to, token, nt);
+                        debit(&mut overlay, from, token, *amount, "", key)?;
+                        credit(&mut overlay, to, token, *amount, key)?;
                     }
                     Op::Burn { from, amount } => {
-                        let (fi, fb) = get(self, &overlay, from, token);
-                        let nb = fb.checked_sub(*amount).ok_or_else(|| {
-                            format!(
-                                "insufficient funds in {from} ({token}) to burn: has {fb}, needs {amount} (intent {})",
-                                intent.key
-                            )
-                        })?;
-                        set(&mut overlay, fi, from, token, nb);
+                        debit(&mut overlay, from, token, *amount, " to burn", key)?;
                         let s = &mut supply[token_index(token)];
-                        *s = s.checked_sub(*amount).ok_or_else(|| {
-                            format!("supply underflow of {token} (intent {})", intent.key)
-                        })?;
+                        *s = s
+                            .checked_sub(*amount)
+                            .ok_or_else(|| format!("supply underflow of {token} (intent {key})"))?;
                     }
                     Op::Mint { to, amount } => {
                         let s = &mut supply[token_index(token)];
-                        *s = s.checked_add(*amount).ok_or_else(|| {
-                            format!("supply overflow of {token} (intent {})", intent.key)
-                        })?;
-                        let (ti, tb) = get(self, &overlay, to, token);
-                        let nt = tb.checked_add(*amount).ok_or_else(|| {
-                            format!("balance overflow in {to} ({token}) (intent {})", intent.key)
-                        })?;
-                        set(&mut overlay, ti, to, token, nt);
+                        *s = s
+                            .checked_add(*amount)
+                            .ok_or_else(|| format!("supply overflow of {token} (intent {key})"))?;
+                        credit(&mut overlay, to, token, *amount, key)?;
                     }
                 }
             }
@@ -681,25 +686,13 @@ impl EmbeddedLedger {
                         check_auth(&intents, &auth, false)
                             .map_err(|e| corrupt(line, e.to_string()))?;
                     }
-                    let outcome = match err {
-                        None => {
-                            let (overlay, supply) = state
-                                .plan_effects(&intents)
-                                .map_err(|r| corrupt(line, format!("replay diverged: {r}")))?;
-                            state.commit_effects(overlay, supply);
-                            Outcome::Confirmed
-                        }
-                        Some(reason) => Outcome::Failed(reason),
+                    let effects = match err {
+                        None => Ok(state
+                            .plan_effects(&intents)
+                            .map_err(|r| corrupt(line, format!("replay diverged: {r}")))?),
+                        Some(reason) => Err(reason),
                     };
-                    state.height = height;
-                    state.push_log(AuditEntry {
-                        seq,
-                        height,
-                        signature: sig,
-                        keys: intents.iter().map(|i| i.key.clone()).collect(),
-                        outcome,
-                        movements: intents.iter().map(|i| i.movements.len()).sum(),
-                    });
+                    Self::finish(state, effects, seq, height, &sig, &intents);
                 }
             }
         }
@@ -740,21 +733,36 @@ impl EmbeddedLedger {
         if n == 0 {
             return Ok(st.height);
         }
-        let policy = self.config.fsync;
-        if let Some(j) = st.journal.as_mut() {
-            let mut line = serde_json::to_vec(&Record::Tick { n }).expect("a tick serializes");
-            line.push(b'\n');
-            let len_before = j.len;
-            if let Err(e) = j.append(&line, policy) {
-                let path = j.path.clone();
-                if j.len != len_before {
-                    st.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
-                }
-                return Err(LedgerError::Io { path, source: e });
-            }
+        if st.journal.is_some() {
+            let line = serde_json::to_vec(&Record::Tick { n }).expect("a tick serializes");
+            Self::append_journal(st, line, self.config.fsync)?;
         }
         st.height = new_height;
         Ok(new_height)
+    }
+
+    /// Appends `line` (one record) to the journal, if there is one. On an error
+    /// after bytes went out (written but not flushed) the outcome on disk is
+    /// unknown, so the ledger is poisoned: it refuses further work until the journal
+    /// is reopened (replayed).
+    fn append_journal(
+        st: &mut State,
+        mut line: Vec<u8>,
+        policy: FsyncPolicy,
+    ) -> Result<(), LedgerError> {
+        let Some(j) = st.journal.as_mut() else {
+            return Ok(());
+        };
+        line.push(b'\n');
+        let len_before = j.len;
+        if let Err(e) = j.append(&line, policy) {
+            let path = j.path.clone();
+            if j.len != len_before {
+                st.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
+            }
+            return Err(LedgerError::Io { path, source: e });
+        }
+        Ok(())
     }
 
     /// With [`EmbeddedConfig::block_time`], advances the height by the blocks that
@@ -1102,8 +1110,7 @@ impl Ledger for EmbeddedLedger {
             .checked_add(1)
             .ok_or(LedgerError::Config("block height overflow"))?;
         let err = effects.as_ref().err().cloned();
-        let policy = self.config.fsync;
-        if let Some(j) = st.journal.as_mut() {
+        if st.journal.is_some() {
             let record = Record::Tx {
                 seq,
                 height,
@@ -1112,31 +1119,22 @@ impl Ledger for EmbeddedLedger {
                 intents: payload.intents,
                 auth: payload.auth,
             };
-            let mut line =
+            let line =
                 serde_json::to_vec(&record).map_err(|e| LedgerError::BadPayload(e.to_string()))?;
-            line.push(b'\n');
-            let len_before = j.len;
-            if let Err(e) = j.append(&line, policy) {
-                let path = j.path.clone();
-                if j.len != len_before {
-                    // written but not flushed: the outcome on disk is unknown, so
-                    // refuse further work until the journal is reopened (replayed).
-                    st.poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
-                }
-                return Err(LedgerError::Io { path, source: e });
-            }
-            let (keys, n_mv) = match record {
-                Record::Tx { intents, .. } => (
-                    intents.iter().map(|i| i.key.clone()).collect::<Vec<_>>(),
-                    intents.iter().map(|i| i.movements.len()).sum(),
-                ),
-                Record::Tick { .. } => unreachable!("built as a Tx above"),
+            Self::append_journal(&mut st, line, self.config.fsync)?;
+            let Record::Tx { intents, .. } = &record else {
+                unreachable!("built as a Tx above")
             };
-            Self::finish(&mut st, effects, seq, height, &tx.signature, keys, n_mv);
+            Self::finish(&mut st, effects, seq, height, &tx.signature, intents);
         } else {
-            let keys = payload.intents.iter().map(|i| i.key.clone()).collect();
-            let n_mv = payload.intents.iter().map(|i| i.movements.len()).sum();
-            Self::finish(&mut st, effects, seq, height, &tx.signature, keys, n_mv);
+            Self::finish(
+                &mut st,
+                effects,
+                seq,
+                height,
+                &tx.signature,
+                &payload.intents,
+            );
         }
         Ok(())
     }
@@ -1184,14 +1182,15 @@ impl Ledger for EmbeddedLedger {
 }
 
 impl EmbeddedLedger {
+    /// Commits a landed transaction (its effects, unless it failed) as the block at
+    /// `height`, and logs it.
     fn finish(
         st: &mut State,
         effects: Effects,
         seq: u64,
         height: u64,
         signature: &str,
-        keys: Vec<String>,
-        movements: usize,
+        intents: &[Intent],
     ) {
         let outcome = match effects {
             Ok((overlay, supply)) => {
@@ -1205,9 +1204,9 @@ impl EmbeddedLedger {
             seq,
             height,
             signature: signature.to_string(),
-            keys,
+            keys: intents.iter().map(|i| i.key.clone()).collect(),
             outcome,
-            movements,
+            movements: intents.iter().map(|i| i.movements.len()).sum(),
         });
     }
 }

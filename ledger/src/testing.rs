@@ -106,6 +106,23 @@ impl CrashPoint {
     pub fn never() -> Arc<Self> {
         Self::at(u64::MAX, false)
     }
+    /// `ledger` and `store`, each call of either a step of this crash point.
+    pub fn wrap<'a, L, S>(
+        self: &Arc<Self>,
+        ledger: &'a L,
+        store: S,
+    ) -> (CrashingLedger<'a, L>, CrashingStore<S>) {
+        (
+            CrashingLedger {
+                inner: ledger,
+                crash: self.clone(),
+            },
+            CrashingStore {
+                inner: store,
+                crash: self.clone(),
+            },
+        )
+    }
     pub fn crashed(&self) -> bool {
         self.crashed.load(Ordering::SeqCst)
     }
@@ -534,6 +551,46 @@ fn mv(token: Token, op: Op) -> Movement {
     Movement { token, op }
 }
 
+/// A movement of IO (the token most tests and benches move).
+pub fn io(op: Op) -> Movement {
+    mv(Token::Io, op)
+}
+
+/// An intent `key` minting `amount` of `token` to `to`.
+pub fn mint(key: &str, to: Account, token: Token, amount: Amount) -> Intent {
+    Intent {
+        key: key.into(),
+        movements: vec![mv(token, Op::Mint { to, amount })],
+    }
+}
+
+/// An intent `key` moving `amount` IO from `from` to `to`.
+pub fn transfer(key: &str, from: Account, to: Account, amount: Amount) -> Intent {
+    Intent {
+        key: key.into(),
+        movements: vec![io(Op::Transfer { from, to, amount })],
+    }
+}
+
+/// A job's payout `key`: `amount` IO from escrow to `provider`, then `burn` IO
+/// burned from escrow.
+pub fn payout(key: String, provider: Account, amount: Amount, burn: Amount) -> Intent {
+    Intent {
+        key,
+        movements: vec![
+            io(Op::Transfer {
+                from: Account::Escrow,
+                to: provider,
+                amount,
+            }),
+            io(Op::Burn {
+                from: Account::Escrow,
+                amount: burn,
+            }),
+        ],
+    }
+}
+
 /// Runs one randomized fault scenario against `target` and checks every invariant.
 ///
 /// 1. Genesis (no faults): mint each payer's funds and the emission pool.
@@ -785,14 +842,7 @@ pub fn run_fault_scenario<T: FaultTarget>(
                     inner: target.ledger(),
                     net: &net,
                 };
-                let ledger = CrashingLedger {
-                    inner: &flaky,
-                    crash: crash.clone(),
-                };
-                let store = CrashingStore {
-                    inner: &mut store,
-                    crash: crash.clone(),
-                };
+                let (ledger, store) = crash.wrap(&flaky, &mut store);
                 let mut exec = Executor::with_sleeper(&ledger, store, exec_cfg.clone(), NoSleep);
                 // the controller re-plans on every reconcile (idempotent)
                 exec.plan(intents)
@@ -1040,6 +1090,26 @@ enum StoreOp {
     },
 }
 
+impl StoreOp {
+    /// Makes this write to `mem`.
+    fn apply(&self, mem: &mut MemoryStore) -> Result<(), StoreError> {
+        match self {
+            StoreOp::Plan { intent } => mem.record_plan(intent),
+            StoreOp::Sent {
+                keys,
+                sig,
+                lvbh,
+                payload,
+            } => mem.record_sent(keys, sig, *lvbh, payload),
+            StoreOp::Confirmed { keys, sig } => mem.record_confirmed(keys, sig),
+            StoreOp::Failed { keys, sig, reason } => {
+                mem.record_failed(keys, sig.as_deref(), reason)
+            }
+            StoreOp::Replan { keys } => mem.record_replan(keys),
+        }
+    }
+}
+
 /// Errors of [`FileStore`].
 #[derive(Debug, thiserror::Error)]
 pub enum FileStoreError {
@@ -1072,20 +1142,7 @@ impl FileStore {
             }
             let op: StoreOp = serde_json::from_slice(line)
                 .map_err(|e| FileStoreError::Corrupt(i + 1, e.to_string()))?;
-            match op {
-                StoreOp::Plan { intent } => mem.record_plan(&intent)?,
-                StoreOp::Sent {
-                    keys,
-                    sig,
-                    lvbh,
-                    payload,
-                } => mem.record_sent(&keys, &sig, lvbh, &payload)?,
-                StoreOp::Confirmed { keys, sig } => mem.record_confirmed(&keys, &sig)?,
-                StoreOp::Failed { keys, sig, reason } => {
-                    mem.record_failed(&keys, sig.as_deref(), &reason)?
-                }
-                StoreOp::Replan { keys } => mem.record_replan(&keys)?,
-            }
+            op.apply(&mut mem)?;
         }
         Ok(Self { mem, file })
     }
@@ -1094,14 +1151,15 @@ impl FileStore {
         &self.mem
     }
 
-    fn append(&mut self, op: &StoreOp) -> Result<(), FileStoreError> {
+    /// Appends `op` to the file (fsynced), then makes it in memory.
+    fn write(&mut self, op: StoreOp) -> Result<(), FileStoreError> {
         use std::io::Write;
         let mut line =
-            serde_json::to_vec(op).map_err(|e| FileStoreError::Corrupt(0, e.to_string()))?;
+            serde_json::to_vec(&op).map_err(|e| FileStoreError::Corrupt(0, e.to_string()))?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.sync_data()?;
-        Ok(())
+        Ok(op.apply(&mut self.mem)?)
     }
 }
 
@@ -1111,10 +1169,9 @@ impl SettlementStore for FileStore {
         if self.mem.get(&intent.key)?.is_some() {
             return Err(StoreError::AlreadyPlanned(intent.key.clone()).into());
         }
-        self.append(&StoreOp::Plan {
+        self.write(StoreOp::Plan {
             intent: intent.clone(),
-        })?;
-        Ok(self.mem.record_plan(intent)?)
+        })
     }
     fn record_sent(
         &mut self,
@@ -1123,20 +1180,18 @@ impl SettlementStore for FileStore {
         lvbh: u64,
         payload: &[u8],
     ) -> Result<(), Self::Error> {
-        self.append(&StoreOp::Sent {
+        self.write(StoreOp::Sent {
             keys: keys.to_vec(),
             sig: signature.to_string(),
             lvbh,
             payload: payload.to_vec(),
-        })?;
-        Ok(self.mem.record_sent(keys, signature, lvbh, payload)?)
+        })
     }
     fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), Self::Error> {
-        self.append(&StoreOp::Confirmed {
+        self.write(StoreOp::Confirmed {
             keys: keys.to_vec(),
             sig: signature.to_string(),
-        })?;
-        Ok(self.mem.record_confirmed(keys, signature)?)
+        })
     }
     fn record_failed(
         &mut self,
@@ -1144,18 +1199,16 @@ impl SettlementStore for FileStore {
         signature: Option<&str>,
         reason: &str,
     ) -> Result<(), Self::Error> {
-        self.append(&StoreOp::Failed {
+        self.write(StoreOp::Failed {
             keys: keys.to_vec(),
             sig: signature.map(str::to_string),
             reason: reason.to_string(),
-        })?;
-        Ok(self.mem.record_failed(keys, signature, reason)?)
+        })
     }
     fn record_replan(&mut self, keys: &[String]) -> Result<(), Self::Error> {
-        self.append(&StoreOp::Replan {
+        self.write(StoreOp::Replan {
             keys: keys.to_vec(),
-        })?;
-        Ok(self.mem.record_replan(keys)?)
+        })
     }
     fn get(&self, key: &str) -> Result<Option<Settlement>, Self::Error> {
         Ok(self.mem.get(key)?)

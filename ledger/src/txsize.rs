@@ -114,29 +114,15 @@ pub fn fits_in(intents: &[Intent], max_bytes: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use solgrid_market::ledger::Movement;
+    use crate::testing::io;
 
     fn payout(i: usize) -> Intent {
-        Intent {
-            key: format!("job-{i:04}/p0"),
-            movements: vec![
-                Movement {
-                    token: Token::Io,
-                    op: Op::Transfer {
-                        from: Account::Escrow,
-                        to: Account::Wallet(format!("provider-{i}")),
-                        amount: 100,
-                    },
-                },
-                Movement {
-                    token: Token::Io,
-                    op: Op::Burn {
-                        from: Account::Escrow,
-                        amount: 1,
-                    },
-                },
-            ],
-        }
+        crate::testing::payout(
+            format!("job-{i:04}/p0"),
+            Account::Wallet(format!("provider-{i}")),
+            100,
+            1,
+        )
     }
 
     #[test]
@@ -173,14 +159,11 @@ mod tests {
     fn wallet_sources_add_a_signer() {
         let mut a = payout(0);
         let base = estimate_tx_size(std::slice::from_ref(&a));
-        a.movements.push(Movement {
-            token: Token::Io,
-            op: Op::Transfer {
-                from: Account::Wallet("payer".into()),
-                to: Account::Escrow,
-                amount: 5,
-            },
-        });
+        a.movements.push(io(Op::Transfer {
+            from: Account::Wallet("payer".into()),
+            to: Account::Escrow,
+            amount: 5,
+        }));
         // + signature (64) + owner key (32) + payer ATA (32) + transfer ix (17)
         assert_eq!(estimate_tx_size(&[a]), base + 64 + 32 + 32 + 17);
     }

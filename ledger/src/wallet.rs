@@ -176,20 +176,16 @@ pub fn verify_intent(wallet: &str, intent: &Intent, signature: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{io, transfer};
     use solgrid_market::ledger::{Movement, Token};
 
     fn debit(from: &str, amount: u64) -> Intent {
-        Intent {
-            key: "escrow/job-1".into(),
-            movements: vec![Movement {
-                token: Token::Io,
-                op: Op::Transfer {
-                    from: Account::Wallet(from.into()),
-                    to: Account::Escrow,
-                    amount,
-                },
-            }],
-        }
+        transfer(
+            "escrow/job-1",
+            Account::Wallet(from.into()),
+            Account::Escrow,
+            amount,
+        )
     }
 
     #[test]
@@ -263,21 +259,15 @@ mod tests {
     #[test]
     fn debited_wallets_are_the_nonzero_sources() {
         let mut i = debit("a", 5);
-        i.movements.push(Movement {
-            token: Token::Io,
-            op: Op::Burn {
-                from: Account::Wallet("b".into()),
-                amount: 0,
-            },
-        });
-        i.movements.push(Movement {
-            token: Token::Io,
-            op: Op::Transfer {
-                from: Account::Escrow,
-                to: Account::Wallet("c".into()),
-                amount: 5,
-            },
-        });
+        i.movements.push(io(Op::Burn {
+            from: Account::Wallet("b".into()),
+            amount: 0,
+        }));
+        i.movements.push(io(Op::Transfer {
+            from: Account::Escrow,
+            to: Account::Wallet("c".into()),
+            amount: 5,
+        }));
         i.movements.push(Movement {
             token: Token::Usdc,
             op: Op::Transfer {

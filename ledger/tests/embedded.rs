@@ -1,31 +1,25 @@
 //! The embedded ledger's Solana-like semantics and its journal.
 
+use solgrid_ledger::testing::{io, mint, transfer};
 use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger, FsyncPolicy, LedgerError, Outcome};
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token, TxStatus};
+use solgrid_market::ledger::{Account, Intent, Ledger, Op, Token, TxStatus};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 fn wallet(s: &str) -> Account {
     Account::Wallet(s.to_string())
 }
 
-fn mint(key: &str, to: Account, token: Token, amount: u64) -> Intent {
-    Intent {
-        key: key.into(),
-        movements: vec![Movement {
-            token,
-            op: Op::Mint { to, amount },
-        }],
-    }
+/// A temporary directory (removed when dropped) and a journal's path in it.
+fn journal_path() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.jsonl");
+    (dir, path)
 }
 
-fn transfer(key: &str, from: Account, to: Account, amount: u64) -> Intent {
-    Intent {
-        key: key.into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Transfer { from, to, amount },
-        }],
-    }
+/// The journal at `path`, opened with the default config.
+fn open(path: &Path) -> EmbeddedLedger {
+    EmbeddedLedger::open(path, EmbeddedConfig::default()).unwrap()
 }
 
 fn mem() -> EmbeddedLedger {
@@ -89,13 +83,10 @@ fn send_applies_atomically_and_once() {
             transfer("a", Account::Escrow, wallet("p1"), 60),
             Intent {
                 key: "b".into(),
-                movements: vec![Movement {
-                    token: Token::Io,
-                    op: Op::Burn {
-                        from: Account::Escrow,
-                        amount: 40,
-                    },
-                }],
+                movements: vec![io(Op::Burn {
+                    from: Account::Escrow,
+                    amount: 40,
+                })],
             },
         ])
         .unwrap();
@@ -251,11 +242,10 @@ fn units_follow_decimals() {
 
 #[test]
 fn journal_replays_state_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.jsonl");
+    let (_dir, path) = journal_path();
     let sigs;
     {
-        let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+        let l = open(&path);
         let (s1, _) = l
             .apply(&[mint("g", Account::Escrow, Token::Io, 1000)])
             .unwrap();
@@ -273,7 +263,7 @@ fn journal_replays_state_exactly() {
             Err(LedgerError::Locked { .. })
         ));
     }
-    let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+    let l = open(&path);
     assert_eq!(l.block_height().unwrap(), 10);
     assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 700);
     assert_eq!(l.balance(&wallet("p1"), Token::Io).unwrap(), 300);
@@ -287,17 +277,16 @@ fn journal_replays_state_exactly() {
     l.apply(&[transfer("r", Account::Escrow, wallet("p2"), 1)])
         .unwrap();
     drop(l);
-    let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+    let l = open(&path);
     assert_eq!(l.audit().last().unwrap().seq, 4);
     assert_eq!(l.balance(&wallet("p2"), Token::Io).unwrap(), 1);
 }
 
 #[test]
 fn torn_last_line_is_ignored_and_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.jsonl");
+    let (_dir, path) = journal_path();
     {
-        let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+        let l = open(&path);
         l.apply(&[mint("g", Account::Escrow, Token::Io, 10)])
             .unwrap();
     }
@@ -310,7 +299,7 @@ fn torn_last_line_is_ignored_and_cut() {
         .unwrap()
         .write_all(&full[..full.len() / 2])
         .unwrap();
-    let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+    let l = open(&path);
     assert_eq!(l.tx_count(), 1);
     assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 10);
     assert_eq!(
@@ -321,16 +310,15 @@ fn torn_last_line_is_ignored_and_cut() {
     l.apply(&[mint("h", Account::Escrow, Token::Io, 1)])
         .unwrap();
     drop(l);
-    let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+    let l = open(&path);
     assert_eq!(l.balance(&Account::Escrow, Token::Io).unwrap(), 11);
 }
 
 #[test]
 fn corrupt_journal_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.jsonl");
+    let (_dir, path) = journal_path();
     {
-        let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+        let l = open(&path);
         l.apply(&[mint("g", Account::Escrow, Token::Io, 10)])
             .unwrap();
         l.apply(&[mint("h", Account::Escrow, Token::Io, 10)])
@@ -372,8 +360,7 @@ fn corrupt_journal_is_a_clear_error() {
 
 #[test]
 fn batched_fsync_mode_persists_every_tx_for_a_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.jsonl");
+    let (_dir, path) = journal_path();
     let cfg = EmbeddedConfig {
         fsync: FsyncPolicy::Every(64),
         ..Default::default()
@@ -395,8 +382,7 @@ fn batched_fsync_mode_persists_every_tx_for_a_process() {
 
 #[test]
 fn block_time_advances_the_height_with_the_wall_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.jsonl");
+    let (_dir, path) = journal_path();
     let cfg = EmbeddedConfig {
         validity_window: 3,
         block_time: Some(std::time::Duration::from_millis(20)),
@@ -411,7 +397,7 @@ fn block_time_advances_the_height_with_the_wall_clock() {
     assert!(matches!(l.send(&tx), Err(LedgerError::Expired { .. })));
     drop(l);
     // the advance was journaled
-    let l = EmbeddedLedger::open(&path, EmbeddedConfig::default()).unwrap();
+    let l = open(&path);
     assert!(l.block_height().unwrap() >= h);
 }
 

@@ -3,11 +3,11 @@
 //! moments (seeded); it is restarted each time, recovers from both files, and at the
 //! end every provider is paid exactly once.
 
-use solgrid_ledger::testing::{FileStore, TestRng};
+use solgrid_ledger::testing::{FileStore, TestRng, mint, payout};
 use solgrid_ledger::{
     EmbeddedConfig, EmbeddedLedger, Executor, ExecutorConfig, FsyncPolicy, SettlementState,
 };
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Token};
+use solgrid_market::ledger::{Account, Intent, Ledger, Op, Token};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,39 +21,18 @@ fn amount(i: usize) -> u64 {
 
 fn genesis() -> Intent {
     let total: u64 = (0..PROVIDERS).map(|i| amount(i) + 3).sum();
-    Intent {
-        key: "genesis".into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Escrow,
-                amount: total,
-            },
-        }],
-    }
+    mint("genesis", Account::Escrow, Token::Io, total)
 }
 
 fn payouts() -> Vec<Intent> {
     (0..PROVIDERS)
-        .map(|i| Intent {
-            key: format!("job-{i}/0"),
-            movements: vec![
-                Movement {
-                    token: Token::Io,
-                    op: Op::Transfer {
-                        from: Account::Escrow,
-                        to: Account::Wallet(format!("provider-{i}")),
-                        amount: amount(i),
-                    },
-                },
-                Movement {
-                    token: Token::Io,
-                    op: Op::Burn {
-                        from: Account::Escrow,
-                        amount: 3,
-                    },
-                },
-            ],
+        .map(|i| {
+            payout(
+                format!("job-{i}/0"),
+                Account::Wallet(format!("provider-{i}")),
+                amount(i),
+                3,
+            )
         })
         .collect()
 }

@@ -1,27 +1,16 @@
 //! Wallet ownership on the embedded ledger: a debit needs the owner's signature
 //! (an address alone moves nothing), and admin funding (`grant`) lands exactly once.
 
-use solgrid_ledger::{
-    EmbeddedConfig, EmbeddedLedger, LedgerError, WalletKeypair, testing::test_wallet_keypair,
-};
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus};
+use solgrid_ledger::testing::{mint, test_wallet_keypair, transfer};
+use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger, LedgerError, WalletKeypair};
+use solgrid_market::ledger::{Account, Intent, Ledger, Prepared, Token, TxStatus};
 
 fn mem() -> EmbeddedLedger {
     EmbeddedLedger::in_memory(EmbeddedConfig::default()).unwrap()
 }
 
 fn escrow_from(key: &str, wallet: &str, amount: u64) -> Intent {
-    Intent {
-        key: key.into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Transfer {
-                from: Account::Wallet(wallet.into()),
-                to: Account::Escrow,
-                amount,
-            },
-        }],
-    }
+    transfer(key, Account::Wallet(wallet.into()), Account::Escrow, amount)
 }
 
 fn bal(l: &EmbeddedLedger, a: &str) -> u64 {
@@ -256,29 +245,15 @@ fn grant_refuses_a_wallet_nobody_can_sign_for() {
 fn operator_accounts_and_credits_need_no_wallet_signature() {
     let l = mem();
     let w = test_wallet_keypair("p").address();
-    l.apply(&[Intent {
-        key: "genesis".into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Escrow,
-                amount: 10,
-            },
-        }],
-    }])
-    .unwrap();
+    l.apply(&[mint("genesis", Account::Escrow, Token::Io, 10)])
+        .unwrap();
     let (_, st) = l
-        .apply(&[Intent {
-            key: "settle/job/0".into(),
-            movements: vec![Movement {
-                token: Token::Io,
-                op: Op::Transfer {
-                    from: Account::Escrow,
-                    to: Account::Wallet(w.clone()),
-                    amount: 10,
-                },
-            }],
-        }])
+        .apply(&[transfer(
+            "settle/job/0",
+            Account::Escrow,
+            Account::Wallet(w.clone()),
+            10,
+        )])
         .unwrap();
     assert_eq!(st, TxStatus::Confirmed);
     // a zero debit of a wallet needs no signature (nothing moves)
@@ -293,17 +268,8 @@ fn without_required_signatures_names_still_work_for_simulations() {
         ..Default::default()
     })
     .unwrap();
-    l.apply(&[Intent {
-        key: "g".into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Wallet("payer".into()),
-                amount: 3,
-            },
-        }],
-    }])
-    .unwrap();
+    l.apply(&[mint("g", Account::Wallet("payer".into()), Token::Io, 3)])
+        .unwrap();
     let (_, st) = l.apply(&[escrow_from("e", "payer", 3)]).unwrap();
     assert_eq!(st, TxStatus::Confirmed);
 }

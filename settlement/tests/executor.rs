@@ -2,10 +2,10 @@
 //! backoff.
 
 use solgrid_ledger::testing::{
-    CrashPoint, CrashingLedger, CrashingStore, FlakyLedger, Network, NetworkFaults, NoSleep,
+    self, CrashPoint, FlakyLedger, Network, NetworkFaults, NoSleep, io, mint,
 };
 use solgrid_ledger::{EmbeddedConfig, EmbeddedLedger};
-use solgrid_market::ledger::{Account, Intent, Ledger, Movement, Op, Prepared, Token, TxStatus};
+use solgrid_market::ledger::{Account, Intent, Ledger, Op, Prepared, Token, TxStatus};
 use solgrid_settlement::{
     Backoff, Executor, ExecutorConfig, MemoryStore, RecordingSleeper, SettleError, SettlementState,
 };
@@ -17,26 +17,12 @@ fn wallet(s: &str) -> Account {
 }
 
 fn payout(i: usize, amount: u64) -> Intent {
-    Intent {
-        key: format!("job-{i}/0"),
-        movements: vec![
-            Movement {
-                token: Token::Io,
-                op: Op::Transfer {
-                    from: Account::Escrow,
-                    to: wallet(&format!("provider-{i}")),
-                    amount,
-                },
-            },
-            Movement {
-                token: Token::Io,
-                op: Op::Burn {
-                    from: Account::Escrow,
-                    amount: 1,
-                },
-            },
-        ],
-    }
+    testing::payout(
+        format!("job-{i}/0"),
+        wallet(&format!("provider-{i}")),
+        amount,
+        1,
+    )
 }
 
 fn funded(amount: u64) -> EmbeddedLedger {
@@ -46,16 +32,7 @@ fn funded(amount: u64) -> EmbeddedLedger {
     })
     .unwrap();
     let (_, st) = l
-        .apply(&[Intent {
-            key: "genesis".into(),
-            movements: vec![Movement {
-                token: Token::Io,
-                op: Op::Mint {
-                    to: Account::Escrow,
-                    amount,
-                },
-            }],
-        }])
+        .apply(&[mint("genesis", Account::Escrow, Token::Io, amount)])
         .unwrap();
     assert_eq!(st, TxStatus::Confirmed);
     l
@@ -139,20 +116,29 @@ fn crash_then_resume(
 ) -> String {
     let crash = CrashPoint::at(step, after);
     {
-        let ledger = CrashingLedger {
-            inner: l,
-            crash: crash.clone(),
-        };
-        let s = CrashingStore {
-            inner: &mut *store,
-            crash: crash.clone(),
-        };
+        let (ledger, s) = crash.wrap(l, &mut *store);
         let mut exec = Executor::with_sleeper(&ledger, s, cfg(), NoSleep);
         let r = exec.settle(intents, 1);
         assert!(r.is_err(), "crashed at step {step}");
     }
     let (op, _) = crash.fired_on().unwrap();
     op.to_string()
+}
+
+/// A ledger and a store (keeping payloads or not) after the first crash that hits
+/// `send` of one payout before it happened: the transaction recorded `Sent`, the
+/// ledger never saw it.
+fn payout_recorded_not_sent(keep_payloads: bool) -> (EmbeddedLedger, MemoryStore) {
+    let l = funded(1000);
+    let intents = vec![payout(1, 100)];
+    let store = MemoryStore::new().keep_payloads(keep_payloads);
+    let store = (1..)
+        .find_map(|step| {
+            let mut s2 = store.clone();
+            (crash_then_resume(&l, &mut s2, &intents, step, false) == "send").then_some(s2)
+        })
+        .expect("some step crashes on send");
+    (l, store)
 }
 
 #[test]
@@ -205,14 +191,7 @@ fn every_crash_point_before_or_after_resumes_to_exactly_once() {
                 let mut store = MemoryStore::new().keep_payloads(keep);
                 let crash = CrashPoint::at(step, after);
                 {
-                    let ledger = CrashingLedger {
-                        inner: &l,
-                        crash: crash.clone(),
-                    };
-                    let s = CrashingStore {
-                        inner: &mut store,
-                        crash: crash.clone(),
-                    };
+                    let (ledger, s) = crash.wrap(&l, &mut store);
                     let _ = Executor::with_sleeper(&ledger, s, cfg(), NoSleep).settle(&intents, 1);
                 }
                 if let Some((op, _)) = crash.fired_on() {
@@ -266,19 +245,7 @@ fn every_crash_point_before_or_after_resumes_to_exactly_once() {
 fn recorded_but_unsent_tx_is_resent_or_waits_then_rebuilds() {
     // crash before `send`: the store says Sent, the ledger never saw it
     for keep in [true, false] {
-        let l = funded(1000);
-        let mut store = MemoryStore::new().keep_payloads(keep);
-        let intents = vec![payout(1, 100)];
-        let mut step = 1;
-        loop {
-            let mut s2 = store.clone();
-            let op = crash_then_resume(&l, &mut s2, &intents, step, false);
-            if op == "send" {
-                store = s2;
-                break;
-            }
-            step += 1;
-        }
+        let (l, mut store) = payout_recorded_not_sent(keep);
         let SettlementState::Sent { signature, .. } = state(&store, "job-1/0") else {
             panic!()
         };
@@ -312,16 +279,7 @@ fn recorded_but_unsent_tx_is_resent_or_waits_then_rebuilds() {
 #[test]
 fn reconcile_retries_plans_and_recovers_an_unsent_tx_with_the_tick() {
     for recover in [false, true] {
-        let l = funded(1000);
-        let mut store = MemoryStore::new().keep_payloads(false);
-        let intents = vec![payout(1, 100)];
-        for step in 1.. {
-            let mut s2 = store.clone();
-            if crash_then_resume(&l, &mut s2, &intents, step, false) == "send" {
-                store = s2;
-                break;
-            }
-        }
+        let (l, mut store) = payout_recorded_not_sent(false);
         assert!(matches!(
             state(&store, "job-1/0"),
             SettlementState::Sent { .. }
@@ -415,17 +373,8 @@ fn failed_tx_is_surfaced_not_resent_until_retried() {
     assert_eq!((r.txs(), r.confirmed), (0, 0));
     assert_eq!(l.tx_count(), txs, "not silently resent");
     // the operator funds escrow and retries
-    l.apply(&[Intent {
-        key: "topup".into(),
-        movements: vec![Movement {
-            token: Token::Io,
-            op: Op::Mint {
-                to: Account::Escrow,
-                amount: 100,
-            },
-        }],
-    }])
-    .unwrap();
+    l.apply(&[mint("topup", Account::Escrow, Token::Io, 100)])
+        .unwrap();
     let mut exec = Executor::with_sleeper(&l, &mut store, cfg(), NoSleep);
     assert!(exec.retry_failed("job-1/0").unwrap());
     assert!(!exec.retry_failed("job-1/0").unwrap());
@@ -441,13 +390,12 @@ fn oversized_intent_fails_alone_and_others_settle() {
     let huge = Intent {
         key: "huge".into(),
         movements: (0..40)
-            .map(|i| Movement {
-                token: Token::Io,
-                op: Op::Transfer {
+            .map(|i| {
+                io(Op::Transfer {
                     from: Account::Escrow,
                     to: wallet(&format!("w{i}")),
                     amount: 1,
-                },
+                })
             })
             .collect(),
     };

@@ -11,27 +11,16 @@
 mod common;
 
 use common::*;
-use solgrid_market::ledger::{Account, Intent, Ledger, Op, Token, TxStatus};
-use solgrid_solana::{Keypair, SolanaLedger};
+use solgrid_market::ledger::{Account, Intent, Ledger, Token, TxStatus};
+use solgrid_solana::SolanaLedger;
 use std::time::{Duration, Instant};
 
 const IO: Token = Token::Io;
 
 fn intents(payer: &Account, providers: &[Account], escrowed: u64, tag: u32) -> Vec<Intent> {
-    providers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            job_settlement(
-                &job_key(tag, i, 0),
-                IO,
-                payer,
-                p,
-                escrowed,
-                &fees(3_600_000 + i as u64, 2_000_000, false),
-            )
-        })
-        .collect()
+    job_settlements(tag, payer, providers, escrowed, |i| {
+        fees(3_600_000 + i as u64, 2_000_000, false)
+    })
 }
 
 /// Batches as many intents per transaction as fit, sends every transaction, then
@@ -40,17 +29,11 @@ fn batched(l: &SolanaLedger, all: &[Intent]) -> (usize, f64, usize) {
     let start = Instant::now();
     let mut sigs = Vec::new();
     let mut largest = 0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i + 1;
-        while j < all.len() && l.fits(&all[i..j + 1]) {
-            j += 1;
-        }
-        let p = l.prepare(&all[i..j]).expect("prepare");
+    for batch in batches(all, |b| l.fits(b)) {
+        let p = l.prepare(batch).expect("prepare");
         l.send(&p).expect("send");
-        largest = largest.max(j - i);
+        largest = largest.max(batch.len());
         sigs.push(p.signature);
-        i = j;
     }
     let sent = start.elapsed().as_secs_f64();
     for s in &sigs {
@@ -74,46 +57,14 @@ fn main() {
         return;
     };
     let l = &env.ledger;
-    let n: usize = std::env::var("SOLGRID_BENCH_SETTLEMENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(240);
-    let payer_kp = Keypair::new();
-    let payer = wallet(&payer_kp);
-    l.add_signer(payer_kp);
-    let max = fees(2 * 3_600_000, 2_000_000, false);
-    let escrowed = max.cost + max.fr;
+    let n: usize = env_or("SOLGRID_BENCH_SETTLEMENTS", || 240);
+    let payer = signing_wallet(l);
+    let escrowed = two_hour_escrow(2_000_000);
     let total = escrowed * (2 * n as u64 + 20);
-    settle(
-        l,
-        &[Intent {
-            key: "bench/fund".into(),
-            movements: vec![mv(
-                IO,
-                Op::Mint {
-                    to: payer.clone(),
-                    amount: total,
-                },
-            )],
-        }],
-    );
-    settle(
-        l,
-        &[Intent {
-            key: "bench/escrow".into(),
-            movements: vec![mv(
-                IO,
-                Op::Transfer {
-                    from: payer.clone(),
-                    to: Account::Escrow,
-                    amount: total,
-                },
-            )],
-        }],
-    );
+    fund_into_escrow(l, IO, &payer, total, "bench");
 
     // sequential: one settlement per transaction, confirmed before the next
-    let seq_providers: Vec<Account> = (0..20).map(|_| wallet(&Keypair::new())).collect();
+    let seq_providers = new_wallets(20);
     let seq = intents(&payer, &seq_providers, escrowed, 1);
     let start = Instant::now();
     for it in &seq {
@@ -127,7 +78,7 @@ fn main() {
     );
 
     // batched, legacy transactions, providers whose token accounts exist
-    let providers: Vec<Account> = (0..n).map(|_| wallet(&Keypair::new())).collect();
+    let providers = new_wallets(n);
     open_accounts(l, IO, &providers, "bench");
     let legacy = intents(&payer, &providers, escrowed, 2);
     let (txs, secs, largest) = batched(l, &legacy);
@@ -141,17 +92,12 @@ fn main() {
         .iter()
         .chain(std::iter::once(&payer))
         .take(120)
-        .map(|a| match a {
-            Account::Wallet(w) => w.clone(),
-            _ => unreachable!(),
-        })
+        .map(address)
         .collect();
     let mut in_table: Vec<Account> = providers.iter().take(wallets.len() - 1).cloned().collect();
     in_table.truncate(n.min(119));
     let mut w = wallets;
-    if let Account::Wallet(p) = &payer {
-        w.push(p.clone());
-    }
+    w.push(address(&payer));
     l.create_lookup_table(&w).expect("lookup table");
     // let the table's last extension reach the confirmed bank (untimed)
     std::thread::sleep(Duration::from_secs(2));

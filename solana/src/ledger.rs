@@ -175,6 +175,14 @@ fn parse_pubkey(what: &'static str, value: &str) -> Result<Pubkey, SolanaError> 
     })
 }
 
+/// The operator's custody accounts (one token account each per mint).
+const CUSTODY: [Account; 4] = [
+    Account::Escrow,
+    Account::Treasury,
+    Account::EmissionPool,
+    Account::StakeVault,
+];
+
 fn custody_seed(account: &Account, mint: &Pubkey) -> Option<String> {
     let kind = match account {
         Account::Wallet(_) => return None,
@@ -565,17 +573,23 @@ impl SolanaLedger {
                     }
                     Ok(dst)
                 };
+                // the token account debited, and its owner (who signs, unless the
+                // authority)
+                let mut source = |from: &Account| -> Result<(Pubkey, Pubkey), SolanaError> {
+                    let src = self.token_account(from, *token)?;
+                    let owner = self.owner_of(from)?;
+                    if owner != authority {
+                        wallet_signers.insert(owner);
+                    }
+                    Ok((src, owner))
+                };
                 match op {
                     Op::Transfer { amount: 0, .. }
                     | Op::Burn { amount: 0, .. }
                     | Op::Mint { amount: 0, .. } => {}
                     Op::Transfer { from, to, amount } => {
-                        let src = self.token_account(from, *token)?;
-                        let owner = self.owner_of(from)?;
+                        let (src, owner) = source(from)?;
                         let dst = ensure(to, &mut ixs)?;
-                        if owner != authority {
-                            wallet_signers.insert(owner);
-                        }
                         ixs.push(
                             spl_token_interface::instruction::transfer_checked(
                                 &token_program,
@@ -591,11 +605,7 @@ impl SolanaLedger {
                         );
                     }
                     Op::Burn { from, amount } => {
-                        let src = self.token_account(from, *token)?;
-                        let owner = self.owner_of(from)?;
-                        if owner != authority {
-                            wallet_signers.insert(owner);
-                        }
+                        let (src, owner) = source(from)?;
                         ixs.push(
                             spl_token_interface::instruction::burn_checked(
                                 &token_program,
@@ -897,15 +907,9 @@ impl SolanaLedger {
     /// Returns the addresses it created.
     pub fn ensure_custody_accounts(&self) -> Result<Vec<String>, SolanaError> {
         let authority = self.authority.pubkey();
-        let kinds = [
-            Account::Escrow,
-            Account::Treasury,
-            Account::EmissionPool,
-            Account::StakeVault,
-        ];
         let mut wanted = Vec::new();
         for token in Token::ALL {
-            for kind in &kinds {
+            for kind in &CUSTODY {
                 wanted.push((kind.clone(), token, self.token_account(kind, token)?));
             }
         }
@@ -951,9 +955,7 @@ impl SolanaLedger {
     /// switches `prepare` to v0 transactions that use it. Returns its address.
     pub fn create_lookup_table(&self, wallets: &[String]) -> Result<String, SolanaError> {
         let authority = self.authority.pubkey();
-        let slot = self.rpc.call("getSlot", |c| {
-            c.get_slot_with_commitment(CommitmentConfig::finalized())
-        })?;
+        let slot = self.slot(CommitmentConfig::finalized())?;
         let (ix, table) = solana_address_lookup_table_interface::instruction::create_lookup_table(
             authority, authority, slot,
         );
@@ -966,13 +968,8 @@ impl SolanaLedger {
         let mut base = Vec::new();
         for token in Token::ALL {
             base.push(self.mint(token).address);
-            for kind in [
-                Account::Escrow,
-                Account::Treasury,
-                Account::EmissionPool,
-                Account::StakeVault,
-            ] {
-                base.push(self.token_account(&kind, token)?);
+            for kind in &CUSTODY {
+                base.push(self.token_account(kind, token)?);
             }
         }
         self.extend_with(table, base)?;
@@ -1023,15 +1020,10 @@ impl SolanaLedger {
             self.run_admin(&[ix], &[], "extend lookup table")?;
         }
         // addresses become usable in the slot after the one that added them
-        let slot = self.rpc.call("getSlot", |c| {
-            c.get_slot_with_commitment(CommitmentConfig::processed())
-        })?;
+        let slot = self.slot(CommitmentConfig::processed())?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let now = self.rpc.call("getSlot", |c| {
-                c.get_slot_with_commitment(CommitmentConfig::processed())
-            })?;
-            if now > slot + 1 {
+            if self.slot(CommitmentConfig::processed())? > slot + 1 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -1047,24 +1039,14 @@ impl SolanaLedger {
             None => None,
             Some(t) => {
                 let key = parse_pubkey("lookup table", t)?;
-                let acc = self
-                    .rpc
-                    .call("getMultipleAccounts", |c| {
-                        c.get_multiple_accounts_with_commitment(&[key], self.commitment())
-                    })?
-                    .value
-                    .into_iter()
-                    .next()
-                    .flatten()
-                    .ok_or_else(|| {
-                        SolanaError::Chain(format!("lookup table {t} does not exist"))
-                    })?;
-                if acc.owner != solana_address_lookup_table_interface::program::id() {
+                let (owner, data) = self.account(&key)?.ok_or_else(|| {
+                    SolanaError::Chain(format!("lookup table {t} does not exist"))
+                })?;
+                if owner != solana_address_lookup_table_interface::program::id() {
                     return Err(SolanaError::Chain(format!("{t} is not a lookup table")));
                 }
                 let meta = solana_address_lookup_table_interface::state::LOOKUP_TABLE_META_SIZE;
-                let addresses = acc
-                    .data
+                let addresses = data
                     .get(meta..)
                     .unwrap_or(&[])
                     .chunks_exact(32)
@@ -1075,6 +1057,27 @@ impl SolanaLedger {
         };
         *self.lookup_table.write().unwrap_or_else(|p| p.into_inner()) = loaded;
         Ok(())
+    }
+
+    /// The owner and the data of the account at `address`, at the ledger's
+    /// commitment (`None`: no such account).
+    fn account(&self, address: &Pubkey) -> Result<Option<(Pubkey, Vec<u8>)>, SolanaError> {
+        Ok(self
+            .rpc
+            .call("getMultipleAccounts", |c| {
+                c.get_multiple_accounts_with_commitment(&[*address], self.commitment())
+            })?
+            .value
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|acc| (acc.owner, acc.data)))
+    }
+
+    /// The current slot at `commitment`.
+    fn slot(&self, commitment: CommitmentConfig) -> Result<u64, SolanaError> {
+        self.rpc
+            .call("getSlot", |c| c.get_slot_with_commitment(commitment))
     }
 
     /// The authority's SOL balance in lamports (it pays fees and rent).
@@ -1293,17 +1296,10 @@ impl Ledger for SolanaLedger {
 
     fn balance(&self, account: &Account, token: Token) -> Result<Amount, SolanaError> {
         let address = self.token_account(account, token)?;
-        let acc = self
-            .rpc
-            .call("getMultipleAccounts", |c| {
-                c.get_multiple_accounts_with_commitment(&[address], self.commitment())
-            })?
-            .value
-            .into_iter()
-            .next()
-            .flatten();
-        let Some(acc) = acc else { return Ok(0) };
-        let ta = TokenAccount::unpack(&acc.data)
+        let Some((_, data)) = self.account(&address)? else {
+            return Ok(0);
+        };
+        let ta = TokenAccount::unpack(&data)
             .map_err(|e| SolanaError::Chain(format!("{address} is not a token account: {e}")))?;
         if ta.mint != self.mint(token).address {
             return Err(SolanaError::Chain(format!(
@@ -1316,17 +1312,10 @@ impl Ledger for SolanaLedger {
 
     fn supply(&self, token: Token) -> Result<Amount, SolanaError> {
         let address = self.mint(token).address;
-        let acc = self
-            .rpc
-            .call("getMultipleAccounts", |c| {
-                c.get_multiple_accounts_with_commitment(&[address], self.commitment())
-            })?
-            .value
-            .into_iter()
-            .next()
-            .flatten()
+        let (_, data) = self
+            .account(&address)?
             .ok_or_else(|| SolanaError::Chain(format!("mint {address} does not exist")))?;
-        Ok(Mint::unpack(&acc.data)
+        Ok(Mint::unpack(&data)
             .map_err(|e| SolanaError::Chain(format!("{address} is not a mint: {e}")))?
             .supply)
     }
@@ -1363,15 +1352,10 @@ mod tests {
         let m2 = Pubkey::new_unique();
         let mut all = HashSet::new();
         for m in [m1, m2] {
-            for a in [
-                Account::Escrow,
-                Account::Treasury,
-                Account::EmissionPool,
-                Account::StakeVault,
-            ] {
-                let k = custody_address(&auth, &a, &m).unwrap();
-                assert_eq!(Some(k), custody_address(&auth, &a, &m));
-                assert!(custody_seed(&a, &m).unwrap().len() <= 32);
+            for a in &CUSTODY {
+                let k = custody_address(&auth, a, &m).unwrap();
+                assert_eq!(Some(k), custody_address(&auth, a, &m));
+                assert!(custody_seed(a, &m).unwrap().len() <= 32);
                 all.insert(k);
             }
         }

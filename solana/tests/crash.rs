@@ -123,56 +123,17 @@ fn crash_injected_settlements_pay_exactly_once() {
         return;
     };
     let l = &env.ledger;
-    let n: usize = std::env::var("SOLGRID_CRASH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let seed: u64 = std::env::var("SOLGRID_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let n: usize = env_or("SOLGRID_CRASH_RUNS", || 100);
+    let seed: u64 = env_or("SOLGRID_CRASH_SEED", || {
+        clock_seed(|t| t.as_nanos() as u64 | 1)
+    });
     eprintln!("crash runs: {n}, seed {seed} (SOLGRID_CRASH_SEED to replay)");
     let mut rng = Rng(seed);
 
-    let payer_kp = Keypair::new();
-    let payer = wallet(&payer_kp);
-    l.add_signer(payer_kp);
+    let payer = signing_wallet(l);
     let price = 2_000_000;
-    let max = fees(2 * 3_600_000, price, false);
-    let escrowed = max.cost + max.fr;
-    settle(
-        l,
-        &[Intent {
-            key: "crash/fund".into(),
-            movements: vec![mv(
-                IO,
-                Op::Mint {
-                    to: payer.clone(),
-                    amount: escrowed * n as u64,
-                },
-            )],
-        }],
-    );
-    settle(
-        l,
-        &[Intent {
-            key: "crash/escrow".into(),
-            movements: vec![mv(
-                IO,
-                Op::Transfer {
-                    from: payer.clone(),
-                    to: Account::Escrow,
-                    amount: escrowed * n as u64,
-                },
-            )],
-        }],
-    );
+    let escrowed = two_hour_escrow(price);
+    fund_into_escrow(l, IO, &payer, escrowed * n as u64, "crash");
     let supply0 = l.supply(IO).unwrap();
 
     let mut runs: Vec<Run> = (0..n)

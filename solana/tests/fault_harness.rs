@@ -150,19 +150,8 @@ fn ledger_fault_harness_on_validator() {
     let Some(env) = setup_full("ledger_fault_harness_on_validator", FAST_SLOTS, |_| {}) else {
         return;
     };
-    let scenarios: u64 = std::env::var("SOLGRID_FAULT_SCENARIOS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let base: u64 = std::env::var("SOLGRID_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        });
+    let scenarios: u64 = env_or("SOLGRID_FAULT_SCENARIOS", || 4);
+    let base: u64 = env_or("SOLGRID_FAULT_SEED", || clock_seed(|t| t.as_secs()));
     let mut target = SolanaTarget {
         ledger: Paced {
             inner: &env.ledger,

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use solgrid_market::ledger::{Account, Intent, Ledger, Op, Token, TxStatus};
+use solgrid_market::ledger::{Account, Intent, Ledger, Op, Prepared, Token, TxStatus};
 use solgrid_solana::{Keypair, PACKET_DATA_SIZE, SolanaError, TxShape};
 use std::time::Duration;
 
@@ -19,16 +19,14 @@ fn fund(env: &Env, token: Token, payer: &Account, amount: u64, key: &str) {
     let before = snapshot(&env.ledger, std::slice::from_ref(payer), token);
     settle(
         &env.ledger,
-        &[Intent {
-            key: key.into(),
-            movements: vec![mv(
-                token,
-                Op::Mint {
-                    to: payer.clone(),
-                    amount,
-                },
-            )],
-        }],
+        &[intent(
+            key,
+            token,
+            Op::Mint {
+                to: payer.clone(),
+                amount,
+            },
+        )],
     );
     assert_deltas(
         &env.ledger,
@@ -39,6 +37,13 @@ fn fund(env: &Env, token: Token, payer: &Account, amount: u64, key: &str) {
     );
 }
 
+/// A new payer (its keypair a signer of the ledger) funded with 10,000 IO.
+fn funded_payer(env: &Env, key: &str) -> Account {
+    let payer = signing_wallet(&env.ledger);
+    fund(env, IO, &payer, 10_000 * 1_000_000, key);
+    payer
+}
+
 /// The payer moves a job's maximum cost into escrow (needs the payer's signature).
 fn fund_escrow(env: &Env, token: Token, payer: &Account, amount: u64, key: &str) {
     let mut accounts = custody();
@@ -46,17 +51,15 @@ fn fund_escrow(env: &Env, token: Token, payer: &Account, amount: u64, key: &str)
     let before = snapshot(&env.ledger, &accounts, token);
     settle(
         &env.ledger,
-        &[Intent {
-            key: key.into(),
-            movements: vec![mv(
-                token,
-                Op::Transfer {
-                    from: payer.clone(),
-                    to: Account::Escrow,
-                    amount,
-                },
-            )],
-        }],
+        &[intent(
+            key,
+            token,
+            Op::Transfer {
+                from: payer.clone(),
+                to: Account::Escrow,
+                amount,
+            },
+        )],
     );
     assert_deltas(
         &env.ledger,
@@ -75,11 +78,8 @@ fn settle_io_job_burns_fees_and_refunds() {
     let Some(env) = setup("settle_io_job_burns_fees_and_refunds") else {
         return;
     };
-    let payer_kp = Keypair::new();
-    let provider_kp = Keypair::new();
-    let payer = wallet(&payer_kp);
-    let provider = wallet(&provider_kp);
-    env.ledger.add_signer(payer_kp);
+    let payer = signing_wallet(&env.ledger);
+    let provider = wallet(&Keypair::new());
     assert_eq!(env.ledger.unit(IO), 1_000_000);
 
     fund(&env, IO, &payer, 1_000 * 1_000_000, "fund/payer");
@@ -128,10 +128,8 @@ fn settle_usdc_job_fees_to_treasury() {
     let Some(env) = setup("settle_usdc_job_fees_to_treasury") else {
         return;
     };
-    let payer_kp = Keypair::new();
-    let payer = wallet(&payer_kp);
+    let payer = signing_wallet(&env.ledger);
     let provider = wallet(&Keypair::new());
-    env.ledger.add_signer(payer_kp);
 
     fund(&env, USDC, &payer, 500 * 1_000_000, "fund/payer-usdc");
     let price = 1_500_000; // 1.5 USDC per GPU-hour
@@ -193,16 +191,14 @@ fn settle_usdc_job_fees_to_treasury() {
         "a USDC base unit buys 2 IO base units exactly"
     );
     assert_eq!(plan.io_burned, 2 * protocol);
-    let Account::Wallet(desk_address) = &desk else {
-        unreachable!()
-    };
+    let desk_address = address(&desk);
     let (usdc_before, io_before) = (
         snapshot(&env.ledger, &[Account::Treasury, desk.clone()], USDC),
         snapshot(&env.ledger, &[Account::Treasury], IO),
     );
     settle(
         &env.ledger,
-        &[plan.intent("buyback/1".into(), desk_address)],
+        &[plan.intent("buyback/1".into(), &desk_address)],
     );
     assert_deltas(
         &env.ledger,
@@ -229,35 +225,15 @@ fn batch_of_settlements_in_one_transaction() {
         return;
     };
     let l = &env.ledger;
-    let payer_kp = Keypair::new();
-    let payer = wallet(&payer_kp);
-    l.add_signer(payer_kp);
-    fund(&env, IO, &payer, 10_000 * 1_000_000, "fund/batch-payer");
+    let payer = funded_payer(&env, "fund/batch-payer");
     let price = 3_000_000;
-    let max = fees(2 * 3_600_000, price, false);
-    let escrowed = max.cost + max.fr;
+    let escrowed = two_hour_escrow(price);
 
     // as many settlements (each with its own provider) as fit in one transaction
-    let providers: Vec<Account> = (0..30).map(|_| wallet(&Keypair::new())).collect();
-    let intents_for = |n: usize| -> Vec<Intent> {
-        (0..n)
-            .map(|i| {
-                let f = fees(3_600_000 + i as u64 * 1_000, price, false);
-                job_settlement(
-                    &job_key(0xba7c4, i, 0),
-                    IO,
-                    &payer,
-                    &providers[i],
-                    escrowed,
-                    &f,
-                )
-            })
-            .collect()
-    };
-    let mut n = 1;
-    while n < providers.len() && l.fits(&intents_for(n + 1)) {
-        n += 1;
-    }
+    let providers = new_wallets(30);
+    let fee = |i: usize| fees(3_600_000 + i as u64 * 1_000, price, false);
+    let intents_for = |n: usize| job_settlements(0xba7c4, &payer, &providers[..n], escrowed, fee);
+    let n = most_that_fit(providers.len(), |k| l.fits(&intents_for(k)));
     let intents = intents_for(n);
     let size = l.tx_size(&intents).unwrap();
     assert!(size <= PACKET_DATA_SIZE);
@@ -272,23 +248,49 @@ fn batch_of_settlements_in_one_transaction() {
     );
     assert!(n >= 2, "at least two settlements must share a transaction");
 
-    fund_escrow(&env, IO, &payer, escrowed * n as u64, "job-batch/escrow");
-    let mut accounts = custody();
-    accounts.push(payer.clone());
-    accounts.extend(providers[..n].iter().cloned());
-    let before = snapshot(l, &accounts, IO);
-    let p = settle(l, &intents);
+    let p = settle_jobs(
+        &env,
+        &payer,
+        &providers[..n],
+        escrowed,
+        fee,
+        &intents,
+        "job-batch/escrow",
+    );
     assert_eq!(p.payload.len(), size, "fits/tx_size are exact");
     assert_eq!(p.keys.len(), n);
+}
+
+/// Moves `escrowed` per settlement into escrow (key `escrow_key`), settles
+/// `intents` (one job settlement per provider, from `payer`, with the fees `fee(i)`)
+/// in one transaction, and checks every balance change and the burned supply.
+fn settle_jobs(
+    env: &Env,
+    payer: &Account,
+    providers: &[Account],
+    escrowed: u64,
+    fee: impl Fn(usize) -> Fees,
+    intents: &[Intent],
+    escrow_key: &str,
+) -> Prepared {
+    let l = &env.ledger;
+    let n = providers.len();
+    fund_escrow(env, IO, payer, escrowed * n as u64, escrow_key);
+    let mut accounts = custody();
+    accounts.push(payer.clone());
+    accounts.extend(providers.iter().cloned());
+    let before = snapshot(l, &accounts, IO);
+    let p = settle(l, intents);
     let mut deltas = vec![(Account::Escrow, -((escrowed * n as u64) as i128))];
     let mut burned = 0i128;
-    for (i, provider) in providers.iter().enumerate().take(n) {
-        let f = fees(3_600_000 + i as u64 * 1_000, price, false);
+    for (i, provider) in providers.iter().enumerate() {
+        let f = fee(i);
         deltas.push((provider.clone(), (f.cost - f.fp) as i128));
         deltas.push((payer.clone(), (escrowed - f.cost - f.fr) as i128));
         burned += (f.fr + f.fp) as i128;
     }
     assert_deltas(l, IO, &before, &deltas, -burned);
+    p
 }
 
 #[test]
@@ -302,17 +304,15 @@ fn stake_lock_slash_unbond() {
     fund(&env, IO, &staker, 2_000 * 1_000_000, "fund/staker");
 
     // without the staker's keypair the lock cannot be signed
-    let lock = Intent {
-        key: "stake-1/lock".into(),
-        movements: vec![mv(
-            IO,
-            Op::Transfer {
-                from: staker.clone(),
-                to: Account::StakeVault,
-                amount: 2_000_000_000,
-            },
-        )],
-    };
+    let lock = intent(
+        "stake-1/lock",
+        IO,
+        Op::Transfer {
+            from: staker.clone(),
+            to: Account::StakeVault,
+            amount: 2_000_000_000,
+        },
+    );
     match l.prepare(std::slice::from_ref(&lock)) {
         Err(SolanaError::MissingSigner(w)) => assert_eq!(Account::Wallet(w), staker),
         other => panic!("expected MissingSigner, got {other:?}"),
@@ -340,16 +340,14 @@ fn stake_lock_slash_unbond() {
     let before = snapshot(l, &accounts, IO);
     settle(
         l,
-        &[Intent {
-            key: "stake-1/slash/0".into(),
-            movements: vec![mv(
-                IO,
-                Op::Burn {
-                    from: Account::StakeVault,
-                    amount: 200_000_000,
-                },
-            )],
-        }],
+        &[intent(
+            "stake-1/slash/0",
+            IO,
+            Op::Burn {
+                from: Account::StakeVault,
+                amount: 200_000_000,
+            },
+        )],
     );
     assert_deltas(
         l,
@@ -363,17 +361,15 @@ fn stake_lock_slash_unbond() {
     let before = snapshot(l, &accounts, IO);
     settle(
         l,
-        &[Intent {
-            key: "stake-1/withdraw".into(),
-            movements: vec![mv(
-                IO,
-                Op::Transfer {
-                    from: Account::StakeVault,
-                    to: staker.clone(),
-                    amount: 1_800_000_000,
-                },
-            )],
-        }],
+        &[intent(
+            "stake-1/withdraw",
+            IO,
+            Op::Transfer {
+                from: Account::StakeVault,
+                to: staker.clone(),
+                amount: 1_800_000_000,
+            },
+        )],
     );
     assert_deltas(
         l,
@@ -394,7 +390,7 @@ fn emission_minted_to_pool_then_distributed() {
         return;
     };
     let l = &env.ledger;
-    let recipients: Vec<Account> = (0..7).map(|_| wallet(&Keypair::new())).collect();
+    let recipients = new_wallets(7);
     let mut accounts = custody();
     accounts.extend(recipients.iter().cloned());
 
@@ -403,16 +399,14 @@ fn emission_minted_to_pool_then_distributed() {
     let before = snapshot(l, &accounts, IO);
     settle(
         l,
-        &[Intent {
-            key: "emission/h000000/mint".into(),
-            movements: vec![mv(
-                IO,
-                Op::Mint {
-                    to: Account::EmissionPool,
-                    amount: hour,
-                },
-            )],
-        }],
+        &[intent(
+            "emission/h000000/mint",
+            IO,
+            Op::Mint {
+                to: Account::EmissionPool,
+                amount: hour,
+            },
+        )],
     );
     assert_deltas(
         l,
@@ -461,47 +455,17 @@ fn emission_minted_to_pool_then_distributed() {
     assert_eq!(l.balance(&Account::EmissionPool, IO).unwrap(), dust);
 
     // how many reward payouts (pool -> wallet) fit in one transaction
-    let many: Vec<Account> = (0..60).map(|_| wallet(&Keypair::new())).collect();
-    let payouts = |n: usize| Intent {
-        key: "emission/h000001/distribute".into(),
-        movements: many[..n]
-            .iter()
-            .map(|r| {
-                mv(
-                    IO,
-                    Op::Transfer {
-                        from: Account::EmissionPool,
-                        to: r.clone(),
-                        amount: 1,
-                    },
-                )
-            })
-            .collect(),
-    };
-    let mut n = 1;
-    while n < many.len() && l.fits(&[payouts(n + 1)]) {
-        n += 1;
-    }
+    let many = new_wallets(60);
+    let payouts = |n: usize| reward_payouts("emission/h000001/distribute", &many[..n]);
+    let n = most_that_fit(many.len(), |k| l.fits(&[payouts(k)]));
     eprintln!("RESULT legacy: {n} reward payouts to new wallets (account created) per transaction");
     let mut existing = n;
     // recipients[..7] exist now
-    let payouts_existing = |k: usize| Intent {
-        key: "emission/h000002/distribute".into(),
-        movements: recipients
-            .iter()
-            .cycle()
-            .take(k.min(recipients.len()))
-            .map(|r| {
-                mv(
-                    IO,
-                    Op::Transfer {
-                        from: Account::EmissionPool,
-                        to: r.clone(),
-                        amount: 1,
-                    },
-                )
-            })
-            .collect(),
+    let payouts_existing = |k: usize| {
+        reward_payouts(
+            "emission/h000002/distribute",
+            recipients.iter().cycle().take(k.min(recipients.len())),
+        )
     };
     if l.fits(&[payouts_existing(7)]) {
         existing = existing.max(7);
@@ -515,111 +479,47 @@ fn lookup_table_v0_carries_more_payouts() {
         return;
     };
     let l = &env.ledger;
-    let payer_kp = Keypair::new();
-    let payer = wallet(&payer_kp);
-    l.add_signer(payer_kp);
-    fund(&env, IO, &payer, 10_000 * 1_000_000, "fund/alt-payer");
+    let payer = funded_payer(&env, "fund/alt-payer");
     let price = 3_000_000;
-    let max = fees(2 * 3_600_000, price, false);
-    let escrowed = max.cost + max.fr;
-    let providers: Vec<Account> = (0..60).map(|_| wallet(&Keypair::new())).collect();
+    let escrowed = two_hour_escrow(price);
+    let providers = new_wallets(60);
     // providers get their accounts first (as after their first payout)
     open_accounts(l, IO, &providers, "alt");
-    let intents_for = |n: usize| -> Vec<Intent> {
-        (0..n)
-            .map(|i| {
-                job_settlement(
-                    &job_key(0xa17, i, 0),
-                    IO,
-                    &payer,
-                    &providers[i],
-                    escrowed,
-                    &fees(3_600_000, price, false),
-                )
-            })
-            .collect()
-    };
-    let count = |l: &solgrid_solana::SolanaLedger| {
-        let mut n = 1;
-        while n < providers.len() && l.fits(&intents_for(n + 1)) {
-            n += 1;
-        }
-        n
-    };
+    let fee = |_: usize| fees(3_600_000, price, false);
+    let intents_for = |n: usize| job_settlements(0xa17, &payer, &providers[..n], escrowed, fee);
+    let count = || most_that_fit(providers.len(), |n| l.fits(&intents_for(n)));
     assert_eq!(l.tx_shape(), TxShape::Legacy);
-    let legacy = count(l);
-    let payouts = |n: usize| Intent {
-        key: "emission/alt".into(),
-        movements: providers[..n]
-            .iter()
-            .map(|r| {
-                mv(
-                    IO,
-                    Op::Transfer {
-                        from: Account::EmissionPool,
-                        to: r.clone(),
-                        amount: 1,
-                    },
-                )
-            })
-            .collect(),
-    };
-    let reward_count = |l: &solgrid_solana::SolanaLedger| {
-        let mut n = 1;
-        while n < providers.len() && l.fits(&[payouts(n + 1)]) {
-            n += 1;
-        }
-        n
-    };
-    let legacy_rewards = reward_count(l);
+    let legacy = count();
+    let payouts = |n: usize| reward_payouts("emission/alt", &providers[..n]);
+    let reward_count = || most_that_fit(providers.len(), |n| l.fits(&[payouts(n)]));
+    let legacy_rewards = reward_count();
     eprintln!("RESULT legacy: {legacy_rewards} reward payouts per transaction to existing wallets");
 
-    let mut wallets: Vec<String> = providers
-        .iter()
-        .map(|p| match p {
-            Account::Wallet(w) => w.clone(),
-            _ => unreachable!(),
-        })
-        .collect();
-    if let Account::Wallet(w) = &payer {
-        wallets.push(w.clone());
-    }
+    let mut wallets: Vec<String> = providers.iter().map(address).collect();
+    wallets.push(address(&payer));
     let table = l.create_lookup_table(&wallets).expect("lookup table");
     assert_eq!(l.tx_shape(), TxShape::V0LookupTable);
-    let v0 = count(l);
+    let v0 = count();
     eprintln!(
         "RESULT IO settlements (payout + burn + refund + 42-byte key memo) per transaction, provider accounts existing: \
          legacy {legacy}, v0 + lookup table {v0} (table {table})"
     );
     assert!(v0 > legacy);
 
-    fund_escrow(&env, IO, &payer, escrowed * v0 as u64, "job-alt/escrow");
     let intents = intents_for(v0);
-    let mut accounts = custody();
-    accounts.push(payer.clone());
-    accounts.extend(providers[..v0].iter().cloned());
-    let before = snapshot(l, &accounts, IO);
-    let p = settle(l, &intents);
-    assert!(p.payload.len() <= PACKET_DATA_SIZE);
-    let f = fees(3_600_000, price, false);
-    let mut deltas = vec![(Account::Escrow, -((escrowed * v0 as u64) as i128))];
-    for prov in &providers[..v0] {
-        deltas.push((prov.clone(), (f.cost - f.fp) as i128));
-        deltas.push((payer.clone(), (escrowed - f.cost - f.fr) as i128));
-    }
-    assert_deltas(
-        l,
-        IO,
-        &before,
-        &deltas,
-        -(((f.fr + f.fp) * v0 as u64) as i128),
+    let p = settle_jobs(
+        &env,
+        &payer,
+        &providers[..v0],
+        escrowed,
+        fee,
+        &intents,
+        "job-alt/escrow",
     );
+    assert!(p.payload.len() <= PACKET_DATA_SIZE);
 
     // reward payouts through the table
-    let mut n = 1;
-    while n < providers.len() && l.fits(&[payouts(n + 1)]) {
-        n += 1;
-    }
+    let n = reward_count();
     eprintln!("RESULT v0 + lookup table: {n} reward payouts per transaction (60 tried)");
 }
 
@@ -645,16 +545,14 @@ fn unknown_signatures_and_block_height() {
     // height lies ahead (about 150 blocks past the blockhash)
     let prov = wallet(&Keypair::new());
     let p = l
-        .prepare(&[Intent {
-            key: "unsent".into(),
-            movements: vec![mv(
-                IO,
-                Op::Mint {
-                    to: prov.clone(),
-                    amount: 5,
-                },
-            )],
-        }])
+        .prepare(&[intent(
+            "unsent",
+            IO,
+            Op::Mint {
+                to: prov.clone(),
+                amount: 5,
+            },
+        )])
         .unwrap();
     assert_eq!(l.status(&p.signature).unwrap(), TxStatus::NotFound);
     assert!(p.last_valid_block_height > l.block_height().unwrap());
@@ -667,16 +565,14 @@ fn unknown_signatures_and_block_height() {
         other => panic!("expected Rejected, got {other:?}"),
     }
     // a duplicate key within one transaction is refused (it would pay twice)
-    let dup = Intent {
-        key: "same".into(),
-        movements: vec![mv(
-            IO,
-            Op::Mint {
-                to: prov.clone(),
-                amount: 1,
-            },
-        )],
-    };
+    let dup = intent(
+        "same",
+        IO,
+        Op::Mint {
+            to: prov.clone(),
+            amount: 1,
+        },
+    );
     assert!(matches!(
         l.prepare(&[dup.clone(), dup]),
         Err(SolanaError::Build(_))
@@ -687,16 +583,14 @@ fn unknown_signatures_and_block_height() {
 
 /// A burn of 1 base unit from the (empty) escrow: rejected in preflight.
 fn overdraw() -> Intent {
-    Intent {
-        key: "overdraw".into(),
-        movements: vec![mv(
-            IO,
-            Op::Burn {
-                from: Account::Escrow,
-                amount: 1,
-            },
-        )],
-    }
+    intent(
+        "overdraw",
+        IO,
+        Op::Burn {
+            from: Account::Escrow,
+            amount: 1,
+        },
+    )
 }
 
 /// A transaction rejected in preflight (the RPC node never forwarded it) is

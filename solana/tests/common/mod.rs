@@ -58,6 +58,95 @@ pub fn wallet(k: &Keypair) -> Account {
     Account::Wallet(k.pubkey().to_string())
 }
 
+/// A new wallet whose keypair the ledger holds as a signer (a payer).
+pub fn signing_wallet(ledger: &SolanaLedger) -> Account {
+    let kp = Keypair::new();
+    let w = wallet(&kp);
+    ledger.add_signer(kp);
+    w
+}
+
+/// `n` new wallets whose keypairs nobody keeps (they only receive).
+pub fn new_wallets(n: usize) -> Vec<Account> {
+    (0..n).map(|_| wallet(&Keypair::new())).collect()
+}
+
+/// A wallet's address.
+pub fn address(a: &Account) -> String {
+    match a {
+        Account::Wallet(w) => w.clone(),
+        other => panic!("{other} is not a wallet"),
+    }
+}
+
+/// An intent `key` of one movement.
+pub fn intent(key: &str, token: Token, op: Op) -> Intent {
+    Intent {
+        key: key.into(),
+        movements: vec![mv(token, op)],
+    }
+}
+
+/// The environment variable `var` parsed, or `default()` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(var: &str, default: impl FnOnce() -> T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(default)
+}
+
+/// The time since the epoch, `unit` of it (a seed when none is given).
+pub fn clock_seed(unit: impl FnOnce(Duration) -> u64) -> u64 {
+    unit(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap(),
+    )
+}
+
+/// The largest `n` in `1..=limit` for which `fits(n)`, counting up from 1 (at least 1).
+pub fn most_that_fit(limit: usize, fits: impl Fn(usize) -> bool) -> usize {
+    let mut n = 1;
+    while n < limit && fits(n + 1) {
+        n += 1;
+    }
+    n
+}
+
+/// Mints `amount` to `payer` (test funding, key `{tag}/fund`), then moves it into
+/// escrow (payer-signed, key `{tag}/escrow`).
+pub fn fund_into_escrow(
+    ledger: &SolanaLedger,
+    token: Token,
+    payer: &Account,
+    amount: u64,
+    tag: &str,
+) {
+    settle(
+        ledger,
+        &[intent(
+            &format!("{tag}/fund"),
+            token,
+            Op::Mint {
+                to: payer.clone(),
+                amount,
+            },
+        )],
+    );
+    settle(
+        ledger,
+        &[intent(
+            &format!("{tag}/escrow"),
+            token,
+            Op::Transfer {
+                from: payer.clone(),
+                to: Account::Escrow,
+                amount,
+            },
+        )],
+    );
+}
+
 /// Prepares, sends and waits (up to 90 s: a v0 transaction right after its lookup
 /// table was slow to land on a loaded machine) for `intents`; asserts it confirmed.
 pub fn settle(ledger: &SolanaLedger, intents: &[Intent]) -> Prepared {
@@ -202,14 +291,65 @@ pub fn open_accounts(ledger: &SolanaLedger, token: Token, wallets: &[Account], t
             })
             .collect(),
     };
+    for batch in batches(wallets, |ws| ledger.fits(&[intent(ws)])) {
+        settle(ledger, &[intent(batch)]);
+    }
+}
+
+/// `all` cut, in order, into runs each as long as `fits` allows (at least one
+/// each); each run is measured when it is asked for (after the previous one landed).
+pub fn batches<T>(all: &[T], fits: impl Fn(&[T]) -> bool) -> impl Iterator<Item = &[T]> {
     let mut i = 0;
-    while i < wallets.len() {
-        let mut j = i + 1;
-        while j < wallets.len() && ledger.fits(&[intent(&wallets[i..j + 1])]) {
-            j += 1;
-        }
-        settle(ledger, &[intent(&wallets[i..j])]);
-        i = j;
+    std::iter::from_fn(move || {
+        (i < all.len()).then(|| {
+            let j = i + most_that_fit(all.len() - i, |k| fits(&all[i..i + k]));
+            let batch = &all[i..j];
+            i = j;
+            batch
+        })
+    })
+}
+
+/// The maximum escrow (cost and the payer's fee, no surcharge) of a 2 GPU-hour IO
+/// job at `price` per GPU-hour.
+pub fn two_hour_escrow(price: u64) -> u64 {
+    let max = fees(2 * 3_600_000, price, false);
+    max.cost + max.fr
+}
+
+/// One IO job settlement per provider (keys `job_key(tag, i, 0)`), each from `payer`'s
+/// `escrowed` with the fees `fee(i)`.
+pub fn job_settlements(
+    tag: u32,
+    payer: &Account,
+    providers: &[Account],
+    escrowed: u64,
+    fee: impl Fn(usize) -> Fees,
+) -> Vec<Intent> {
+    providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| job_settlement(&job_key(tag, i, 0), Token::Io, payer, p, escrowed, &fee(i)))
+        .collect()
+}
+
+/// One intent `key` paying 1 IO base unit from the emission pool to each of `to`.
+pub fn reward_payouts<'a>(key: &str, to: impl IntoIterator<Item = &'a Account>) -> Intent {
+    Intent {
+        key: key.into(),
+        movements: to
+            .into_iter()
+            .map(|r| {
+                mv(
+                    Token::Io,
+                    Op::Transfer {
+                        from: Account::EmissionPool,
+                        to: r.clone(),
+                        amount: 1,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
