@@ -96,12 +96,7 @@ async fn a_period_is_bought_back_and_burned_exactly_once() {
     // the round was recorded before anything was sent
     let planned: BuybackState = configmap_state(&server.created(CMS));
     let round = planned.round.unwrap();
-    assert_eq!(round.settlements.len(), 1);
-    assert_eq!(round.settlements[0].intent.key, format!("buyback/{period}"));
-    assert!(matches!(
-        round.settlements[0].state,
-        SettlementState::Planned
-    ));
+    one_planned(&round.settlements, &format!("buyback/{period}"));
     assert_eq!(round.io_price_micro_usd, 500_000);
 
     // at 0.50 $ per IO: 24.691356 IO burned, the USDC to the buyback wallet

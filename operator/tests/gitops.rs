@@ -205,6 +205,23 @@ fn job_object(st: &ComputeJobStatus, generation: i64) -> Value {
     })
 }
 
+/// The case of a job with status `st` at `generation`, expected to be judged
+/// (kstatus, Ready, Argo CD health).
+fn job_case(
+    what: String,
+    st: &ComputeJobStatus,
+    generation: i64,
+    (kstatus, ready, argo): (&'static str, Option<bool>, &'static str),
+) -> Case {
+    Case {
+        what,
+        obj: job_object(st, generation),
+        kstatus,
+        ready,
+        argo,
+    }
+}
+
 fn job_cases() -> Vec<Case> {
     let mut out = vec![];
     for p in ComputeJobPhase::ALL {
@@ -216,13 +233,8 @@ fn job_cases() -> Vec<Case> {
                 observed_generation: Some(1),
                 ..Default::default()
             };
-            out.push(Case {
-                what: format!("ComputeJob {p:?} #{i}"),
-                obj: job_object(&st, 1),
-                kstatus: ks,
-                ready: Some(ready),
-                argo,
-            });
+            let what = format!("ComputeJob {p:?} #{i}");
+            out.push(job_case(what, &st, 1, (ks, Some(ready), argo)));
         }
     }
     // refused settlement: stuck until someone looks
@@ -235,26 +247,16 @@ fn job_cases() -> Vec<Case> {
         observed_generation: Some(1),
         ..Default::default()
     };
-    out.push(Case {
-        what: "ComputeJob settlement refused".into(),
-        obj: job_object(&st, 1),
-        kstatus: "Failed",
-        ready: Some(false),
-        argo: "Degraded",
-    });
+    let what = "ComputeJob settlement refused".into();
+    out.push(job_case(what, &st, 1, ("Failed", Some(false), "Degraded")));
     // a spec change the operator has not seen yet (even on a settled job)
     let st = ComputeJobStatus {
         phase: ComputeJobPhase::Settled,
         observed_generation: Some(1),
         ..Default::default()
     };
-    out.push(Case {
-        what: "ComputeJob generation 2 not observed".into(),
-        obj: job_object(&st, 2),
-        kstatus: "InProgress",
-        ready: None,
-        argo: "Progressing",
-    });
+    let what = "ComputeJob generation 2 not observed".into();
+    out.push(job_case(what, &st, 2, ("InProgress", None, "Progressing")));
     out
 }
 

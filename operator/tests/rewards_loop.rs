@@ -81,12 +81,7 @@ async fn an_hour_is_paid_exactly_once_credited_and_its_dust_carried() {
     let calls = server.calls();
     let planned: RewardState = configmap_state(&server.created(CMS));
     let round = planned.round.unwrap();
-    assert_eq!(round.settlements.len(), 1);
-    assert_eq!(round.settlements[0].intent.key, format!("rewards/{period}"));
-    assert!(matches!(
-        round.settlements[0].state,
-        solgrid_settlement::SettlementState::Planned
-    ));
+    one_planned(&round.settlements, &format!("rewards/{period}"));
     // then Sent, Confirmed (replaces guarded by resourceVersion)
     let puts: Vec<_> = calls.iter().filter(|c| c.is("PUT", CM)).collect();
     assert!(

@@ -406,12 +406,7 @@ async fn an_owner_secret_with_only_an_address_locks_nothing() {
     let last = st.last().unwrap();
     assert_eq!(last["phase"], "Pending");
     let msg = last["message"].as_str().unwrap();
-    assert!(
-        msg.contains(&format!(
-            "Secret owner has no keypair for wallet {WALLET_A}"
-        )),
-        "{msg}"
-    );
+    says_no_keypair(msg, "owner", WALLET_A);
     assert!(
         last["operations"]
             .as_array()

@@ -73,12 +73,7 @@ async fn a_secret_with_only_an_address_does_not_fund() {
         assert_eq!(funded["status"], "False");
         assert_eq!(funded["reason"], "PayerSecretInvalid");
         let msg = funded["message"].as_str().unwrap();
-        assert!(
-            msg.contains(&format!(
-                "Secret alice-wallet has no keypair for wallet {PAYER}"
-            )),
-            "{msg}"
-        );
+        says_no_keypair(msg, "alice-wallet", PAYER);
         assert!(msg.contains("an address alone moves nothing"), "{msg}");
     }
 }

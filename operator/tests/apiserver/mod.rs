@@ -780,6 +780,24 @@ pub fn configmap_state<T: serde::de::DeserializeOwned>(cm: &Value) -> T {
     serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap()
 }
 
+/// Asserts a round holds one settlement, `key`, recorded `Planned` (before
+/// anything was sent).
+pub fn one_planned(settlements: &[solgrid_settlement::Settlement], key: &str) {
+    assert_eq!(settlements.len(), 1);
+    assert_eq!(settlements[0].intent.key, key);
+    let state = &settlements[0].state;
+    assert!(
+        matches!(state, solgrid_settlement::SettlementState::Planned),
+        "{state:?}"
+    );
+}
+
+/// Asserts `msg` says Secret `secret` names `wallet` without its keypair.
+pub fn says_no_keypair(msg: &str, secret: &str, wallet: &str) {
+    let want = format!("Secret {secret} has no keypair for wallet {wallet}");
+    assert!(msg.contains(&want), "{msg}");
+}
+
 // Wallets with test keypairs (seeds 0xa1, 0xa2, 0xa3, 0xb1 repeated: public, tests
 // only), so that a Secret can prove ownership (a debit needs the owner's signature).
 pub const WALLET_A: &str = "DgmxzQX61DxkAMkAubrgHVJb637fYYTdh7ouVqZGnJrp";
