@@ -264,7 +264,6 @@ pub fn planned(key: &str, purpose: &str) -> LedgerRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use solgrid_market::ledger::{Account, Movement, Op, Token};
 
     /// A book of records in memory, counting its writes; `fail_writes` makes every
     /// write fail.
@@ -314,16 +313,11 @@ mod tests {
         }
     }
 
+    /// An intent keyed `key` (the store never looks at its movements).
     fn mint(key: &str) -> Intent {
         Intent {
             key: key.into(),
-            movements: vec![Movement {
-                token: Token::Io,
-                op: Op::Mint {
-                    to: Account::Escrow,
-                    amount: 1,
-                },
-            }],
+            movements: Vec::new(),
         }
     }
 
