@@ -17,6 +17,18 @@ fn journal_path() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// A journal (closed again) of one transaction per key, each minting `amount` IO
+/// into escrow.
+fn journal_of_mints(keys: &[&str], amount: u64) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = journal_path();
+    let l = open(&path);
+    for key in keys {
+        l.apply(&[mint(key, Account::Escrow, Token::Io, amount)])
+            .unwrap();
+    }
+    (dir, path)
+}
+
 /// The journal at `path`, opened with the default config.
 fn open(path: &Path) -> EmbeddedLedger {
     EmbeddedLedger::open(path, EmbeddedConfig::default()).unwrap()
@@ -284,12 +296,7 @@ fn journal_replays_state_exactly() {
 
 #[test]
 fn torn_last_line_is_ignored_and_cut() {
-    let (_dir, path) = journal_path();
-    {
-        let l = open(&path);
-        l.apply(&[mint("g", Account::Escrow, Token::Io, 10)])
-            .unwrap();
-    }
+    let (_dir, path) = journal_of_mints(&["g"], 10);
     let good_len = std::fs::metadata(&path).unwrap().len();
     let full = std::fs::read(&path).unwrap();
     // a second tx torn halfway: append a prefix of a valid line
@@ -316,14 +323,7 @@ fn torn_last_line_is_ignored_and_cut() {
 
 #[test]
 fn corrupt_journal_is_a_clear_error() {
-    let (_dir, path) = journal_path();
-    {
-        let l = open(&path);
-        l.apply(&[mint("g", Account::Escrow, Token::Io, 10)])
-            .unwrap();
-        l.apply(&[mint("h", Account::Escrow, Token::Io, 10)])
-            .unwrap();
-    }
+    let (_dir, path) = journal_of_mints(&["g", "h"], 10);
     let text = std::fs::read_to_string(&path).unwrap();
     // garbage in a middle line
     let bad = text.replacen("\"t\":\"tx\"", "\"t\":\"zz\"", 1);
