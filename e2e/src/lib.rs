@@ -270,6 +270,12 @@ pub fn example_job(
     Ok((secret, job))
 }
 
+/// The LLM fine-tune example (`examples/computejob-llm-finetune.yaml`: its Secret and
+/// its ComputeJob) in namespace `ns`, its worker `busybox:1.36` running `command`.
+pub fn llm_example(ns: &str, command: &[&str]) -> Result<(serde_json::Value, serde_json::Value)> {
+    example_job("computejob-llm-finetune.yaml", ns, "busybox:1.36", command)
+}
+
 /// The fees of one settlement per ECONOMICS.md: each node's compute
 /// `C_i = floor(gpu_ms_i x P / 3,600,000)` and provider fee `ceil(C_i x 0.25 %)`
 /// (one payout line per node), the requester fee and surcharge on their sum.
@@ -286,4 +292,44 @@ pub fn settlement_fees(
         solgrid_market::fees::fees(lines.iter().map(|l| l.compute).sum(), token, &cfg).unwrap();
     f.provider_fee = lines.iter().map(|l| l.provider_fee).sum();
     f
+}
+
+/// A settled job's billed GPU time (every settlement's usage, ms) and the fees
+/// [`settlement_fees`] wants for it at the quoted price, in `token`.
+pub fn billed(
+    st: &solgrid_crds::ComputeJobStatus,
+    token: solgrid_market::ledger::Token,
+) -> (u64, solgrid_market::fees::FeeBreakdown) {
+    let price = st.quote.as_ref().expect("quote").price_per_gpu_hour;
+    let usage = || {
+        st.settlements
+            .iter()
+            .flat_map(|s| s.usage.iter())
+            .map(|u| u.gpu_ms)
+    };
+    (usage().sum(), settlement_fees(usage(), price, token))
+}
+
+/// A settled job's status bills `gpu_ms` (> 0) in one settlement period at exactly
+/// the fees `want`; what was paid and refunded is the quote's maximum, nothing is
+/// left in escrow.
+pub fn assert_billed(
+    st: &solgrid_crds::ComputeJobStatus,
+    gpu_ms: u64,
+    want: &solgrid_market::fees::FeeBreakdown,
+) {
+    let c = &st.cost;
+    assert_eq!(st.settlements.len(), 1, "one settlement period");
+    assert!(gpu_ms > 0);
+    assert_eq!(c.compute, want.compute);
+    assert_eq!(c.requester_fee, want.requester_fee);
+    assert_eq!(c.provider_fee, want.provider_fee);
+    assert_eq!(c.surcharge, want.surcharge);
+    assert_eq!(c.paid, want.paid().unwrap());
+    assert_eq!(c.received, want.received().unwrap());
+    assert_eq!(
+        c.paid + c.refunded,
+        st.quote.as_ref().expect("quote").max_cost
+    );
+    assert_eq!(st.escrowed, 0);
 }

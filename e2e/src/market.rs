@@ -11,10 +11,7 @@
 use crate::cluster::{TestCluster, free_addr};
 use crate::nodesim::{Faults, NodeSim, SimConfig, SimNodeSpec};
 use crate::process::Proc;
-use crate::{
-    delete_namespace, example_job, install_crds, namespace, wait_default_sa, wait_for,
-    workspace_bin,
-};
+use crate::{delete_namespace, install_crds, namespace, wait_default_sa, wait_for, workspace_bin};
 use anyhow::{Context as _, Result, anyhow};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -240,12 +237,7 @@ impl Market {
     /// The example's Secret and job in this namespace, the job's worker replaced by
     /// `command` (the simulated kubelet runs `sleep N` for N seconds).
     pub fn example(&self, command: &[&str]) -> Result<(serde_json::Value, serde_json::Value)> {
-        example_job(
-            "computejob-llm-finetune.yaml",
-            &self.ns,
-            "busybox:1.36",
-            command,
-        )
+        crate::llm_example(&self.ns, command)
     }
 
     /// Creates the Secret (if missing) and the job.
@@ -498,6 +490,18 @@ pub async fn follow_to_settled(
         }
     }
     f
+}
+
+/// The workers were seen, each placed by `solgrid-scheduler` (the chart's
+/// kube-scheduler with the extender) on one of the `nodes`.
+pub fn assert_placed_on(workers: &[Pod], nodes: &[&str]) {
+    assert!(!workers.is_empty(), "no worker pod seen");
+    for p in workers {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.scheduler_name.as_deref(), Some("solgrid-scheduler"));
+        let node = spec.node_name.clone().unwrap_or_default();
+        assert!(nodes.contains(&node.as_str()), "{} on {node}", p.name_any());
+    }
 }
 
 /// The workers' running time in all, ms: each terminated container's start to

@@ -834,6 +834,29 @@ fn cond(ty: &str, status: &str, t: &str, reason: Option<&str>) -> serde_json::Va
     c
 }
 
+/// The pod's container statuses (`up`: ready and started), each in the state
+/// `state(containerID)` gives.
+fn container_statuses(
+    pod: &Pod,
+    containers: &[(String, String)],
+    up: bool,
+    state: impl Fn(&str) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let uid = pod.uid().unwrap_or_default();
+    containers
+        .iter()
+        .map(|(c, image)| {
+            let id = format!("sim://{uid}-{c}");
+            json!({
+                "name": c, "image": image, "imageID": format!("sim://{image}"),
+                "containerID": id,
+                "ready": up, "started": up, "restartCount": 0,
+                "state": state(&id),
+            })
+        })
+        .collect()
+}
+
 fn running_status(
     pod: &Pod,
     node: &SimNode,
@@ -841,17 +864,12 @@ fn running_status(
     t: &str,
     containers: &[(String, String)],
 ) -> serde_json::Value {
-    let statuses: Vec<_> = containers
-        .iter()
-        .map(|(c, image)| {
-            json!({
-                "name": c, "image": image, "imageID": format!("sim://{image}"),
-                "containerID": format!("sim://{}-{c}", pod.uid().unwrap_or_default()),
-                "ready": true, "started": true, "restartCount": 0,
-                "state": {"running": {"startedAt": t}},
-            })
-        })
-        .collect();
+    let statuses = container_statuses(
+        pod,
+        containers,
+        true,
+        |_| json!({"running": {"startedAt": t}}),
+    );
     json!({"status": {
         "phase": "Running",
         "hostIP": node.ip.to_string(), "hostIPs": [{"ip": node.ip.to_string()}],
@@ -876,22 +894,14 @@ fn finished_status(
     o: &Outcome,
 ) -> serde_json::Value {
     let ok = o.exit_code == 0 && o.reason.is_none();
-    let statuses: Vec<_> = containers
-        .iter()
-        .map(|(c, image)| {
-            json!({
-                "name": c, "image": image, "imageID": format!("sim://{image}"),
-                "containerID": format!("sim://{}-{c}", pod.uid().unwrap_or_default()),
-                "ready": false, "started": false, "restartCount": 0,
-                "state": {"terminated": {
-                    "exitCode": o.exit_code,
-                    "reason": if ok { "Completed" } else { "Error" },
-                    "startedAt": started, "finishedAt": finished,
-                    "containerID": format!("sim://{}-{c}", pod.uid().unwrap_or_default()),
-                }},
-            })
-        })
-        .collect();
+    let statuses = container_statuses(pod, containers, false, |id| {
+        json!({"terminated": {
+            "exitCode": o.exit_code,
+            "reason": if ok { "Completed" } else { "Error" },
+            "startedAt": started, "finishedAt": finished,
+            "containerID": id,
+        }})
+    });
     let mut st = json!({
         "phase": if ok { "Succeeded" } else { "Failed" },
         "conditions": [

@@ -39,10 +39,6 @@ const ATTACKER_WALLET: &str = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T";
 const JOB_FINALIZER: &str = "solgrid.dev/settlement";
 const SCENARIO_FIELD_MANAGER: &str = "solgrid-e2e-trust";
 
-fn init_tracing() {
-    solgrid_e2e::init_test_tracing();
-}
-
 // ---------------------------------------------------------------------------
 // the chart, applied
 
@@ -158,7 +154,7 @@ where
 /// (created by the operator's own identity), and waits until every policy is
 /// enforced. Idempotent: each test calls it.
 async fn market() -> Option<Market> {
-    init_tracing();
+    init_test_tracing();
     let tc = shared()?;
     let admin = tc.client().await.expect("admin client");
     setup(tc, &admin).await.expect("setting up the market");
@@ -168,17 +164,9 @@ async fn market() -> Option<Market> {
     let operator = tc.client_for_token(&token).await.expect("operator client");
     let nodes: Api<GpuNode> = Api::all(operator.clone());
     for (node, wallet) in [(NODE_A, WALLET_A), (NODE_B, WALLET_B)] {
-        create_if_missing(
-            &nodes,
-            json!({
-                "apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
-                "metadata": {"name": node},
-                "spec": {"nodeName": node, "payoutWallet": wallet,
-                         "location": {"region": "eu-west", "country": "DE"}},
-            }),
-        )
-        .await
-        .expect("the operator creates GpuNodes");
+        create_if_missing(&nodes, gpunode(node, node, wallet))
+            .await
+            .expect("the operator creates GpuNodes");
     }
     wait_enforced(&admin).await.expect("policies enforced");
     Some(Market {
@@ -317,6 +305,17 @@ fn inventory(node: &str, gpus: usize) -> Value {
         "metadata": {"name": node},
         "status": {"gpus": list, "gpuCount": gpus, "model": "NVIDIA GeForce RTX 4090",
                    "lastHeartbeat": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
+    })
+}
+
+/// A GpuNode `name` for Node `node`, paying out to `wallet`, in eu-west/DE (where
+/// the providers configured their nodes).
+fn gpunode(name: &str, node: &str, wallet: &str) -> Value {
+    json!({
+        "apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "payoutWallet": wallet,
+                 "location": {"region": "eu-west", "country": "DE"}},
     })
 }
 
@@ -492,12 +491,7 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
         "node A creates a GpuNode for node B",
         gn.create(
             &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
-                "metadata": {"name": "trust-node-b-2"},
-                "spec": {"nodeName": NODE_B, "payoutWallet": WALLET_A,
-                         "location": {"region": "eu-west", "country": "DE"}}}))
-            .unwrap(),
+            &serde_json::from_value(gpunode("trust-node-b-2", NODE_B, WALLET_A)).unwrap(),
         )
         .await,
         &["stands for node trust-node-b, not for node trust-node-a"],
@@ -506,12 +500,7 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
         "node A creates a GpuNode of its own with the attacker's wallet",
         gn.create(
             &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
-                "metadata": {"name": "trust-node-a-2"},
-                "spec": {"nodeName": NODE_A, "payoutWallet": ATTACKER_WALLET,
-                         "location": {"region": "eu-west", "country": "DE"}}}))
-            .unwrap(),
+            &serde_json::from_value(gpunode("trust-node-a-2", NODE_A, ATTACKER_WALLET)).unwrap(),
         )
         .await,
         &["with the payout wallet, region and country the provider configured"],
@@ -522,12 +511,7 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
         "node A creates a GpuNode of its own with the configured spec",
         gn.create(
             &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "solgrid.dev/v1alpha1", "kind": "GpuNode",
-                "metadata": {"name": "trust-node-a-own"},
-                "spec": {"nodeName": NODE_A, "payoutWallet": WALLET_A,
-                         "location": {"region": "eu-west", "country": "DE"}}}))
-            .unwrap(),
+            &serde_json::from_value(gpunode("trust-node-a-own", NODE_A, WALLET_A)).unwrap(),
         )
         .await,
     );
@@ -675,13 +659,7 @@ async fn a_tenant_cannot_write_status_remove_finalizers_or_rewrite_a_running_job
     let ns = namespace(&m.admin, "trust-team").await.unwrap();
     wait_default_sa(&m.admin, &ns).await.unwrap();
     let alice = tenant(&m, &ns, "alice", "solgrid-requester").await.unwrap();
-    let (secret, job) = example_job(
-        "computejob-llm-finetune.yaml",
-        &ns,
-        "busybox:1.36",
-        &["true"],
-    )
-    .unwrap();
+    let (secret, job) = llm_example(&ns, &["true"]).unwrap();
     let job_name = job["metadata"]["name"].as_str().unwrap().to_string();
 
     // honest: the tenant creates its wallet Secret and its job

@@ -78,13 +78,7 @@ fn wallet_secret(ns: &str, name: &str, address: &str, keypair: Option<&WalletKey
 /// The example job in `ns`, paying from Secret `secret`, with a budget the default
 /// market meets (it is only funded here, never scheduled).
 fn job(ns: &str, name: &str, secret: &str) -> ComputeJob {
-    let (_, mut j) = example_job(
-        "computejob-llm-finetune.yaml",
-        ns,
-        "busybox:1.36",
-        &["true"],
-    )
-    .expect("the example job");
+    let (_, mut j) = llm_example(ns, &["true"]).expect("the example job");
     j["metadata"]["name"] = name.into();
     j["spec"]["payerSecretRef"]["name"] = secret.into();
     j["spec"]["maxPricePerGpuHour"] = json!(1_000_000_000_000u64);
