@@ -1,6 +1,7 @@
 //! The CRDs: no drift from the types, a structural schema, and the examples
 //! (valid ones pass, each invalid one is refused naming its field).
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use solgrid_crds::validate::{FieldError, parse_yaml_stream, validate_object};
@@ -101,9 +102,7 @@ fn served_schemas_carry_only_formats_the_api_server_knows() {
     }
 }
 
-fn columns(
-    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-) -> Vec<String> {
+fn columns(crd: &CustomResourceDefinition) -> Vec<String> {
     crd.spec.versions[0]
         .additional_printer_columns
         .as_ref()
@@ -134,52 +133,62 @@ fn printer_columns() {
     );
 }
 
-/// A structural schema: every node says its type; no float types near money.
-fn walk(schema: &Value, path: &str, out: &mut Vec<String>) {
+/// Every node of a schema below `path` (its object and its path), parents first.
+fn visit(schema: &Value, path: &str, f: &mut dyn FnMut(&serde_json::Map<String, Value>, &str)) {
     let Some(obj) = schema.as_object() else {
         return;
     };
-    let special = obj.contains_key("x-kubernetes-int-or-string")
-        || obj.contains_key("x-kubernetes-preserve-unknown-fields");
-    if !obj.contains_key("type") && !special {
-        out.push(format!("{path}: no type"));
-    }
-    for bad in ["anyOf", "oneOf", "allOf", "$ref"] {
-        if obj.contains_key(bad) {
-            out.push(format!("{path}: {bad} is not structural"));
-        }
-    }
-    if obj.get("type").and_then(Value::as_str) == Some("number")
-        && !path.contains("coordinates")
-        && !path.contains("origin")
+    f(obj, path);
+    for (k, v) in obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
     {
-        out.push(format!("{path}: a float outside coordinates"));
-    }
-    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
-        for (k, v) in props {
-            walk(v, &format!("{path}.{k}"), out);
-        }
+        visit(v, &format!("{path}.{k}"), f);
     }
     if let Some(items) = obj.get("items") {
-        walk(items, &format!("{path}[]"), out);
+        visit(items, &format!("{path}[]"), f);
     }
+}
+
+/// The OpenAPI v3 schema of a CRD's version, as JSON.
+fn schema_of(crd: &CustomResourceDefinition) -> Value {
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
 fn schemas_are_structural_and_money_is_integer() {
     for (_, crd) in all_crds() {
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        // a structural schema: every node says its type; no float types near money
         let mut problems = Vec::new();
-        walk(&schema, &crd.spec.names.kind, &mut problems);
+        visit(&schema_of(&crd), &crd.spec.names.kind, &mut |obj, path| {
+            let special = obj.contains_key("x-kubernetes-int-or-string")
+                || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+            if !obj.contains_key("type") && !special {
+                problems.push(format!("{path}: no type"));
+            }
+            for bad in ["anyOf", "oneOf", "allOf", "$ref"] {
+                if obj.contains_key(bad) {
+                    problems.push(format!("{path}: {bad} is not structural"));
+                }
+            }
+            if obj.get("type").and_then(Value::as_str) == Some("number")
+                && !path.contains("coordinates")
+                && !path.contains("origin")
+            {
+                problems.push(format!("{path}: a float outside coordinates"));
+            }
+        });
         assert!(problems.is_empty(), "{problems:#?}");
     }
 }
@@ -187,31 +196,6 @@ fn schemas_are_structural_and_money_is_integer() {
 #[test]
 fn every_integer_is_bounded_below() {
     // u64/u32/u16 fields carry `minimum` so a negative amount is refused by the API server.
-    fn check(schema: &Value, path: &str, out: &mut Vec<String>) {
-        let Some(obj) = schema.as_object() else {
-            return;
-        };
-        if obj.get("type").and_then(Value::as_str) == Some("integer")
-            && obj
-                .get("format")
-                .and_then(Value::as_str)
-                .is_some_and(|f| f.starts_with("uint"))
-            && !obj.contains_key("minimum")
-        {
-            out.push(path.to_string());
-        }
-        for (k, v) in obj
-            .get("properties")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            check(v, &format!("{path}.{k}"), out);
-        }
-        if let Some(items) = obj.get("items") {
-            check(items, &format!("{path}[]"), out);
-        }
-    }
     // the generated schemas (before `served` drops the uint formats), so that every
     // u64/u32/u16 field is found
     for crd in [
@@ -220,18 +204,18 @@ fn every_integer_is_bounded_below() {
         StakePosition::crd(),
         LedgerGrant::crd(),
     ] {
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
         let mut out = Vec::new();
-        check(&schema, "", &mut out);
+        visit(&schema_of(&crd), "", &mut |obj, path| {
+            if obj.get("type").and_then(Value::as_str) == Some("integer")
+                && obj
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| f.starts_with("uint"))
+                && !obj.contains_key("minimum")
+            {
+                out.push(path.to_string());
+            }
+        });
         assert!(out.is_empty(), "unbounded integers: {out:?}");
     }
 }
