@@ -31,7 +31,7 @@
 //! `solgrid_operator_buyback_rounds_total{outcome}` and
 //! `solgrid_operator_buyback_last_period`.
 
-use crate::cmstore::{ConfigMapStore, Rounds, settle_pass};
+use crate::cmstore::{Rounds, settle_pass};
 use crate::{Context, Error, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -156,7 +156,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
     };
     let _timer = ctx.metrics.reconcile("buyback");
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.lease_namespace);
-    let mut store = ConfigMapStore::<BuybackState>::load(cms, CONFIGMAP).await?;
+    let mut store = crate::cmstore::load::<BuybackState>(cms, CONFIGMAP).await?;
     if let Some(l) = store.state.last_period {
         ctx.metrics.buyback_last_period.set(l as i64);
     }

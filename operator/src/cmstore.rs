@@ -40,37 +40,35 @@ pub struct ConfigMapBook<S> {
 /// A task's settlement store (the operator's one store, [`crate::records`]).
 pub type ConfigMapStore<S> = RecordStore<ConfigMapBook<S>>;
 
-impl<S: Rounds> ConfigMapStore<S> {
-    /// Reads the state of ConfigMap `name` (default when it does not exist).
-    pub async fn load(api: Api<ConfigMap>, name: &str) -> Result<Self> {
-        let cm = api.get_opt(name).await?;
-        let (state, rv, exists) = match cm {
-            None => (S::default(), None, false),
-            Some(cm) => {
-                let text = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(STATE_KEY))
-                    .cloned()
-                    .unwrap_or_default();
-                let state = if text.is_empty() {
-                    S::default()
-                } else {
-                    serde_json::from_str(&text)
-                        .map_err(|e| Error::Invalid(format!("{name}/{STATE_KEY}: {e}")))?
-                };
-                (state, cm.resource_version(), true)
-            }
-        };
-        Ok(RecordStore::from_book(ConfigMapBook {
-            api,
-            name: name.to_string(),
-            handle: tokio::runtime::Handle::current(),
-            state,
-            resource_version: rv,
-            exists,
-        }))
-    }
+/// Reads the state of ConfigMap `name` (default when it does not exist).
+pub async fn load<S: Rounds>(api: Api<ConfigMap>, name: &str) -> Result<ConfigMapStore<S>> {
+    let cm = api.get_opt(name).await?;
+    let (state, rv, exists) = match cm {
+        None => (S::default(), None, false),
+        Some(cm) => {
+            let text = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(STATE_KEY))
+                .cloned()
+                .unwrap_or_default();
+            let state = if text.is_empty() {
+                S::default()
+            } else {
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::Invalid(format!("{name}/{STATE_KEY}: {e}")))?
+            };
+            (state, cm.resource_version(), true)
+        }
+    };
+    Ok(RecordStore::from_book(ConfigMapBook {
+        api,
+        name: name.to_string(),
+        handle: tokio::runtime::Handle::current(),
+        state,
+        resource_version: rv,
+        exists,
+    }))
 }
 
 impl<S: Rounds> ConfigMapBook<S> {
@@ -138,6 +136,12 @@ pub async fn settle_pass<S: Rounds>(
 }
 
 impl<S: Rounds> Book for ConfigMapBook<S> {
+    type Error = StoreError;
+
+    fn unknown_key(key: &str) -> StoreError {
+        StoreError::UnknownKey(key.to_string())
+    }
+
     fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
         Ok(self.state.settlements().cloned().unwrap_or_default())
     }
@@ -161,7 +165,7 @@ impl<S: Rounds> Book for ConfigMapBook<S> {
             .is_some_and(|r| r.iter().any(|s| s.intent.key == key))
     }
 
-    fn set(&mut self, key: &str, state: &SettlementState) {
+    fn set(&mut self, key: &str, state: &SettlementState, _payload: Option<&[u8]>) {
         if let Ok(round) = self.round_mut()
             && let Some(s) = round.iter_mut().find(|s| s.intent.key == key)
         {

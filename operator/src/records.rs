@@ -6,28 +6,22 @@
 //! `status.operations[]`, the rewards and buyback tasks in their ConfigMap — and
 //! writes them with one API call guarded by the object's `resourceVersion` (a stale
 //! writer fails with 409 and changes nothing). What a protocol step *does* is the
-//! same for all of them, and lives here once: [`RecordStore`] implements
-//! [`SettlementStore`] over any [`Book`]:
+//! same for all of them, and lives once in the settlement crate:
+//! [`solgrid_settlement::RecordStore`] implements the executor's store over any
+//! [`Book`]. This module holds what the operator's books share: their one error
+//! ([`StoreError`]), and the one mapping between the executor's states and the
+//! API's [`LedgerRecord`] ([`apply`], [`state_of`], [`planned`]).
 //!
-//! - `record_plan`: the book records the plan ([`Book::plan`]), then one write;
-//! - `record_sent` / `record_confirmed` / `record_failed` / `record_replan`: every
-//!   key must be known (else nothing changes: [`StoreError::UnknownKey`]), each
-//!   record takes the new state ([`Book::set`]; for a [`LedgerRecord`],
-//!   [`apply`]), the book applies what that state means for its object
-//!   ([`Book::effects`]: a confirmed stake lock makes the position `Active`), then
-//!   one write;
-//! - `get` / `unsettled`: from the records, with their intents (rebuilt from the
-//!   object, or kept with the record).
-//!
-//! No book keeps transaction payloads (a status is no place for them, and a book
-//! writes its keys in one write anyway): a transaction recorded `Sent` that was
-//! never seen is rebuilt once its last valid block height has passed.
+//! No operator book keeps transaction payloads (a status is no place for them, and
+//! a book writes all the keys of a step in one write anyway): a transaction recorded
+//! `Sent` that was never seen is rebuilt once its last valid block height has
+//! passed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use solgrid_crds::{LedgerRecord, SettlementState as RecState};
-use solgrid_market::ledger::Intent;
-use solgrid_settlement::{Settlement, SettlementState, SettlementStore};
-use std::ops::{Deref, DerefMut};
+use solgrid_settlement::SettlementState;
+
+pub use solgrid_settlement::{Book, RecordStore};
 
 /// The longest failure reason a record keeps (a status is no place for a log).
 pub const MAX_REASON: usize = 512;
@@ -63,139 +57,9 @@ impl From<crate::Error> for StoreError {
     }
 }
 
-/// Where one object keeps its settlement records, and how it writes them.
-pub trait Book: Send {
-    /// Every recorded settlement with its intent, in plan order.
-    fn settlements(&self) -> Result<Vec<Settlement>, StoreError>;
-    /// One recorded settlement (by default: looked up in [`Book::settlements`]).
-    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreError> {
-        Ok(self
-            .settlements()?
-            .into_iter()
-            .find(|s| s.intent.key == key))
-    }
-    /// Every `Planned` or `Sent` settlement, in plan order (by default: filtered
-    /// from [`Book::settlements`]).
-    fn unsettled(&self) -> Result<Vec<Settlement>, StoreError> {
-        Ok(self
-            .settlements()?
-            .into_iter()
-            .filter(|s| s.state.is_unsettled())
-            .collect())
-    }
-    /// Records a new plan, `Planned` (in memory: [`Book::write`] follows).
-    fn plan(&mut self, intent: &Intent) -> Result<(), StoreError>;
-    /// Whether a record is keyed `key`.
-    fn has(&self, key: &str) -> bool;
-    /// Sets the state of the record keyed `key` (known to exist).
-    fn set(&mut self, key: &str, state: &SettlementState);
-    /// What records `keys` reaching `state` means for the object, beyond the
-    /// records (in memory, written with them).
-    fn effects(&mut self, _keys: &[String], _state: &SettlementState) {}
-    /// Writes the object: one API call, guarded by its `resourceVersion`.
-    fn write(&mut self) -> Result<(), StoreError>;
-}
-
-/// A [`Book`] as the executor's [`SettlementStore`]. Derefs to the book.
-pub struct RecordStore<B>(B);
-
-impl<B: Book> RecordStore<B> {
-    pub fn from_book(book: B) -> Self {
-        RecordStore(book)
-    }
-
-    pub fn into_book(self) -> B {
-        self.0
-    }
-
-    fn transition(&mut self, keys: &[String], state: SettlementState) -> Result<(), StoreError> {
-        if let Some(k) = keys.iter().find(|k| !self.0.has(k)) {
-            return Err(StoreError::UnknownKey(k.clone()));
-        }
-        for k in keys {
-            self.0.set(k, &state);
-        }
-        self.0.effects(keys, &state);
-        self.0.write()
-    }
-}
-
-impl<B> Deref for RecordStore<B> {
-    type Target = B;
-    fn deref(&self) -> &B {
-        &self.0
-    }
-}
-
-impl<B> DerefMut for RecordStore<B> {
-    fn deref_mut(&mut self) -> &mut B {
-        &mut self.0
-    }
-}
-
-impl<B: Book> SettlementStore for RecordStore<B> {
-    type Error = StoreError;
-
-    fn record_plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
-        self.0.plan(intent)?;
-        self.0.write()
-    }
-
-    fn record_sent(
-        &mut self,
-        keys: &[String],
-        signature: &str,
-        last_valid_block_height: u64,
-        _payload: &[u8],
-    ) -> Result<(), StoreError> {
-        self.transition(
-            keys,
-            SettlementState::Sent {
-                signature: signature.to_string(),
-                last_valid_block_height,
-            },
-        )
-    }
-
-    fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), StoreError> {
-        self.transition(
-            keys,
-            SettlementState::Confirmed {
-                signature: signature.to_string(),
-            },
-        )
-    }
-
-    fn record_failed(
-        &mut self,
-        keys: &[String],
-        signature: Option<&str>,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.transition(
-            keys,
-            SettlementState::Failed {
-                signature: signature.map(str::to_string),
-                reason: reason.chars().take(MAX_REASON).collect(),
-            },
-        )
-    }
-
-    fn record_replan(&mut self, keys: &[String]) -> Result<(), StoreError> {
-        self.transition(keys, SettlementState::Planned)
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreError> {
-        self.0.get(key)
-    }
-
-    fn unsettled(&self) -> Result<Vec<Settlement>, StoreError> {
-        self.0.unsettled()
-    }
-}
-
 /// A record taking `state` (`now` stamps a confirmation). A failure keeps the
-/// signature it had when it names none (the transaction that was sent).
+/// signature it had when it names none (the transaction that was sent), and at
+/// most [`MAX_REASON`] characters of its reason.
 pub fn apply(r: &mut LedgerRecord, state: &SettlementState, now: &Time) {
     match state {
         SettlementState::Planned => {
@@ -224,7 +88,7 @@ pub fn apply(r: &mut LedgerRecord, state: &SettlementState, now: &Time) {
             if let Some(s) = signature {
                 r.signature = Some(s.clone());
             }
-            r.error = Some(reason.clone());
+            r.error = Some(reason.chars().take(MAX_REASON).collect());
         }
     }
 }
@@ -265,85 +129,23 @@ pub fn planned(key: &str, purpose: &str) -> LedgerRecord {
 mod tests {
     use super::*;
 
-    /// A book of records in memory, counting its writes; `fail_writes` makes every
-    /// write fail.
-    #[derive(Default)]
-    struct Mem {
-        records: Vec<(Intent, LedgerRecord)>,
-        writes: usize,
-        effects: Vec<(Vec<String>, SettlementState)>,
-        fail_writes: bool,
-    }
-
-    impl Book for Mem {
-        fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
-            Ok(self
-                .records
-                .iter()
-                .map(|(i, r)| Settlement {
-                    intent: i.clone(),
-                    state: state_of(r),
-                    payload: None,
-                })
-                .collect())
-        }
-        fn plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
-            self.records
-                .push((intent.clone(), planned(&intent.key, "test")));
-            Ok(())
-        }
-        fn has(&self, key: &str) -> bool {
-            self.records.iter().any(|(i, _)| i.key == key)
-        }
-        fn set(&mut self, key: &str, state: &SettlementState) {
-            let now = crate::toolkit::ms_time(1_800_000_000_000);
-            for (_, r) in self.records.iter_mut().filter(|(i, _)| i.key == key) {
-                apply(r, state, &now);
-            }
-        }
-        fn effects(&mut self, keys: &[String], state: &SettlementState) {
-            self.effects.push((keys.to_vec(), state.clone()));
-        }
-        fn write(&mut self) -> Result<(), StoreError> {
-            if self.fail_writes {
-                return Err(StoreError::Write("injected".into()));
-            }
-            self.writes += 1;
-            Ok(())
-        }
-    }
-
-    /// An intent keyed `key` (the store never looks at its movements).
-    fn mint(key: &str) -> Intent {
-        Intent {
-            key: key.into(),
-            movements: Vec::new(),
-        }
-    }
-
     #[test]
-    fn each_step_is_one_write_and_the_states_round_trip() {
-        let mut s = RecordStore::from_book(Mem::default());
-        s.record_plan(&mint("a")).unwrap();
-        s.record_plan(&mint("b")).unwrap();
-        let keys = vec!["a".to_string(), "b".to_string()];
-        s.record_sent(&keys, "sig1", 77, b"payload").unwrap();
-        let got = s.get("a").unwrap().unwrap();
-        assert_eq!(
-            got.state,
-            SettlementState::Sent {
-                signature: "sig1".into(),
-                last_valid_block_height: 77
-            }
-        );
-        assert_eq!(got.payload, None, "no payload is kept");
-        assert_eq!(s.unsettled().unwrap().len(), 2);
-        s.record_confirmed(&keys[..1], "sig1").unwrap();
-        assert_eq!(s.unsettled().unwrap().len(), 1);
+    fn states_round_trip_through_a_record() {
+        let now = crate::toolkit::ms_time(1_800_000_000_000);
+        let mut r = planned("k", "settle");
+        let sent = SettlementState::Sent {
+            signature: "sig1".into(),
+            last_valid_block_height: 77,
+        };
+        apply(&mut r, &sent, &now);
+        assert_eq!(state_of(&r), sent);
         let long = "x".repeat(2 * MAX_REASON);
-        s.record_failed(&keys[1..], None, &long).unwrap();
-        let b = s.get("b").unwrap().unwrap();
-        match b.state {
+        let failed = SettlementState::Failed {
+            signature: None,
+            reason: long,
+        };
+        apply(&mut r, &failed, &now);
+        match state_of(&r) {
             SettlementState::Failed { signature, reason } => {
                 assert_eq!(
                     signature.as_deref(),
@@ -354,38 +156,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        s.record_replan(&keys[1..]).unwrap();
-        assert_eq!(s.get("b").unwrap().unwrap().state, SettlementState::Planned);
-        assert_eq!(s.writes, 6, "one write per step");
-        assert_eq!(s.effects.len(), 4, "effects after each state change");
-        let (_, r) = &s.records[0];
-        assert!(r.confirmed_at.is_some());
-    }
-
-    #[test]
-    fn an_unknown_key_changes_nothing_and_writes_nothing() {
-        let mut s = RecordStore::from_book(Mem::default());
-        s.record_plan(&mint("a")).unwrap();
-        let err = s
-            .record_sent(&["a".into(), "zz".into()], "sig", 1, &[])
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::UnknownKey(ref k) if k == "zz"),
-            "{err}"
-        );
-        assert_eq!(s.get("a").unwrap().unwrap().state, SettlementState::Planned);
-        assert_eq!(s.writes, 1);
-        assert!(s.effects.is_empty());
-    }
-
-    #[test]
-    fn a_failed_write_is_the_steps_error() {
-        let mut s = RecordStore::from_book(Mem {
-            fail_writes: true,
-            ..Default::default()
-        });
-        let err = s.record_plan(&mint("a")).unwrap_err();
-        assert!(err.to_string().contains("injected"), "{err}");
+        apply(&mut r, &SettlementState::Planned, &now);
+        assert_eq!(state_of(&r), SettlementState::Planned);
+        assert_eq!((r.signature.clone(), r.error.clone()), (None, None));
+        let confirmed = SettlementState::Confirmed {
+            signature: "sig2".into(),
+        };
+        apply(&mut r, &confirmed, &now);
+        assert_eq!(state_of(&r), confirmed);
+        assert_eq!(r.confirmed_at, Some(now));
     }
 
     #[test]

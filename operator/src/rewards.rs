@@ -389,7 +389,7 @@ pub async fn tick(ctx: &Context) -> Result<TickReport> {
     let _timer = ctx.metrics.reconcile("rewards");
     let ns = ctx.config.lease_namespace.clone();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut store = StateStore::load(cms, CONFIGMAP).await?;
+    let mut store: StateStore = crate::cmstore::load(cms, CONFIGMAP).await?;
     let mut report = TickReport::default();
     let period_ms = (ctx.config.reward_interval.as_millis() as u64).max(1);
     let now = crate::toolkit::now_ms(ctx);

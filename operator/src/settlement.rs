@@ -388,32 +388,30 @@ pub struct JobBook<W: StatusWriter> {
 /// The settlement store of one job.
 pub type JobStore<W> = RecordStore<JobBook<W>>;
 
-impl<W: StatusWriter> JobStore<W> {
-    pub fn new(
-        uid: impl Into<String>,
-        token: PaymentToken,
-        status: ComputeJobStatus,
-        now: DateTime<Utc>,
-        writer: W,
-    ) -> Self {
-        RecordStore::from_book(JobBook {
-            uid: uid.into(),
-            token,
-            status,
-            staged: Vec::new(),
-            now,
-            writer,
-        })
-    }
-
-    /// The status as recorded, and the writer.
-    pub fn into_parts(self) -> (ComputeJobStatus, W) {
-        let b = self.into_book();
-        (b.status, b.writer)
-    }
+/// The settlement store of the job `uid` over its `status`, written by `writer`.
+pub fn job_store<W: StatusWriter>(
+    uid: impl Into<String>,
+    token: PaymentToken,
+    status: ComputeJobStatus,
+    now: DateTime<Utc>,
+    writer: W,
+) -> JobStore<W> {
+    RecordStore::from_book(JobBook {
+        uid: uid.into(),
+        token,
+        status,
+        staged: Vec::new(),
+        now,
+        writer,
+    })
 }
 
 impl<W: StatusWriter> JobBook<W> {
+    /// The status as recorded, and the writer.
+    pub fn into_parts(self) -> (ComputeJobStatus, W) {
+        (self.status, self.writer)
+    }
+
     fn escrow_key(&self) -> String {
         format!("{}/escrow", self.uid)
     }
@@ -469,6 +467,12 @@ impl<W: StatusWriter> JobBook<W> {
 }
 
 impl<W: StatusWriter> Book for JobBook<W> {
+    type Error = StoreError;
+
+    fn unknown_key(key: &str) -> StoreError {
+        StoreError::UnknownKey(key.to_string())
+    }
+
     fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
         let mut out: Vec<Settlement> = self.escrow().into_iter().collect();
         for s in &self.status.settlements {
@@ -524,7 +528,7 @@ impl<W: StatusWriter> Book for JobBook<W> {
         key == self.escrow_key() && self.status.escrow.is_some() || self.find_part(key).is_some()
     }
 
-    fn set(&mut self, key: &str, state: &SettlementState) {
+    fn set(&mut self, key: &str, state: &SettlementState, _payload: Option<&[u8]>) {
         let now = conditions::time(self.now);
         if let Some(r) = self.record_mut(key) {
             records::apply(r, state, &now);
@@ -806,7 +810,7 @@ mod split_tests {
             persisted,
             saved: saved.clone(),
         };
-        let mut store = JobStore::new("job-uid", PaymentToken::Io, saved, Utc::now(), writer);
+        let mut store = job_store("job-uid", PaymentToken::Io, saved, Utc::now(), writer);
         if store.status.settlements.is_empty() {
             store.staged = vec![js.clone()];
         }
@@ -829,7 +833,7 @@ mod split_tests {
                 Err(_) => crashed = true,
             }
         }
-        let (_, w) = store.into_parts();
+        let (_, w) = store.into_book().into_parts();
         (w.saved, crashed, txs)
     }
 

@@ -34,6 +34,9 @@ use solgrid_market::ledger::{Intent, Ledger, Prepared, TxStatus};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+mod book;
+pub use book::{Book, RecordStore};
+
 /// The state of one settlement, as recorded in the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SettlementState {
@@ -163,15 +166,18 @@ pub enum StoreError {
     AlreadyPlanned(String),
 }
 
-/// A [`SettlementStore`] in memory (the simulator; tests). Survives an executor
-/// being dropped, not the process.
+/// The records of a [`MemoryStore`].
 #[derive(Clone, Debug)]
-pub struct MemoryStore {
+pub struct MemoryBook {
     records: Vec<Settlement>,
     index: HashMap<String, usize>,
     unsettled: BTreeSet<usize>,
     keep_payloads: bool,
 }
+
+/// A [`SettlementStore`] in memory (the simulator; tests). Survives an executor
+/// being dropped, not the process.
+pub type MemoryStore = RecordStore<MemoryBook>;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -182,12 +188,12 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// A store that keeps the payloads of sent transactions.
     pub fn new() -> Self {
-        Self {
+        RecordStore::from_book(MemoryBook {
             records: Vec::new(),
             index: HashMap::new(),
             unsettled: BTreeSet::new(),
             keep_payloads: true,
-        }
+        })
     }
 
     /// Whether to keep sent payloads (without them the executor waits for expiry
@@ -196,7 +202,9 @@ impl MemoryStore {
         self.keep_payloads = keep;
         self
     }
+}
 
+impl MemoryBook {
     /// Every record, in plan order.
     pub fn all(&self) -> &[Settlement] {
         &self.records
@@ -223,45 +231,32 @@ impl MemoryStore {
         }
         c
     }
-
-    fn set(
-        &mut self,
-        keys: &[String],
-        state: SettlementState,
-        payload: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
-        // all or nothing: check every key first
-        let idx: Vec<usize> = keys
-            .iter()
-            .map(|k| {
-                self.index
-                    .get(k)
-                    .copied()
-                    .ok_or_else(|| StoreError::UnknownKey(k.clone()))
-            })
-            .collect::<Result<_, _>>()?;
-        let unsettled = state.is_unsettled();
-        for i in idx {
-            let r = &mut self.records[i];
-            r.state = state.clone();
-            r.payload = match (&r.state, payload) {
-                (SettlementState::Sent { .. }, Some(p)) if self.keep_payloads => Some(p.to_vec()),
-                _ => None,
-            };
-            if unsettled {
-                self.unsettled.insert(i);
-            } else {
-                self.unsettled.remove(&i);
-            }
-        }
-        Ok(())
-    }
 }
 
-impl SettlementStore for MemoryStore {
+impl Book for MemoryBook {
     type Error = StoreError;
 
-    fn record_plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
+    fn unknown_key(key: &str) -> StoreError {
+        StoreError::UnknownKey(key.to_string())
+    }
+
+    fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
+        Ok(self.records.clone())
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreError> {
+        Ok(self.index.get(key).map(|&i| self.records[i].clone()))
+    }
+
+    fn unsettled(&self) -> Result<Vec<Settlement>, StoreError> {
+        Ok(self
+            .unsettled
+            .iter()
+            .map(|&i| self.records[i].clone())
+            .collect())
+    }
+
+    fn plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
         if self.index.contains_key(&intent.key) {
             return Err(StoreError::AlreadyPlanned(intent.key.clone()));
         }
@@ -276,63 +271,29 @@ impl SettlementStore for MemoryStore {
         Ok(())
     }
 
-    fn record_sent(
-        &mut self,
-        keys: &[String],
-        signature: &str,
-        lvbh: u64,
-        payload: &[u8],
-    ) -> Result<(), StoreError> {
-        self.set(
-            keys,
-            SettlementState::Sent {
-                signature: signature.to_string(),
-                last_valid_block_height: lvbh,
-            },
-            Some(payload),
-        )
+    fn has(&self, key: &str) -> bool {
+        self.index.contains_key(key)
     }
 
-    fn record_confirmed(&mut self, keys: &[String], signature: &str) -> Result<(), StoreError> {
-        self.set(
-            keys,
-            SettlementState::Confirmed {
-                signature: signature.to_string(),
-            },
-            None,
-        )
+    fn set(&mut self, key: &str, state: &SettlementState, payload: Option<&[u8]>) {
+        let Some(&i) = self.index.get(key) else {
+            return;
+        };
+        let r = &mut self.records[i];
+        r.state = state.clone();
+        r.payload = match (&r.state, payload) {
+            (SettlementState::Sent { .. }, Some(p)) if self.keep_payloads => Some(p.to_vec()),
+            _ => None,
+        };
+        if state.is_unsettled() {
+            self.unsettled.insert(i);
+        } else {
+            self.unsettled.remove(&i);
+        }
     }
 
-    fn record_failed(
-        &mut self,
-        keys: &[String],
-        signature: Option<&str>,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.set(
-            keys,
-            SettlementState::Failed {
-                signature: signature.map(str::to_string),
-                reason: reason.to_string(),
-            },
-            None,
-        )
-    }
-
-    fn record_replan(&mut self, keys: &[String]) -> Result<(), StoreError> {
-        self.set(keys, SettlementState::Planned, None)
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreError> {
-        Ok(self.index.get(key).map(|&i| self.records[i].clone()))
-    }
-
-    fn unsettled(&self) -> Result<Vec<Settlement>, StoreError> {
-        Ok(self
-            .unsettled
-            .iter()
-            .map(|&i| self.records[i].clone())
-            .collect())
+    fn write(&mut self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

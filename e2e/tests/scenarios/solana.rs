@@ -916,7 +916,7 @@ async fn settle_process(
     passes: usize,
     dies_after_sent: Option<usize>,
 ) -> (bool, usize) {
-    use solgrid_operator::settlement::{ApiWriter, JobStore};
+    use solgrid_operator::settlement::{ApiWriter, job_store};
     let job = jobs.get(name).await.expect("the job");
     let writer = DiesAfterSent {
         inner: ApiWriter {
@@ -933,7 +933,7 @@ async fn settle_process(
     let status = job.status.clone().expect("status");
     let ledger = ledger.clone();
     tokio::task::spawn_blocking(move || {
-        let mut store = JobStore::new(uid, PaymentToken::Io, status, chrono::Utc::now(), writer);
+        let mut store = job_store(uid, PaymentToken::Io, status, chrono::Utc::now(), writer);
         let intents = match staged {
             Some((js, intents)) => {
                 store.staged = vec![js];

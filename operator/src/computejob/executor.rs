@@ -6,7 +6,7 @@ use super::status::Run;
 use super::{cond, machine};
 use crate::error::{Error, Result};
 use crate::settle_driver::Work;
-use crate::settlement::{ApiWriter, JobStore};
+use crate::settlement::ApiWriter;
 use kube::runtime::events::EventType;
 use solgrid_crds::JobSettlement;
 use solgrid_market::ledger::Intent;
@@ -41,7 +41,7 @@ pub(super) async fn execute(
         handle: tokio::runtime::Handle::current(),
         resource_version: r.rv.clone(),
     };
-    let mut store = JobStore::new(
+    let mut store = crate::settlement::job_store(
         r.uid.clone(),
         r.job.spec.payment_token,
         r.st.clone(),
@@ -58,7 +58,7 @@ pub(super) async fn execute(
     )
     .await?;
     let store = driven.store;
-    let (status, writer) = store.into_parts();
+    let (status, writer) = store.into_book().into_parts();
     r.st = status;
     r.rv = writer.resource_version;
     r.ctx

@@ -41,7 +41,6 @@ use solgrid_crds::{GpuNode, GpuNodePhase, StakePhase, StakePosition, StakePositi
 use solgrid_market::ledger::Intent;
 use std::sync::Arc;
 use std::time::Duration;
-use store::StakeStore;
 
 pub use solgrid_crds::labels::FINALIZER_STAKE as FINALIZER;
 /// The controller's name (metrics label).
@@ -148,7 +147,7 @@ async fn execute(
         &st.operations,
     )
     .map_err(Error::market)?;
-    let store = StakeStore::new(
+    let store = store::stake_store(
         api,
         tokio::runtime::Handle::current(),
         ctx.config.field_manager.clone(),

@@ -78,25 +78,25 @@ pub fn status_apply(
     })
 }
 
-impl StakeStore {
-    pub fn new(
-        api: Api<StakePosition>,
-        handle: tokio::runtime::Handle,
-        field_manager: String,
-        now_ms: u64,
-        obj: StakePosition,
-        intents: Vec<Intent>,
-    ) -> Self {
-        RecordStore::from_book(StakeBook {
-            api,
-            handle,
-            field_manager,
-            now_ms,
-            status: obj.status.clone().unwrap_or_default(),
-            obj,
-            intents,
-        })
-    }
+/// The settlement store of the position `obj` (its known `intents` rebuilt from
+/// it), writing through `api` as `field_manager`.
+pub fn stake_store(
+    api: Api<StakePosition>,
+    handle: tokio::runtime::Handle,
+    field_manager: String,
+    now_ms: u64,
+    obj: StakePosition,
+    intents: Vec<Intent>,
+) -> StakeStore {
+    RecordStore::from_book(StakeBook {
+        api,
+        handle,
+        field_manager,
+        now_ms,
+        status: obj.status.clone().unwrap_or_default(),
+        obj,
+        intents,
+    })
 }
 
 impl StakeBook {
@@ -146,6 +146,12 @@ fn amount_of(intent: Option<&Intent>) -> u64 {
 }
 
 impl Book for StakeBook {
+    type Error = StoreError;
+
+    fn unknown_key(key: &str) -> StoreError {
+        StoreError::UnknownKey(key.to_string())
+    }
+
     fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
         Ok(self
             .status
@@ -174,7 +180,7 @@ impl Book for StakeBook {
         self.status.operations.iter().any(|r| r.key == key)
     }
 
-    fn set(&mut self, key: &str, state: &SettlementState) {
+    fn set(&mut self, key: &str, state: &SettlementState, _payload: Option<&[u8]>) {
         let now = ms_time(self.now_ms);
         if let Some(r) = self.status.operations.iter_mut().find(|r| r.key == key) {
             records::apply(r, state, &now);
