@@ -16,7 +16,9 @@ use anyhow::{Context as _, Result, anyhow};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
-use solgrid_crds::{ComputeJob, ComputeJobPhase, ComputeJobStatus, GpuNode, GpuNodePhase};
+use solgrid_crds::{
+    ComputeJob, ComputeJobPhase, ComputeJobStatus, GpuNode, GpuNodePhase, StakePhase, StakePosition,
+};
 use solgrid_ledger::embedded::{EmbeddedConfig, EmbeddedLedger};
 use solgrid_market::ledger::{Account, Intent, Ledger as _, Movement, Op, Token};
 use std::collections::BTreeMap;
@@ -334,6 +336,34 @@ impl Market {
         add_gpunode(&self.client, &self.sim, node, gpus, &wallet, true).await?;
         self.nodes.push((node.to_string(), wallet));
         Ok(())
+    }
+
+    /// A stake of the example's owner (`examples/stakeposition.yaml`, funded by a
+    /// LedgerGrant for exactly its amount) on `node`, once `Active`.
+    pub async fn stake(&self, node: &str) -> Result<StakePosition> {
+        let docs = crate::example("stakeposition.yaml")?;
+        let (mut secret, mut sp) = (docs[0].clone(), docs[1].clone());
+        secret["metadata"]["namespace"] = self.ns.as_str().into();
+        sp["metadata"]["namespace"] = self.ns.as_str().into();
+        sp["metadata"]["name"] = format!("carol-on-{node}").into();
+        sp["spec"]["nodeName"] = node.into();
+        let grant = serde_json::json!({
+            "apiVersion": solgrid_crds::API_VERSION, "kind": "LedgerGrant",
+            "metadata": {"name": format!("{}-staker-{node}", self.ns)},
+            "spec": {"wallet": secret["stringData"]["address"], "token": "IO",
+                     "amount": sp["spec"]["amount"]},
+        });
+        for d in [&grant, &secret, &sp] {
+            crate::chart::apply(&self.client, d, "solgrid-e2e").await?;
+        }
+        let name = format!("carol-on-{node}");
+        let api: Api<StakePosition> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_for(Duration::from_secs(60), || async {
+            let p = api.get(&name).await.ok()?;
+            (p.status.as_ref()?.phase == StakePhase::Active).then_some(p)
+        })
+        .await
+        .ok_or_else(|| anyhow!("StakePosition {name} not Active in 60 s"))
     }
 
     /// An error with the tail of every component's log.

@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, ServiceAccoun
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
-use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode, StakePhase, StakePosition};
+use solgrid_crds::{ComputeJob, ComputeJobPhase, GpuNode, StakePosition};
 use solgrid_e2e::chart::{
     apply, chart_crds, chart_dir, device_plugin_token, helm, previous_release, template,
 };
@@ -282,36 +282,6 @@ async fn scenario(tc: &'static TestCluster) -> Result<()> {
     r
 }
 
-/// A stake on the first node, as the example's owner (funded by a LedgerGrant),
-/// once `Active`.
-async fn stake(m: &Market) -> Result<StakePosition> {
-    let docs = example("stakeposition.yaml")?;
-    let (mut secret, mut sp) = (docs[0].clone(), docs[1].clone());
-    secret["metadata"]["namespace"] = m.ns.as_str().into();
-    sp["metadata"]["namespace"] = m.ns.as_str().into();
-    sp["spec"]["nodeName"] = NODES[0].into();
-    let grant = json!({
-        "apiVersion": solgrid_crds::API_VERSION, "kind": "LedgerGrant",
-        "metadata": {"name": format!("{}-staker", m.ns)},
-        "spec": {"wallet": secret["stringData"]["address"], "token": "IO",
-                 "amount": sp["spec"]["amount"]},
-    });
-    for d in [&grant, &secret, &sp] {
-        apply(&m.client, d, "solgrid-e2e").await?;
-    }
-    let name = sp["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let api: Api<StakePosition> = Api::namespaced(m.client.clone(), &m.ns);
-    wait_for(Duration::from_secs(60), || async {
-        let p = api.get(&name).await.ok()?;
-        (p.status.as_ref()?.phase == StakePhase::Active).then_some(p)
-    })
-    .await
-    .ok_or_else(|| anyhow!("StakePosition {name} not Active in 60 s"))
-}
-
 /// Submits the job, upgrades while it runs, rolls the operator; the settled job's
 /// name.
 async fn run_through_upgrade(
@@ -322,7 +292,7 @@ async fn run_through_upgrade(
     values: &Path,
 ) -> Result<String> {
     let scores = m.wait_active(&NODES, Duration::from_secs(90)).await?;
-    let stake_before = stake(m).await?;
+    let stake_before = m.stake(NODES[0]).await?;
     let (secret, mut job) = m.example(&["sleep", "25"])?;
     fit_min_reputation(&mut job, &scores);
     let name = job["metadata"]["name"]

@@ -14,17 +14,24 @@
 //!   first runs do not share the CPU with it) claims an H100 (40x an M1): its chain
 //!   is sized for an H100, the same CPU genuinely needs ~5x the target for it, far
 //!   past the 1.5x + slack limit; it also reports a 0 ms container run and a worker
-//!   `computeMs` of 0, which the operator does not believe: it is slashed as too slow;
+//!   `computeMs` of 0, which the operator does not believe: it is slashed as too slow,
+//!   and the StakePosition backing it (locked before it cheated) is slashed exactly
+//!   once: half its stake burned from the stake vault, the rest still locked;
 //! - `e2e-vpow-idle` claims an Apple M1 and passes, then keeps its verification pods
 //!   from ever starting: after `--verify-expire-after=2` inconclusive periods it
 //!   loses `verified` (condition `Verified` reason `Expired`), is no longer eligible
 //!   for idle rewards, and is not slashed.
 
 use super::local_cluster;
+use kube::ResourceExt as _;
 use kube::api::{Api, Patch, PatchParams};
-use solgrid_crds::{GpuNode, GpuNodePhase, GpuNodeStatus};
-use solgrid_e2e::market::{Market, MarketOpts, example_payer};
+use solgrid_crds::{
+    GpuNode, GpuNodePhase, GpuNodeStatus, SettlementState as RecState, StakePhase, StakePosition,
+};
+use solgrid_e2e::market::{Market, MarketOpts, example_payer, read_journal};
 use solgrid_e2e::{wait_for, workspace_bin};
+use solgrid_market::ledger::{Account, Ledger as _, Token};
+use solgrid_market::staking::StakingConfig;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -136,6 +143,14 @@ async fn a_cpu_claiming_an_h100_fails_and_an_unverifiable_node_expires() {
     let st = status(&api, HONEST).await.expect("status");
     assert!(st.verification.verified && st.verification.passed >= 1);
     eprintln!("honest Active after {:.1} s", t0.elapsed().as_secs_f64());
+    // a stake backs the CPU node before it cheats
+    let staked = m.stake(CPU).await.expect("a stake on the CPU node");
+    let amount = staked.spec.amount;
+    let ledger = read_journal(&m.journal).expect("journal");
+    let (vault0, supply0) = (
+        ledger.balance(&Account::StakeVault, Token::Io).unwrap(),
+        ledger.supply(Token::Io).unwrap(),
+    );
     publish(&m, CPU, 1, "nvidia", "NVIDIA H100 80GB HBM3", 81_559).await;
 
     // the CPU claiming an H100: too slow by the operator's clock, slashed
@@ -158,6 +173,51 @@ async fn a_cpu_claiming_an_h100_fails_and_an_unverifiable_node_expires() {
         "cheat slashed after {:.1} s: {msg}",
         t0.elapsed().as_secs_f64()
     );
+
+    // its stake: slashed once, by the market's share, burned on the ledger
+    let stakes: Api<StakePosition> = Api::namespaced(m.client.clone(), &m.ns);
+    let slashed = wait_for(MIN, || async {
+        let p = stakes.get(&staked.name_any()).await.ok()?;
+        (p.status.as_ref()?.phase == StakePhase::Slashed).then_some(p)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "{}",
+            m.with_logs("the CPU node's stake was not slashed".into())
+        )
+    });
+    let burn =
+        (u128::from(amount) * u128::from(StakingConfig::default().slash_bps)).div_ceil(10_000);
+    let burn = u64::try_from(burn).expect("fits");
+    let st = slashed.status.clone().expect("status");
+    assert_eq!(st.slashed_amount, burn, "{st:?}");
+    assert_eq!(st.locked, amount - burn, "{st:?}");
+    let slashes: Vec<_> = st
+        .operations
+        .iter()
+        .filter(|r| r.purpose == "slash")
+        .collect();
+    assert_eq!(
+        slashes.len(),
+        1,
+        "one slash for one incident: {:?}",
+        st.operations
+    );
+    assert_eq!(slashes[0].state, RecState::Confirmed);
+    let ledger = read_journal(&m.journal).expect("journal");
+    assert_eq!(
+        ledger.balance(&Account::StakeVault, Token::Io).unwrap(),
+        vault0 - burn,
+        "burned from the stake vault"
+    );
+    assert_eq!(
+        ledger.supply(Token::Io).unwrap(),
+        supply0 - burn,
+        "burned, not moved"
+    );
+    m.confirmed_once().expect("every key confirmed once");
+    eprintln!("stake slashed: {burn} of {amount} burned");
 
     // the idle node stops letting its verification pods run: expires after 2 periods
     m.sim
