@@ -14,6 +14,7 @@ use kube::api::{Api, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use solgrid_market::ledger::Intent;
+use solgrid_settlement::StoreError as Protocol;
 use solgrid_settlement::{Settlement, SettlementState};
 use std::collections::BTreeMap;
 
@@ -138,10 +139,6 @@ pub async fn settle_pass<S: Rounds>(
 impl<S: Rounds> Book for ConfigMapBook<S> {
     type Error = StoreError;
 
-    fn unknown_key(key: &str) -> StoreError {
-        StoreError::UnknownKey(key.to_string())
-    }
-
     fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
         Ok(self.state.settlements().cloned().unwrap_or_default())
     }
@@ -149,7 +146,7 @@ impl<S: Rounds> Book for ConfigMapBook<S> {
     fn plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
         let round = self.round_mut()?;
         if round.iter().any(|s| s.intent.key == intent.key) {
-            return Err(StoreError::AlreadyPlanned(intent.key.clone()));
+            return Err(Protocol::AlreadyPlanned(intent.key.clone()).into());
         }
         round.push(Settlement {
             intent: intent.clone(),

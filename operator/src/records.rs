@@ -29,10 +29,9 @@ pub const MAX_REASON: usize = 512;
 /// Errors of the settlement store, each keeping its source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unknown settlement key {0:?}")]
-    UnknownKey(String),
-    #[error("settlement {0:?} already planned")]
-    AlreadyPlanned(String),
+    /// The protocol's own: an unknown key, a plan recorded twice.
+    #[error(transparent)]
+    Protocol(#[from] solgrid_settlement::StoreError),
     #[error("no staged plan for key {0:?}")]
     NotStaged(String),
     #[error("no round in progress")]

@@ -469,10 +469,6 @@ impl<W: StatusWriter> JobBook<W> {
 impl<W: StatusWriter> Book for JobBook<W> {
     type Error = StoreError;
 
-    fn unknown_key(key: &str) -> StoreError {
-        StoreError::UnknownKey(key.to_string())
-    }
-
     fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
         let mut out: Vec<Settlement> = self.escrow().into_iter().collect();
         for s in &self.status.settlements {

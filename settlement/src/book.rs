@@ -8,23 +8,22 @@
 //!
 //! - `record_plan`: the book records the plan ([`Book::plan`]), then one write;
 //! - `record_sent` / `record_confirmed` / `record_failed` / `record_replan`: every
-//!   key must be known (else nothing changes: [`Book::unknown_key`]), each record
+//!   key must be known (else nothing changes: [`StoreError::UnknownKey`]), each record
 //!   takes the new state ([`Book::set`]), the book applies what that state means
 //!   for its object ([`Book::effects`]), then one write ([`Book::write`]): all the
 //!   keys of a transaction in one write, as the protocol asks of a store that keeps
 //!   payloads;
 //! - `get` / `unsettled`: from the records, with their intents.
 
-use crate::{Settlement, SettlementState, SettlementStore};
+use crate::{Settlement, SettlementState, SettlementStore, StoreError};
 use solgrid_market::ledger::Intent;
 use std::ops::{Deref, DerefMut};
 
 /// Where a store keeps its settlement records, and how it writes them.
 pub trait Book {
-    type Error: std::error::Error + Send + Sync + 'static;
-
-    /// The error for a key no record has.
-    fn unknown_key(key: &str) -> Self::Error;
+    /// The book's errors; the protocol's own ([`StoreError`]: an unknown key)
+    /// convert into them.
+    type Error: std::error::Error + Send + Sync + 'static + From<StoreError>;
     /// Every recorded settlement with its intent, in plan order.
     fn settlements(&self) -> Result<Vec<Settlement>, Self::Error>;
     /// One recorded settlement (by default: looked up in [`Book::settlements`]).
@@ -77,7 +76,7 @@ impl<B: Book> RecordStore<B> {
         payload: Option<&[u8]>,
     ) -> Result<(), B::Error> {
         if let Some(k) = keys.iter().find(|k| !self.0.has(k)) {
-            return Err(B::unknown_key(k));
+            return Err(StoreError::UnknownKey(k.clone()).into());
         }
         for k in keys {
             self.0.set(k, &state, payload);
@@ -158,7 +157,7 @@ impl<B: Book> SettlementStore for RecordStore<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MemoryStore, StoreError};
+    use crate::MemoryStore;
 
     /// An intent keyed `key` (the store never looks at its movements).
     fn keyed(key: &str) -> Intent {
@@ -186,9 +185,6 @@ mod tests {
 
     impl Book for Counting {
         type Error = StoreError;
-        fn unknown_key(key: &str) -> StoreError {
-            StoreError::UnknownKey(key.to_string())
-        }
         fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
             Ok(self.mem().all().to_vec())
         }

@@ -157,7 +157,7 @@ impl<S: SettlementStore + ?Sized> SettlementStore for &mut S {
     }
 }
 
-/// Errors of [`MemoryStore`].
+/// Errors of the store protocol ([`RecordStore`]) and of [`MemoryStore`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unknown settlement key {0:?}")]
@@ -235,10 +235,6 @@ impl MemoryBook {
 
 impl Book for MemoryBook {
     type Error = StoreError;
-
-    fn unknown_key(key: &str) -> StoreError {
-        StoreError::UnknownKey(key.to_string())
-    }
 
     fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
         Ok(self.records.clone())

@@ -148,10 +148,6 @@ fn amount_of(intent: Option<&Intent>) -> u64 {
 impl Book for StakeBook {
     type Error = StoreError;
 
-    fn unknown_key(key: &str) -> StoreError {
-        StoreError::UnknownKey(key.to_string())
-    }
-
     fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
         Ok(self
             .status
