@@ -188,6 +188,16 @@ mod tests {
         n
     }
 
+    /// `spec` quoted against `nodes` with the default pricing and fees.
+    fn quoted(spec: &ComputeJobSpec, nodes: &[GpuNode]) -> Result<JobQuote, String> {
+        quote_job(
+            spec,
+            nodes,
+            &PricingConfig::default(),
+            &FeeConfig::default(),
+        )
+    }
+
     fn spec() -> ComputeJobSpec {
         ComputeJobSpec {
             gpus: GpuRequest {
@@ -214,13 +224,7 @@ mod tests {
             0,
             GpuNodePhase::Active,
         )];
-        let q = quote_job(
-            &spec(),
-            &nodes,
-            &PricingConfig::default(),
-            &FeeConfig::default(),
-        )
-        .unwrap();
+        let q = quoted(&spec(), &nodes).unwrap();
         assert_eq!(q.model, GpuModel::H100);
         // $2.20 reference x 1.0 urgency x 1.0025 complexity (1 h) x 0.70 idle supply.
         assert_eq!(q.quote.complexity_bps, 10_025);
@@ -247,13 +251,7 @@ mod tests {
         assert_eq!((s.nodes, s.gpus, s.allocated), (2, 16, 8));
         assert_eq!(s.utilization_ppm(), 500_000);
         assert_eq!(s.floor_micro_usd(), 1_500_000);
-        let busy = quote_job(
-            &spec(),
-            &nodes,
-            &PricingConfig::default(),
-            &FeeConfig::default(),
-        )
-        .unwrap();
+        let busy = quoted(&spec(), &nodes).unwrap();
         assert_eq!(busy.quote.supply_bps, 7_000 + 2_500 + 2_250);
     }
 
@@ -261,7 +259,7 @@ mod tests {
     fn below_market_has_no_escrow_and_says_so() {
         let mut s = spec();
         s.max_price_per_gpu_hour = 1;
-        let q = quote_job(&s, &[], &PricingConfig::default(), &FeeConfig::default()).unwrap();
+        let q = quoted(&s, &[]).unwrap();
         assert!(q.quote.below_market);
         assert!(q.escrow.is_none());
         let text = render("j", &s, &q, &PricingConfig::default());
@@ -276,7 +274,7 @@ mod tests {
         let mut s = spec();
         s.gpus.models = vec!["Voodoo 5".into()];
         assert!(target(&s).unwrap_err().contains("Voodoo 5"));
-        let e = quote_job(&s, &[], &PricingConfig::default(), &FeeConfig::default());
+        let e = quoted(&s, &[]);
         assert!(e.unwrap_err().contains("Voodoo 5"));
         s.gpus.models.clear();
         assert_eq!(target(&s).unwrap(), GpuModel::Rtx4090);
@@ -294,13 +292,13 @@ mod tests {
             node("a", "rtx-3060", 4, 0, 0, GpuNodePhase::Active),
             node("b", "h100", 8, 4, 0, GpuNodePhase::Active),
         ];
-        let q = quote_job(&s, &nodes, &PricingConfig::default(), &FeeConfig::default()).unwrap();
+        let q = quoted(&s, &nodes).unwrap();
         assert_eq!(q.model, GpuModel::H100);
         assert_eq!(q.supply.utilization_ppm(), 500_000);
         let h100_only = {
             let mut h = s.clone();
             h.gpus.models = vec!["h100".into()];
-            quote_job(&h, &nodes, &PricingConfig::default(), &FeeConfig::default()).unwrap()
+            quoted(&h, &nodes).unwrap()
         };
         assert_eq!(
             q.quote.price_per_gpu_hour,

@@ -33,6 +33,13 @@ fn tok(t: PaymentToken, pricing: &PricingConfig, v: u64) -> String {
     amount(v, crate::format::unit(t, pricing), &t.to_string())
 }
 
+/// One row per item, sorted.
+fn sorted_rows<T>(items: &[T], row: impl FnMut(&T) -> Vec<String>) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    rows.sort();
+    rows
+}
+
 pub const JOBS_HEADER: &[&str] = &[
     "NAMESPACE",
     "NAME",
@@ -50,35 +57,30 @@ pub fn job_rows(
     pricing: &PricingConfig,
     now: DateTime<Utc>,
 ) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = jobs
-        .iter()
-        .map(|j| {
-            let st = j.status.clone().unwrap_or_default();
-            let t = j.spec.payment_token;
-            let price = st
-                .quote
-                .as_ref()
-                .map(|q| tok(q.token, pricing, q.price_per_gpu_hour))
-                .unwrap_or_else(|| "-".into());
-            let cost = if st.cost.paid > 0 || st.phase == solgrid_crds::ComputeJobPhase::Settled {
-                tok(t, pricing, st.cost.paid)
-            } else {
-                "-".into()
-            };
-            vec![
-                ns(j),
-                name(j),
-                format!("{:?}", st.phase),
-                j.spec.gpus.count.to_string(),
-                j.spec.workers.to_string(),
-                price,
-                cost,
-                age(created(j), now),
-            ]
-        })
-        .collect();
-    rows.sort();
-    rows
+    sorted_rows(jobs, |j| {
+        let st = j.status.clone().unwrap_or_default();
+        let t = j.spec.payment_token;
+        let price = st
+            .quote
+            .as_ref()
+            .map(|q| tok(q.token, pricing, q.price_per_gpu_hour))
+            .unwrap_or_else(|| "-".into());
+        let cost = if st.cost.paid > 0 || st.phase == solgrid_crds::ComputeJobPhase::Settled {
+            tok(t, pricing, st.cost.paid)
+        } else {
+            "-".into()
+        };
+        vec![
+            ns(j),
+            name(j),
+            format!("{:?}", st.phase),
+            j.spec.gpus.count.to_string(),
+            j.spec.workers.to_string(),
+            price,
+            cost,
+            age(created(j), now),
+        ]
+    })
 }
 
 pub const NODES_HEADER: &[&str] = &[
@@ -100,35 +102,30 @@ pub fn node_rows(
     pricing: &PricingConfig,
     now: DateTime<Utc>,
 ) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            let st = n.status.clone().unwrap_or_default();
-            let io = |v| tok(PaymentToken::Io, pricing, v);
-            let eligible = if st.reward_eligible {
-                "yes".to_string()
-            } else {
-                match &st.eligibility_reason {
-                    Some(r) => format!("no: {r}"),
-                    None => "no".into(),
-                }
-            };
-            vec![
-                name(n),
-                format!("{:?}", st.phase),
-                st.gpu_count.to_string(),
-                st.allocated_gpus.to_string(),
-                st.model.clone().unwrap_or_else(|| "-".into()),
-                st.reputation.score.to_string(),
-                io(st.stake_total),
-                io(st.minimum_stake),
-                eligible,
-                age(created(n), now),
-            ]
-        })
-        .collect();
-    rows.sort();
-    rows
+    sorted_rows(nodes, |n| {
+        let st = n.status.clone().unwrap_or_default();
+        let io = |v| tok(PaymentToken::Io, pricing, v);
+        let eligible = if st.reward_eligible {
+            "yes".to_string()
+        } else {
+            match &st.eligibility_reason {
+                Some(r) => format!("no: {r}"),
+                None => "no".into(),
+            }
+        };
+        vec![
+            name(n),
+            format!("{:?}", st.phase),
+            st.gpu_count.to_string(),
+            st.allocated_gpus.to_string(),
+            st.model.clone().unwrap_or_else(|| "-".into()),
+            st.reputation.score.to_string(),
+            io(st.stake_total),
+            io(st.minimum_stake),
+            eligible,
+            age(created(n), now),
+        ]
+    })
 }
 
 pub const EARNINGS_BY_NODE_HEADER: &[&str] = &[
@@ -155,21 +152,16 @@ pub fn earnings_rows(
     let io = |v| tok(PaymentToken::Io, pricing, v);
     let usdc = |v| tok(PaymentToken::Usdc, pricing, v);
     if !by_wallet {
-        let mut rows: Vec<Vec<String>> = nodes
-            .iter()
-            .map(|n| {
-                let e = n.status.clone().unwrap_or_default().earnings;
-                vec![
-                    name(n),
-                    n.spec.payout_wallet.clone(),
-                    io(e.compute_io),
-                    usdc(e.compute_usdc),
-                    io(e.idle_rewards_io),
-                ]
-            })
-            .collect();
-        rows.sort();
-        return rows;
+        return sorted_rows(nodes, |n| {
+            let e = n.status.clone().unwrap_or_default().earnings;
+            vec![
+                name(n),
+                n.spec.payout_wallet.clone(),
+                io(e.compute_io),
+                usdc(e.compute_usdc),
+                io(e.idle_rewards_io),
+            ]
+        });
     }
     let mut by: BTreeMap<String, (u32, u64, u64, u64)> = BTreeMap::new();
     for n in nodes {
@@ -205,35 +197,30 @@ pub fn stake_rows(
     now: DateTime<Utc>,
 ) -> Vec<Vec<String>> {
     let io = |v| tok(PaymentToken::Io, pricing, v);
-    let mut rows: Vec<Vec<String>> = stakes
-        .iter()
-        .map(|s| {
-            let st = s.status.clone().unwrap_or_default();
-            let unbonding = match st.unbonding_ends_at.as_ref().map(chrono_time) {
-                Some(t) if t > now => format!(
-                    "{} (in {})",
-                    t.format("%Y-%m-%d %H:%M"),
-                    age(Some(now - (t - now)), now)
-                ),
-                Some(t) => t.format("%Y-%m-%d %H:%M").to_string(),
-                None => "-".into(),
-            };
-            vec![
-                ns(s),
-                name(s),
-                s.spec.node_name.clone(),
-                io(s.spec.amount),
-                format!("{:?}", st.phase),
-                io(st.locked),
-                io(st.rewards_accrued),
-                io(st.slashed_amount),
-                unbonding,
-                age(created(s), now),
-            ]
-        })
-        .collect();
-    rows.sort();
-    rows
+    sorted_rows(stakes, |s| {
+        let st = s.status.clone().unwrap_or_default();
+        let unbonding = match st.unbonding_ends_at.as_ref().map(chrono_time) {
+            Some(t) if t > now => format!(
+                "{} (in {})",
+                t.format("%Y-%m-%d %H:%M"),
+                age(Some(now - (t - now)), now)
+            ),
+            Some(t) => t.format("%Y-%m-%d %H:%M").to_string(),
+            None => "-".into(),
+        };
+        vec![
+            ns(s),
+            name(s),
+            s.spec.node_name.clone(),
+            io(s.spec.amount),
+            format!("{:?}", st.phase),
+            io(st.locked),
+            io(st.rewards_accrued),
+            io(st.slashed_amount),
+            unbonding,
+            age(created(s), now),
+        ]
+    })
 }
 
 #[cfg(test)]

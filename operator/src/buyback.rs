@@ -105,19 +105,12 @@ pub async fn run(ctx: Arc<Context>) {
     }
     let period = Duration::from_secs(ctx.config.buyback.buyback_interval_seconds);
     let every = period.min(Duration::from_secs(60));
-    loop {
-        match tick(&ctx).await {
-            Ok(r) if r.planned.is_some() || r.closed.is_some() => {
-                tracing::info!(planned = ?r.planned, closed = ?r.closed, confirmed = r.confirmed, "buyback");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                ctx.metrics.reconcile_failure("buyback", e.metric_label());
-                tracing::warn!(error = %e, "buyback tick failed");
-            }
+    crate::toolkit::every(&ctx, "buyback", "buyback", every, || tick(&ctx), |r| {
+        if r.planned.is_some() || r.closed.is_some() {
+            tracing::info!(planned = ?r.planned, closed = ?r.closed, confirmed = r.confirmed, "buyback");
         }
-        tokio::time::sleep(every).await;
-    }
+    })
+    .await;
 }
 
 /// Plans the buyback of `period` from the treasury's balances (pure).

@@ -17,7 +17,6 @@
 
 use crate::toolkit::{event, ms_time, now_ms, publish, set_condition};
 use crate::{Context, Error, Result};
-use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -42,23 +41,22 @@ pub async fn run(ctx: Arc<Context>) {
     if let Err(e) = api.list(&ListParams::default().limit(1)).await {
         tracing::error!(error = %e, "LedgerGrant CRD is not queryable; is it installed?");
     }
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "ledgergrant reconcile failed");
-            }
-        })
-        .await;
+    crate::toolkit::drive(
+        CONTROLLER,
+        Controller::new(api, watcher::Config::default().any_semantic()).run(
+            reconcile,
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }
 
 /// Backoff per object.
 pub fn error_policy(obj: Arc<LedgerGrant>, err: &Error, ctx: Arc<Context>) -> Action {
     let name = obj.name_any();
-    ctx.metrics
-        .reconcile_failure(CONTROLLER, err.metric_label());
     tracing::warn!(ledgergrant = %name, error = %err, "reconcile failed");
-    Action::requeue(ctx.failure_backoff(&format!("lg:{name}"), err))
+    crate::toolkit::requeue_failed(&ctx, CONTROLLER, &format!("lg:{name}"), err)
 }
 
 /// Executes a grant once; a grant already decided (executed, failed, unsupported)

@@ -194,26 +194,21 @@ mod tests {
 
     #[test]
     fn fuller_class_is_dearer() {
-        let idle = compute(
-            &[node(
-                GpuNodePhase::Active,
-                "NVIDIA GeForce RTX 4090",
-                10,
-                0,
-                0,
-            )],
-            &PricingConfig::default(),
-        );
-        let full = compute(
-            &[node(
-                GpuNodePhase::Active,
-                "NVIDIA GeForce RTX 4090",
-                10,
-                9,
-                0,
-            )],
-            &PricingConfig::default(),
-        );
+        // one active node of 10 RTX 4090s, `allocated` of them busy
+        let with_allocated = |allocated| {
+            compute(
+                &[node(
+                    GpuNodePhase::Active,
+                    "NVIDIA GeForce RTX 4090",
+                    10,
+                    allocated,
+                    0,
+                )],
+                &PricingConfig::default(),
+            )
+        };
+        let idle = with_allocated(0);
+        let full = with_allocated(9);
         let m = GpuModel::parse("NVIDIA GeForce RTX 4090")
             .unwrap()
             .to_string();

@@ -368,19 +368,12 @@ pub struct TickReport {
 /// Runs the rewards loop until the process stops.
 pub async fn run(ctx: Arc<Context>) {
     let every = ctx.config.reward_interval.min(Duration::from_secs(60));
-    loop {
-        match tick(&ctx).await {
-            Ok(r) if r.completed.is_some() || r.planned.is_some() => {
-                tracing::info!(planned = ?r.planned, completed = ?r.completed, confirmed = r.confirmed, "idle rewards");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                ctx.metrics.reconcile_failure("rewards", e.metric_label());
-                tracing::warn!(error = %e, "idle rewards tick failed");
-            }
+    crate::toolkit::every(&ctx, "rewards", "idle rewards", every, || tick(&ctx), |r| {
+        if r.completed.is_some() || r.planned.is_some() {
+            tracing::info!(planned = ?r.planned, completed = ?r.completed, confirmed = r.confirmed, "idle rewards");
         }
-        tokio::time::sleep(every).await;
-    }
+    })
+    .await;
 }
 
 /// One step of the loop: resume the round in progress, or plan the last ended

@@ -1,5 +1,6 @@
 //! The operator's toolkit, shared by every controller: time conversions,
-//! conditions (`metav1.Condition`), Events and label-safe names (finalizers: kube's `finalizer()`).
+//! conditions (`metav1.Condition`), Events, the controllers' and periodic loops, and
+//! label-safe names (finalizers: kube's `finalizer()`).
 //!
 //! One [`set_condition`] for every status: a condition is updated in place (a new
 //! type is appended) and its `lastTransitionTime` moves only when its status flips,
@@ -155,6 +156,61 @@ where
     let reference = obj.object_ref(&());
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
         tracing::warn!(reason = %ev.reason, error = %e, "publishing an Event failed");
+    }
+}
+
+// --- loops
+
+/// Drives a controller's reconcile stream until it ends (shutdown), logging each
+/// failed reconcile at debug (its error policy has counted and warned already).
+pub async fn drive<T, E: std::fmt::Display>(
+    controller: &str,
+    results: impl futures::Stream<Item = std::result::Result<T, E>>,
+) {
+    use futures::StreamExt;
+    results
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "{controller} reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// An error policy's end: counts the failed reconcile of `controller` and
+/// requeues the object after `key`'s backoff.
+pub fn requeue_failed(
+    ctx: &crate::Context,
+    controller: &str,
+    key: &str,
+    err: &crate::Error,
+) -> kube::runtime::controller::Action {
+    ctx.metrics
+        .reconcile_failure(controller, err.metric_label());
+    kube::runtime::controller::Action::requeue(ctx.failure_backoff(key, err))
+}
+
+/// Runs `tick` every `every` until the process stops: `report` gets what a tick
+/// did; a failed tick is counted as a failure of `label` and logged (`{what} tick failed`).
+pub async fn every<R, F>(
+    ctx: &crate::Context,
+    label: &str,
+    what: &str,
+    every: std::time::Duration,
+    mut tick: impl FnMut() -> F,
+    report: impl Fn(R),
+) where
+    F: std::future::Future<Output = crate::Result<R>>,
+{
+    loop {
+        match tick().await {
+            Ok(r) => report(r),
+            Err(e) => {
+                ctx.metrics.reconcile_failure(label, e.metric_label());
+                tracing::warn!(error = %e, "{what} tick failed");
+            }
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -205,6 +205,26 @@ impl<L: Ledger + 'static> Bank<L> {
         out
     }
 
+    /// One `token` movement per non-zero amount (`op` of each), chunked to fit.
+    fn chunked_nonzero<T>(
+        &self,
+        prefix: &str,
+        token: Token,
+        amounts: &[(T, Amount)],
+        op: impl Fn(&T, Amount) -> Op,
+    ) -> Vec<Intent> {
+        self.chunked(
+            prefix,
+            amounts
+                .iter()
+                .filter(|(_, a)| *a > 0)
+                .map(|(x, a)| Movement {
+                    token,
+                    op: op(x, *a),
+                }),
+        )
+    }
+
     /// Transfers out of `from`, chunked to fit (zero amounts left out).
     pub fn chunked_transfers(
         &self,
@@ -213,20 +233,11 @@ impl<L: Ledger + 'static> Bank<L> {
         from: &Account,
         payouts: &[(String, Amount)],
     ) -> Vec<Intent> {
-        self.chunked(
-            prefix,
-            payouts
-                .iter()
-                .filter(|(_, a)| *a > 0)
-                .map(|(w, a)| Movement {
-                    token,
-                    op: Op::Transfer {
-                        from: from.clone(),
-                        to: Account::Wallet(w.clone()),
-                        amount: *a,
-                    },
-                }),
-        )
+        self.chunked_nonzero(prefix, token, payouts, |w, amount| Op::Transfer {
+            from: from.clone(),
+            to: Account::Wallet(w.clone()),
+            amount,
+        })
     }
 
     /// Mints (genesis), chunked to fit (zero amounts left out).
@@ -236,19 +247,10 @@ impl<L: Ledger + 'static> Bank<L> {
         token: Token,
         mints: &[(Account, Amount)],
     ) -> Vec<Intent> {
-        self.chunked(
-            prefix,
-            mints
-                .iter()
-                .filter(|(_, a)| *a > 0)
-                .map(|(to, a)| Movement {
-                    token,
-                    op: Op::Mint {
-                        to: to.clone(),
-                        amount: *a,
-                    },
-                }),
-        )
+        self.chunked_nonzero(prefix, token, mints, |to, amount| Op::Mint {
+            to: to.clone(),
+            amount,
+        })
     }
 }
 

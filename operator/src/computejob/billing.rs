@@ -238,29 +238,17 @@ mod tests {
                 state: SettlementState::Confirmed,
                 ..Default::default()
             }),
-            workers: vec![
-                WorkerStatus {
-                    index: 0,
-                    pod: "p0".into(),
-                    node: Some("a".into()),
+            // workers 0, 1 and 2 running on nodes a, b and a
+            workers: (0u32..)
+                .zip(["a", "b", "a"])
+                .map(|(index, node)| WorkerStatus {
+                    index,
+                    pod: format!("p{index}"),
+                    node: Some(node.into()),
                     phase: "Running".into(),
                     ..Default::default()
-                },
-                WorkerStatus {
-                    index: 1,
-                    pod: "p1".into(),
-                    node: Some("b".into()),
-                    phase: "Running".into(),
-                    ..Default::default()
-                },
-                WorkerStatus {
-                    index: 2,
-                    pod: "p2".into(),
-                    node: Some("a".into()),
-                    phase: "Running".into(),
-                    ..Default::default()
-                },
-            ],
+                })
+                .collect(),
             ..Default::default()
         };
         let wallets = HashMap::from([

@@ -570,9 +570,7 @@ mod tests {
     #[test]
     fn gang_forms_or_times_out() {
         let sp = spec(2);
-        let mut st = status(ComputeJobPhase::Scheduling);
-        st.attempts = 1;
-        st.scheduling_since = Some(time(t(0)));
+        let mut st = scheduling();
         let one = [pod(0, 1, PodPhase::Running), pod(1, 1, PodPhase::Pending)];
         assert!(matches!(
             decide(&view(&sp, &st, &one, t(10))),
@@ -708,6 +706,30 @@ mod tests {
         }
     }
 
+    /// The first attempt's gang, scheduling since t(0).
+    fn scheduling() -> ComputeJobStatus {
+        let mut st = status(ComputeJobPhase::Scheduling);
+        st.attempts = 1;
+        st.scheduling_since = Some(time(t(0)));
+        st
+    }
+
+    /// Workers 0 and 1 of the first attempt: (phase, started, finished) each.
+    fn two(w0: (PodPhase, i64, Option<i64>), w1: (PodPhase, i64, Option<i64>)) -> [PodView; 2] {
+        [timed(0, w0.0, w0.1, w0.2), timed(1, w1.0, w1.1, w1.2)]
+    }
+
+    /// Asserts the job finishes in `phase`, billed up to `end`.
+    fn assert_finish(step: Step, phase: ComputeJobPhase, end: DateTime<Utc>) {
+        match step {
+            Step::Finish(f) => {
+                assert_eq!(f.phase, phase);
+                assert_eq!(f.end, Some(end));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn running_status(start: i64) -> ComputeJobStatus {
         let mut st = status(ComputeJobPhase::Running);
         st.attempts = 1;
@@ -720,23 +742,18 @@ mod tests {
     #[test]
     fn the_gang_runs_from_its_last_container_start_not_from_when_it_is_noticed() {
         let sp = spec(2);
-        let mut st = status(ComputeJobPhase::Scheduling);
-        st.attempts = 1;
-        st.scheduling_since = Some(time(t(0)));
-        let pods = [
-            timed(0, PodPhase::Running, 10, None),
-            timed(1, PodPhase::Running, 12, None),
-        ];
+        let st = scheduling();
+        let pods = two((PodPhase::Running, 10, None), (PodPhase::Running, 12, None));
         // noticed 250 s later: billing still starts when the last worker started
         assert_eq!(
             decide(&view(&sp, &st, &pods, t(262))),
             Step::Start { at: t(12) }
         );
         // a start time in the future (clock skew) is clamped to now
-        let pods = [
-            timed(0, PodPhase::Running, 10, None),
-            timed(1, PodPhase::Running, 400, None),
-        ];
+        let pods = two(
+            (PodPhase::Running, 10, None),
+            (PodPhase::Running, 400, None),
+        );
         assert_eq!(
             decide(&view(&sp, &st, &pods, t(300))),
             Step::Start { at: t(300) }
@@ -747,28 +764,24 @@ mod tests {
     fn a_job_ends_when_its_workers_finished_not_when_it_is_noticed() {
         let sp = spec(2);
         let st = running_status(100);
-        let pods = [
-            timed(0, PodPhase::Succeeded, 100, Some(190)),
-            timed(1, PodPhase::Succeeded, 100, Some(250)),
-        ];
-        match decide(&view(&sp, &st, &pods, t(500))) {
-            Step::Finish(f) => {
-                assert_eq!(f.phase, ComputeJobPhase::Succeeded);
-                assert_eq!(f.end, Some(t(250)));
-            }
-            other => panic!("{other:?}"),
-        }
-        let pods = [
-            timed(0, PodPhase::Failed, 100, Some(160)),
-            timed(1, PodPhase::Running, 100, None),
-        ];
-        match decide(&view(&sp, &st, &pods, t(500))) {
-            Step::Finish(f) => {
-                assert_eq!(f.phase, ComputeJobPhase::Failed);
-                assert_eq!(f.end, Some(t(160)));
-            }
-            other => panic!("{other:?}"),
-        }
+        let pods = two(
+            (PodPhase::Succeeded, 100, Some(190)),
+            (PodPhase::Succeeded, 100, Some(250)),
+        );
+        assert_finish(
+            decide(&view(&sp, &st, &pods, t(500))),
+            ComputeJobPhase::Succeeded,
+            t(250),
+        );
+        let pods = two(
+            (PodPhase::Failed, 100, Some(160)),
+            (PodPhase::Running, 100, None),
+        );
+        assert_finish(
+            decide(&view(&sp, &st, &pods, t(500))),
+            ComputeJobPhase::Failed,
+            t(160),
+        );
     }
 
     #[test]
@@ -776,36 +789,29 @@ mod tests {
         let mut sp = spec(1);
         let st = running_status(0);
         let pods = [timed(0, PodPhase::Running, 0, None)];
-        // at t=3000 the requester shortens 7200 -> 600: the job ends now, not at 600
-        sp.max_duration_seconds = 600;
-        assert_eq!(
-            decide(&view(&sp, &st, &pods, t(3000))),
-            Step::SetDeadline {
-                at: t(3000),
-                duration_seconds: 600
-            }
-        );
+        // at t=3000 the requester shortens 7200 -> 600: the job ends now, not at 600;
         // shortened to 5000 at t=3000: the spec's end is still ahead
-        sp.max_duration_seconds = 5000;
-        assert_eq!(
-            decide(&view(&sp, &st, &pods, t(3000))),
-            Step::SetDeadline {
-                at: t(5000),
-                duration_seconds: 5000
-            }
-        );
+        for (max, end) in [(600, 3000), (5000, 5000)] {
+            sp.max_duration_seconds = max;
+            assert_eq!(
+                decide(&view(&sp, &st, &pods, t(3000))),
+                Step::SetDeadline {
+                    at: t(end),
+                    duration_seconds: max
+                },
+                "shortened to {max} s at t=3000"
+            );
+        }
         // once recorded, the job expires at the recorded deadline, billed up to it
         let mut st2 = st.clone();
         st2.deadline = Some(time(t(3000)));
         st2.deadline_duration_seconds = Some(600);
         sp.max_duration_seconds = 600;
-        match decide(&view(&sp, &st2, &pods, t(3001))) {
-            Step::Finish(f) => {
-                assert_eq!(f.phase, ComputeJobPhase::Expired);
-                assert_eq!(f.end, Some(t(3000)));
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_finish(
+            decide(&view(&sp, &st2, &pods, t(3001))),
+            ComputeJobPhase::Expired,
+            t(3000),
+        );
         // the deadline never moves later, even if the spec were lengthened
         sp.max_duration_seconds = 9000;
         assert_eq!(
@@ -818,14 +824,12 @@ mod tests {
     #[test]
     fn workers_served_in_turn_are_no_gang() {
         let sp = spec(2);
-        let mut st = status(ComputeJobPhase::Scheduling);
-        st.attempts = 1;
-        st.scheduling_since = Some(time(t(0)));
+        let st = scheduling();
         // worker 0 ran 10..14 s, worker 1 started at 15 s on the same GPU
-        let pods = [
-            timed(0, PodPhase::Succeeded, 10, Some(14)),
-            timed(1, PodPhase::Running, 15, None),
-        ];
+        let pods = two(
+            (PodPhase::Succeeded, 10, Some(14)),
+            (PodPhase::Running, 15, None),
+        );
         match decide(&view(&sp, &st, &pods, t(16))) {
             Step::ReleaseGang { reason, retry, .. } => {
                 assert_eq!(reason, "GangNotConcurrent");
@@ -834,10 +838,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // overlapping: a gang, even if one has finished since
-        let pods = [
-            timed(0, PodPhase::Succeeded, 10, Some(16)),
-            timed(1, PodPhase::Running, 15, None),
-        ];
+        let pods = two(
+            (PodPhase::Succeeded, 10, Some(16)),
+            (PodPhase::Running, 15, None),
+        );
         assert_eq!(
             decide(&view(&sp, &st, &pods, t(17))),
             Step::Start { at: t(15) }

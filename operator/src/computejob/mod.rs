@@ -27,7 +27,6 @@ mod validate;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -99,13 +98,7 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     };
-    let run = controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                debug!(error = %e, "computejob reconcile failed");
-            }
-        });
+    let run = crate::toolkit::drive(CONTROLLER, controller.run(reconcile, error_policy, ctx));
     tokio::select! {
         _ = run => {}
         _ = gauge => {}
@@ -139,11 +132,9 @@ fn key_of(job: &ComputeJob) -> String {
 /// Backoff per object: transient errors from 5 s doubling to 5 min; a malformed
 /// object waits 5 min (an edit re-triggers it at once).
 pub fn error_policy(job: Arc<ComputeJob>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_failure(CONTROLLER, err.metric_label());
     let key = key_of(&job);
     warn!(job = %key, error = %err, "reconcile failed");
-    Action::requeue(ctx.failure_backoff(&key, err))
+    crate::toolkit::requeue_failed(&ctx, CONTROLLER, &key, err)
 }
 
 /// Reconciles one job (behind the finalizer).

@@ -198,7 +198,7 @@ pub async fn run(ctx: Arc<Context>) {
 
     let gpunodes: Api<GpuNode> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &settings.verify.namespace);
-    Controller::new(gpunodes, watcher::Config::default().any_semantic())
+    let results = Controller::new(gpunodes, watcher::Config::default().any_semantic())
         .with_config(
             kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
         )
@@ -225,25 +225,14 @@ pub async fn run(ctx: Arc<Context>) {
             },
         )
         // shutdown: main drops this future when the leader lease is lost or on SIGTERM
-        .run(reconcile, error_policy, gctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "gpunode reconcile failed");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, gctx);
+    crate::toolkit::drive(CONTROLLER, results).await;
 }
 
 /// Backoff per object; a malformed object never wedges the controller.
 pub fn error_policy(obj: Arc<GpuNode>, err: &Error, g: Arc<GpuNodeCtx>) -> Action {
-    g.ctx
-        .metrics
-        .reconcile_failure(CONTROLLER, err.metric_label());
     tracing::warn!(gpunode = %obj.name_any(), error = %err, "reconcile failed");
-    Action::requeue(
-        g.ctx
-            .failure_backoff(&format!("gn:{}", obj.name_any()), err),
-    )
+    crate::toolkit::requeue_failed(&g.ctx, CONTROLLER, &format!("gn:{}", obj.name_any()), err)
 }
 
 /// The GpuNode to create for a Node with GPU capacity, if it has any and the

@@ -277,14 +277,19 @@ mod tests {
         );
     }
 
+    /// `locked` idles in `v`'s phase until the owner asks to unbond; then it starts unbonding.
+    fn idles_until_unbond(v: &mut View, locked: Amount) {
+        v.locked = locked;
+        assert_eq!(decide(v, 0), Step::Idle);
+        v.unbond = true;
+        assert_eq!(decide(v, 0), Step::StartUnbonding);
+    }
+
     #[test]
     fn active_unbond_withdraw() {
         let ops = [rec(LOCK, SettlementState::Confirmed)];
         let mut v = view(StakePhase::Active, &ops);
-        v.locked = 100;
-        assert_eq!(decide(&v, 0), Step::Idle);
-        v.unbond = true;
-        assert_eq!(decide(&v, 0), Step::StartUnbonding);
+        idles_until_unbond(&mut v, 100);
         v.unbond = false;
         v.deleting = true;
         assert_eq!(decide(&v, 0), Step::StartUnbonding);
@@ -334,10 +339,7 @@ mod tests {
     fn slashed_can_unbond() {
         let ops = [rec(LOCK, SettlementState::Confirmed)];
         let mut v = view(StakePhase::Slashed, &ops);
-        v.locked = 50;
-        assert_eq!(decide(&v, 0), Step::Idle);
-        v.unbond = true;
-        assert_eq!(decide(&v, 0), Step::StartUnbonding);
+        idles_until_unbond(&mut v, 50);
         v.locked = 0;
         assert_eq!(decide(&v, 0), Step::MarkWithdrawn);
     }

@@ -29,7 +29,6 @@ pub mod store;
 
 use crate::toolkit::{event, ms_time, now_ms, publish, set_condition, time_ms};
 use crate::{Context, Error, Result};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -59,7 +58,7 @@ pub async fn run(ctx: Arc<Context>) {
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let positions = controller.store();
     let seen = slash::Seen::default();
-    controller
+    let results = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // a node's slash incident wakes the positions on it (see [`slash`])
         .watches(
@@ -68,22 +67,15 @@ pub async fn run(ctx: Arc<Context>) {
             move |gn: GpuNode| slash::positions_of(&gn, &positions.state(), &seen),
         )
         // shutdown: main drops this future when the leader lease is lost or on SIGTERM
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "stakeposition reconcile failed");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    crate::toolkit::drive(CONTROLLER, results).await;
 }
 
 /// Backoff per object; a malformed object waits long (an edit re-triggers it).
 pub fn error_policy(obj: Arc<StakePosition>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    ctx.metrics
-        .reconcile_failure(CONTROLLER, err.metric_label());
     tracing::warn!(stakeposition = %key, error = %err, "reconcile failed");
-    Action::requeue(ctx.failure_backoff(&format!("sp:{key}"), err))
+    crate::toolkit::requeue_failed(&ctx, CONTROLLER, &format!("sp:{key}"), err)
 }
 
 /// The owner's address (and keypair bytes) from the Secret, or why not.
