@@ -170,6 +170,20 @@ impl Market {
         Ok(m)
     }
 
+    /// [`Market::up`], then waits (up to `timeout`) until every node of `opts` is
+    /// `Active`; the market and the nodes' reputations.
+    pub async fn up_active(
+        tc: &'static TestCluster,
+        opts: MarketOpts,
+        payer: &str,
+        timeout: Duration,
+    ) -> Result<(Market, Vec<u16>)> {
+        let m = Market::up(tc, opts, payer).await?;
+        let names: Vec<&str> = m.nodes.iter().map(|(n, _)| n.as_str()).collect();
+        let scores = m.wait_active(&names, timeout).await?;
+        Ok((m, scores))
+    }
+
     /// Starts operator replica `i` (its log: `<dir>/<prefix>-operator-<i>.log`).
     pub fn start_operator(&self, i: usize) -> Result<Proc> {
         let name = format!("{}-operator-{i}", self.opts.prefix);
@@ -297,6 +311,16 @@ impl Market {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Follows job `name` until it is in `phase` ([`Market::wait_job`]).
+    pub async fn wait_phase(
+        &self,
+        name: &str,
+        timeout: Duration,
+        phase: ComputeJobPhase,
+    ) -> Result<ComputeJobStatus> {
+        self.wait_job(name, timeout, |st| st.phase == phase).await
     }
 
     /// Balances of the payer, the escrow and the providers (a copy of the journal).

@@ -51,8 +51,72 @@ fn local_cluster(test: &str) -> Option<&'static TestCluster> {
     Some(tc)
 }
 
+/// The lock on the local cluster one scenario holds ([`TestCluster::exclusive`]).
+type ClusterLock = tokio::sync::MutexGuard<'static, ()>;
+
+/// The local cluster held for one scenario (the guard: bind it, e.g. `_one`, so that
+/// it is held until the scenario ends), or `None` (skip).
+async fn held_cluster(test: &str) -> Option<(&'static TestCluster, ClusterLock)> {
+    let tc = local_cluster(test)?;
+    let one = tc.exclusive().await;
+    Some((tc, one))
+}
+
+/// [`held_cluster`] with test tracing on, and an admin client of it.
+async fn held_client(test: &str) -> Option<(&'static TestCluster, ClusterLock, Client)> {
+    let (tc, one) = held_cluster(test).await?;
+    init_test_tracing();
+    let client = tc.client().await.expect("client");
+    Some((tc, one, client))
+}
+
+/// A scenario's [`Market`] of `opts` on the local cluster held for it (the guard, as
+/// [`held_cluster`]'s), paid by the example's payer (returned), with every node of
+/// `opts` `Active` within 2 minutes; `None`: skip.
+async fn active_market(test: &str, opts: MarketOpts) -> Option<(ClusterLock, Market, String)> {
+    let (tc, one) = held_cluster(test).await?;
+    let payer = example_payer();
+    let (m, _) = Market::up_active(tc, opts, &payer, Duration::from_secs(120))
+        .await
+        .expect("market, its nodes Active");
+    Some((one, m, payer))
+}
+
+/// Waits (90 s) until the named GpuNodes are `Active` and prints when (`test`, since
+/// `t0`); their reputations. Else fails with their statuses, `context` and the logs
+/// of `procs`.
+async fn nodes_active_or_fail(
+    client: &Client,
+    names: &[&str],
+    (test, t0): (&str, Instant),
+    context: &str,
+    procs: &[&Proc],
+) -> Vec<u16> {
+    let active =
+        solgrid_e2e::market::wait_gpunodes_active(client, names, Duration::from_secs(90)).await;
+    let Some(scores) = active else {
+        let gpunodes: Api<GpuNode> = Api::all(client.clone());
+        let phases: Vec<String> = futures::future::join_all(names.iter().map(|n| gpunodes.get(n)))
+            .await
+            .into_iter()
+            .map(|g| format!("{:?}", g.ok().and_then(|g| g.status)))
+            .collect();
+        fail_with_logs(
+            format!("GpuNodes not Active in 90 s{context}: {phases:?}"),
+            procs,
+        );
+    };
+    eprintln!(
+        "{test}: GpuNodes Active at +{:.1} s, reputation {scores:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    scores
+}
+
 // the scenarios' shared set-up lives in the `Market` fixture's module
-use solgrid_e2e::market::{ensure_namespace, fund_journal, read_journal};
+use solgrid_e2e::market::{
+    Market, MarketOpts, ensure_namespace, example_payer, fund_journal, read_journal,
+};
 
 /// IO balances in the embedded ledger at one moment.
 #[derive(Debug)]
@@ -128,13 +192,10 @@ fn fail_with_logs(msg: String, procs: &[&Proc]) -> ! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_llm_finetune_runs_and_settles_through_the_extender() {
     const TEST: &str = "example_llm_finetune_runs_and_settles_through_the_extender";
-    let Some(tc) = local_cluster(TEST) else {
+    let Some((tc, _exclusive, client)) = held_client(TEST).await else {
         return;
     };
-    let _exclusive = tc.exclusive().await;
-    init_test_tracing();
     let t0 = Instant::now();
-    let client = tc.client().await.expect("client");
     install_crds(&client).await.expect("CRDs installed");
     ensure_namespace(&client, "solgrid-system")
         .await
@@ -204,28 +265,8 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
 
     // honest fresh nodes verify (the real verify-worker) and become Active
     let names: Vec<&str> = nodes.iter().map(|(n, _)| *n).collect();
-    let active =
-        solgrid_e2e::market::wait_gpunodes_active(&client, &names, Duration::from_secs(90)).await;
-    let Some(scores) = active else {
-        let phases: Vec<String> = futures::future::join_all(
-            nodes
-                .iter()
-                .map(|(n, _)| gpunodes.get(n))
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .into_iter()
-        .map(|g| format!("{:?}", g.ok().and_then(|g| g.status)))
-        .collect();
-        fail_with_logs(
-            format!("GpuNodes not Active in 90 s: {phases:?}"),
-            &[&operator, &extender],
-        );
-    };
-    eprintln!(
-        "{TEST}: GpuNodes Active at +{:.1} s, reputation {scores:?}",
-        t0.elapsed().as_secs_f64()
-    );
+    let scores =
+        nodes_active_or_fail(&client, &names, (TEST, t0), "", &[&operator, &extender]).await;
     if let Some(was) = solgrid_e2e::market::fit_min_reputation(&mut job_v, &scores) {
         eprintln!(
             "{TEST}: NOTE example minReputation {was} > fresh nodes': lowered to {}",
@@ -365,14 +406,11 @@ async fn example_llm_finetune_runs_and_settles_through_the_extender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodesim_pods_run_and_logs_flow_through_the_api_server() {
     const TEST: &str = "nodesim_pods_run_and_logs_flow_through_the_api_server";
-    let Some(tc) = local_cluster(TEST) else {
+    // scenarios that hold the cluster remove leftover `e2e-*` Nodes, and their
+    // operators would put verification pods on this node's GPUs
+    let Some((tc, _exclusive, client)) = held_client(TEST).await else {
         return;
     };
-    // scenarios that hold this remove leftover `e2e-*` Nodes, and their operators
-    // would put verification pods on this node's GPUs
-    let _exclusive = tc.exclusive().await;
-    init_test_tracing();
-    let client = tc.client().await.expect("client");
     let ns = namespace(&client, "e2e-sim").await.expect("namespace");
     wait_default_sa(&client, &ns).await.expect("default SA");
     let sim = NodeSim::start(

@@ -3,11 +3,11 @@
 //! and cleared when it finishes, with its outcome counted once, the finished span
 //! kept for idle rewards, and the settlement's pay added to the node's earnings.
 
-use super::local_cluster;
+use super::active_market;
 use kube::ResourceExt as _;
 use kube::api::Api;
 use solgrid_crds::{ComputeJobPhase, GpuNode, GpuNodeStatus};
-use solgrid_e2e::market::{Market, MarketOpts};
+use solgrid_e2e::market::MarketOpts;
 use solgrid_e2e::wait_for;
 use std::time::Duration;
 
@@ -20,22 +20,17 @@ async fn gpunode_status(api: &Api<GpuNode>) -> Option<GpuNodeStatus> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_is_allocated_on_its_node_and_released_when_it_ends() {
-    let Some(tc) = local_cluster("allocation") else {
+    let opts = MarketOpts::new("e2e-alloc", &[(NODE, 2)]);
+    let Some((_one, m, _)) = active_market("allocation", opts).await else {
         return;
     };
-    let _one = tc.exclusive().await;
-    let payer = solgrid_e2e::market::example_payer();
-    let m = Market::up(tc, MarketOpts::new("e2e-alloc", &[(NODE, 2)]), &payer)
-        .await
-        .expect("market");
-    m.wait_active(&[NODE], 2 * MIN).await.expect("Active");
     let (secret, mut j) = m.example(&["sleep", "15"]).expect("example");
     j["metadata"]["name"] = "alloc".into();
     j["spec"]["workers"] = 1.into();
     let per_worker = j["spec"]["gpus"]["count"].as_u64().unwrap_or(1) as u32;
     m.submit(&secret, &j).await.expect("submit");
     let running = m
-        .wait_job("alloc", 2 * MIN, |st| st.phase == ComputeJobPhase::Running)
+        .wait_phase("alloc", 2 * MIN, ComputeJobPhase::Running)
         .await
         .expect("running");
     let uid = m
@@ -63,7 +58,7 @@ async fn a_running_job_is_allocated_on_its_node_and_released_when_it_ends() {
 
     // cleared when it ends: outcome counted, span kept, pay earned
     let done = m
-        .wait_job("alloc", 2 * MIN, |st| st.phase == ComputeJobPhase::Settled)
+        .wait_phase("alloc", 2 * MIN, ComputeJobPhase::Settled)
         .await
         .expect("settled");
     let outcome = format!("{uid}/outcome");

@@ -10,13 +10,14 @@
 //!   in since; every key is confirmed once; the buyback metrics are served (their
 //!   exposition is promtool-checked by operator/tests/buyback_loop.rs).
 
-use super::local_cluster;
+use super::active_market;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use solgrid_crds::ComputeJobPhase;
 use solgrid_e2e::cluster::http_get;
 use solgrid_e2e::market::{Market, MarketOpts, mint_journal, read_journal};
 use solgrid_e2e::wait_for;
+use solgrid_ledger::embedded::EmbeddedLedger;
 use solgrid_market::GpuModel;
 use solgrid_market::ledger::{Account, Ledger as _, Token};
 use solgrid_market::pricing::PricingConfig;
@@ -40,6 +41,29 @@ async fn buyback_state(cms: &Api<ConfigMap>) -> Option<(u64, u64, u64)> {
     ))
 }
 
+/// The buyback state once more than `swapped` stablecoin was swapped in all, within
+/// `timeout` (else fails with `what` and the logs).
+async fn bought_beyond(
+    m: &Market,
+    cms: &Api<ConfigMap>,
+    swapped: u64,
+    timeout: Duration,
+    what: &str,
+) -> (u64, u64, u64) {
+    wait_for(timeout, || async {
+        buyback_state(cms).await.filter(|s| s.1 > swapped)
+    })
+    .await
+    .ok_or_else(|| m.with_logs(what.into()))
+    .unwrap()
+}
+
+/// The stablecoin the buyback desk holds in (a read of) the operator's journal.
+fn desk_usdc(l: &EmbeddedLedger) -> u64 {
+    l.balance(&Account::Wallet(DESK.into()), Token::Usdc)
+        .unwrap()
+}
+
 /// The `/metrics` address the operator logged.
 fn metrics_addr(m: &Market) -> Option<std::net::SocketAddr> {
     let log = std::fs::read_to_string(m.operators[0].log_path()).ok()?;
@@ -60,20 +84,14 @@ fn now_s() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_model_job_pays_the_dearest_and_the_treasury_is_bought_back_once_per_period() {
-    let Some(tc) = local_cluster("buyback") else {
-        return;
-    };
-    let _one = tc.exclusive().await;
-    let payer = solgrid_e2e::market::example_payer();
     let mut opts = MarketOpts::new("e2e-buyback", &[("e2e-buyback-a", 2)]);
     opts.operator_args = vec![
         format!("--buyback-wallet={DESK}"),
         format!("--buyback-interval-seconds={PERIOD_S}"),
     ];
-    let mut m = Market::up(tc, opts, &payer).await.expect("market");
-    m.wait_active(&["e2e-buyback-a"], 2 * MIN)
-        .await
-        .expect("Active");
+    let Some((_one, mut m, _)) = active_market("buyback", opts).await else {
+        return;
+    };
 
     // 1. the example lists RTX 4090 then A100 80GB: priced as the A100
     let (secret, mut j) = m.example(&["sleep", "1"]).expect("example");
@@ -82,9 +100,7 @@ async fn a_multi_model_job_pays_the_dearest_and_the_treasury_is_bought_back_once
         serde_json::from_value(j["spec"].clone()).expect("spec");
     m.submit(&secret, &j).await.expect("submit");
     let st = m
-        .wait_job("two-models", 2 * MIN, |st| {
-            st.phase == ComputeJobPhase::Settled
-        })
+        .wait_phase("two-models", 2 * MIN, ComputeJobPhase::Settled)
         .await
         .expect("settled");
     let q = st.quote.expect("quote");
@@ -116,20 +132,11 @@ async fn a_multi_model_job_pays_the_dearest_and_the_treasury_is_bought_back_once
     tokio::time::sleep(Duration::from_secs(next - now_s())).await;
     m.operators[0] = m.start_operator(0).expect("restart");
     let cms: Api<ConfigMap> = Api::namespaced(m.client.clone(), "solgrid-system");
-    let (p1, swapped, burned) = wait_for(MIN, || async {
-        buyback_state(&cms).await.filter(|s| s.1 > 0)
-    })
-    .await
-    .ok_or_else(|| m.with_logs("no buyback in a minute".into()))
-    .unwrap();
+    let (p1, swapped, burned) = bought_beyond(&m, &cms, 0, MIN, "no buyback in a minute").await;
     // 5 USDC at 0.50 $ per IO: 10 IO burned, the USDC to the desk
     assert_eq!((swapped, burned), (5 * USDC, 10 * IO));
     let l = read_journal(&m.journal).unwrap();
-    assert_eq!(
-        l.balance(&Account::Wallet(DESK.into()), Token::Usdc)
-            .unwrap(),
-        5 * USDC
-    );
+    assert_eq!(desk_usdc(&l), 5 * USDC);
     assert_eq!(l.balance(&Account::Treasury, Token::Io).unwrap(), 90 * IO);
     assert_eq!(l.supply(Token::Io).unwrap(), supply0 - 10 * IO);
     assert_eq!(l.confirmed_key_counts()[&format!("buyback/{p1}")], 1);
@@ -163,8 +170,7 @@ async fn a_multi_model_job_pays_the_dearest_and_the_treasury_is_bought_back_once
         "the restart took the whole period ({checked_at} >= {period_end})"
     );
     assert_eq!(
-        l.balance(&Account::Wallet(DESK.into()), Token::Usdc)
-            .unwrap(),
+        desk_usdc(&l),
         5 * USDC,
         "a restart in the period buys nothing more"
     );
@@ -174,20 +180,12 @@ async fn a_multi_model_job_pays_the_dearest_and_the_treasury_is_bought_back_once
         period_end - checked_at
     );
     // the next period buys back the 3 USDC
-    let (p2, swapped, burned) = wait_for(2 * MIN, || async {
-        buyback_state(&cms).await.filter(|s| s.1 > 5 * USDC)
-    })
-    .await
-    .ok_or_else(|| m.with_logs("no second buyback".into()))
-    .unwrap();
+    let (p2, swapped, burned) =
+        bought_beyond(&m, &cms, 5 * USDC, 2 * MIN, "no second buyback").await;
     assert!(p2 > p1);
     assert_eq!((swapped, burned), (8 * USDC, 16 * IO));
     let l = read_journal(&m.journal).unwrap();
-    assert_eq!(
-        l.balance(&Account::Wallet(DESK.into()), Token::Usdc)
-            .unwrap(),
-        8 * USDC
-    );
+    assert_eq!(desk_usdc(&l), 8 * USDC);
     assert_eq!(l.balance(&Account::Treasury, Token::Usdc).unwrap(), 0);
     assert_eq!(l.confirmed_key_counts()[&format!("buyback/{p2}")], 1);
     m.confirmed_once().expect("every key confirmed once");

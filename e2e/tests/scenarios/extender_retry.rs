@@ -8,7 +8,7 @@
 //! retries after its backoff. Here the pod exists before its job does: it is turned
 //! away, then bound within seconds of the job's creation.
 
-use super::local_cluster;
+use super::held_cluster;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use solgrid_crds::{ComputeJob, LABEL_JOB};
@@ -21,18 +21,13 @@ const NODE: &str = "e2e-late-a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_filtered_before_its_job_is_cached_is_retried_within_seconds() {
-    let Some(tc) = local_cluster("extender_retry") else {
+    let Some((tc, _one)) = held_cluster("extender_retry").await else {
         return;
     };
-    let _one = tc.exclusive().await;
-    let m = Market::up(
-        tc,
-        MarketOpts::new("e2e-late", &[(NODE, 1)]),
-        &example_payer(),
-    )
-    .await
-    .expect("market");
-    let scores = m.wait_active(&[NODE], 2 * MIN).await.expect("Active");
+    let opts = MarketOpts::new("e2e-late", &[(NODE, 1)]);
+    let (m, scores) = Market::up_active(tc, opts, &example_payer(), 2 * MIN)
+        .await
+        .expect("market, its node Active");
     let pods: Api<Pod> = Api::namespaced(m.client.clone(), &m.ns);
 
     // a worker of job "late", which does not exist yet

@@ -7,7 +7,7 @@
 //! Each scenario brings up its own market ([`Market`]) in its own namespace, one at
 //! a time (the extender and the GpuNodes are cluster-wide).
 
-use super::local_cluster;
+use super::{active_market, held_cluster, local_cluster};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, ListParams, Patch, PatchParams};
@@ -58,17 +58,11 @@ fn check_money(m: &Market, payer: &str, st: &ComputeJobStatus, before: u64) {
 /// not after kube-scheduler's 5-minute flush; the job then runs and settles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gang_timeout_retries_and_waiting_workers_follow_a_node_that_becomes_usable() {
-    let Some(tc) = local_cluster("gang_timeout") else {
-        return;
-    };
-    let _one = tc.exclusive().await;
     let mut opts = MarketOpts::new("e2e-gang", &[("e2e-gang-a", 1)]);
     opts.operator_args = vec!["--gang-max-attempts=3".into()];
-    let payer = example_payer();
-    let mut m = Market::up(tc, opts, &payer).await.expect("market");
-    m.wait_active(&["e2e-gang-a"], 2 * MIN)
-        .await
-        .expect("node a");
+    let Some((_one, mut m, _)) = active_market("gang_timeout", opts).await else {
+        return;
+    };
     // workers that outlast the gang timeout: the one GPU never holds both at once
     let (secret, mut j, payer) = job(&m, "gang", 2, &["sleep", "35"]);
     j["spec"]["gangTimeoutSeconds"] = 30.into();
@@ -136,21 +130,10 @@ async fn gang_timeout_retries_and_waiting_workers_follow_a_node_that_becomes_usa
 /// the rest of the escrow is refunded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_worker_fails_the_job_and_the_rest_is_refunded() {
-    let Some(tc) = local_cluster("worker_failure") else {
+    let opts = MarketOpts::new("e2e-fail", &[("e2e-fail-a", 1)]);
+    let Some((_one, m, _)) = active_market("worker_failure", opts).await else {
         return;
     };
-    let _one = tc.exclusive().await;
-    let payer = example_payer();
-    let m = Market::up(
-        tc,
-        MarketOpts::new("e2e-fail", &[("e2e-fail-a", 1)]),
-        &payer,
-    )
-    .await
-    .expect("market");
-    m.wait_active(&["e2e-fail-a"], 2 * MIN)
-        .await
-        .expect("Active");
     m.faults("e2e-fail-a")
         .fail_workers
         .store(true, Ordering::SeqCst);
@@ -182,31 +165,18 @@ async fn a_failing_worker_fails_the_job_and_the_rest_is_refunded() {
 /// refunded. Deleting a running job cancels, settles, and only then releases it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_delete_a_running_job() {
-    let Some(tc) = local_cluster("cancel_delete") else {
+    let opts = MarketOpts::new("e2e-cancel", &[("e2e-cancel-a", 1), ("e2e-cancel-b", 1)]);
+    let Some((_one, m, payer)) = active_market("cancel_delete", opts).await else {
         return;
     };
-    let _one = tc.exclusive().await;
-    let payer = example_payer();
-    let m = Market::up(
-        tc,
-        MarketOpts::new("e2e-cancel", &[("e2e-cancel-a", 1), ("e2e-cancel-b", 1)]),
-        &payer,
-    )
-    .await
-    .expect("market");
-    m.wait_active(&["e2e-cancel-a", "e2e-cancel-b"], 2 * MIN)
-        .await
-        .expect("Active");
     let before = m.balances(&payer).unwrap().payer;
 
     // cancel
     let (secret, j, _) = job(&m, "cancelled", 1, &["sleep", "600"]);
     m.submit(&secret, &j).await.expect("submit");
-    m.wait_job("cancelled", 2 * MIN, |st| {
-        st.phase == ComputeJobPhase::Running
-    })
-    .await
-    .expect("running");
+    m.wait_phase("cancelled", 2 * MIN, ComputeJobPhase::Running)
+        .await
+        .expect("running");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let cancelled_at = chrono::Utc::now();
     m.jobs()
@@ -240,9 +210,7 @@ async fn cancel_and_delete_a_running_job() {
     let (_, j, _) = job(&m, "deleted", 1, &["sleep", "600"]);
     m.submit(&secret, &j).await.expect("submit");
     let running = m
-        .wait_job("deleted", 2 * MIN, |st| {
-            st.phase == ComputeJobPhase::Running
-        })
+        .wait_phase("deleted", 2 * MIN, ComputeJobPhase::Running)
         .await
         .expect("running");
     let max_cost = running.quote.as_ref().unwrap().max_cost;
@@ -290,28 +258,15 @@ async fn cancel_and_delete_a_running_job() {
 /// it now, billed up to the change, never back at `start + new duration`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shortening_max_duration_to_the_past_bills_up_to_the_change() {
-    let Some(tc) = local_cluster("max_duration") else {
+    let opts = MarketOpts::new("e2e-maxdur", &[("e2e-maxdur-a", 1)]);
+    let Some((_one, m, payer)) = active_market("max_duration", opts).await else {
         return;
     };
-    let _one = tc.exclusive().await;
-    let payer = example_payer();
-    let m = Market::up(
-        tc,
-        MarketOpts::new("e2e-maxdur", &[("e2e-maxdur-a", 1)]),
-        &payer,
-    )
-    .await
-    .expect("market");
-    m.wait_active(&["e2e-maxdur-a"], 2 * MIN)
-        .await
-        .expect("Active");
     let before = m.balances(&payer).unwrap().payer;
     let (secret, j, _) = job(&m, "shortened", 1, &["sleep", "600"]);
     m.submit(&secret, &j).await.expect("submit");
     let running = m
-        .wait_job("shortened", 2 * MIN, |st| {
-            st.phase == ComputeJobPhase::Running
-        })
+        .wait_phase("shortened", 2 * MIN, ComputeJobPhase::Running)
         .await
         .expect("running");
     let start = running.start_time.as_ref().unwrap().0.as_millisecond();
@@ -353,28 +308,22 @@ async fn shortening_max_duration_to_the_past_bills_up_to_the_change() {
 /// and finishes: nothing paid twice, nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_while_a_job_runs_the_standby_settles_it() {
-    let Some(tc) = local_cluster("leader_killed") else {
-        return;
-    };
-    let _one = tc.exclusive().await;
-    let payer = example_payer();
     let mut opts = MarketOpts::new("e2e-ha", &[("e2e-ha-a", 1), ("e2e-ha-b", 1)]);
     opts.operators = 2;
     opts.operator_args = vec![
         "--lease-duration-seconds=6".into(),
         "--lease-grace-seconds=2".into(),
     ];
-    let m = Market::up(tc, opts, &payer).await.expect("market");
-    m.wait_active(&["e2e-ha-a", "e2e-ha-b"], 2 * MIN)
-        .await
-        .expect("Active");
+    let Some((_one, m, payer)) = active_market("leader_killed", opts).await else {
+        return;
+    };
     let before = m.balances(&payer).unwrap();
     // killed while the workers run: their finish, the usage and the settlement are
     // the standby's (a settlement takes ~1 s now, too short to aim a kill into it;
     // crashes between its records are the executor's and the 40-wallet test's)
     let (secret, j, payer) = job(&m, "ha", 2, &["sleep", "4"]);
     m.submit(&secret, &j).await.expect("submit");
-    m.wait_job("ha", 2 * MIN, |st| st.phase == ComputeJobPhase::Running)
+    m.wait_phase("ha", 2 * MIN, ComputeJobPhase::Running)
         .await
         .expect("running");
     // the leader, by the Lease
@@ -430,10 +379,9 @@ async fn the_leader_killed_while_a_job_runs_the_standby_settles_it() {
 /// even though the cheat labels itself with the honest node's hostname.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_corrupts_its_proof_is_slashed() {
-    let Some(tc) = local_cluster("corrupt_proof") else {
+    let Some((tc, _one)) = held_cluster("corrupt_proof").await else {
         return;
     };
-    let _one = tc.exclusive().await;
     let mut opts = MarketOpts::new("e2e-pow", &[("e2e-pow-honest", 1), ("e2e-pow-cheat", 1)]);
     opts.corrupt_proof = vec!["e2e-pow-cheat".into()];
     let m = Market::up(tc, opts, &example_payer())

@@ -8,10 +8,10 @@
 //! rounds run within the test; its rewards state and Lease live in the scenario's
 //! own namespace.
 
-use super::local_cluster;
+use super::active_market;
 use kube::api::Api;
 use solgrid_crds::{ComputeJobPhase, GpuNode};
-use solgrid_e2e::market::{Market, MarketOpts};
+use solgrid_e2e::market::MarketOpts;
 use solgrid_e2e::wait_for;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,19 +42,15 @@ async fn snapshot(api: &Api<GpuNode>) -> BTreeMap<String, (u64, bool, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_node_earns_less_idle_reward_than_an_idle_one() {
-    let Some(tc) = local_cluster("rewards") else {
-        return;
-    };
-    let _one = tc.exclusive().await;
-    let payer = solgrid_e2e::market::example_payer();
     let mut opts = MarketOpts::new("e2e-reward", &[(NODES[0], 1), (NODES[1], 1)]);
     opts.reward_interval_s = Some(PERIOD_S);
     opts.operator_market = Some(serde_json::json!({
         "matching": {"minNodeAgeMs": 0, "requireStake": false},
         "staking": {"baseStakeIo": 0, "minUptimeMs": 0, "minAgeMs": 0}
     }));
-    let m = Market::up(tc, opts, &payer).await.expect("market");
-    m.wait_active(&NODES, 2 * MIN).await.expect("Active");
+    let Some((_one, m, _)) = active_market("rewards", opts).await else {
+        return;
+    };
     let gpunodes: Api<GpuNode> = Api::all(m.client.clone());
 
     // both earn while idle
@@ -79,7 +75,7 @@ async fn a_busy_node_earns_less_idle_reward_than_an_idle_one() {
     j["spec"]["workers"] = 1.into();
     j["spec"]["gpus"]["count"] = 1.into();
     m.submit(&secret, &j).await.expect("submit");
-    m.wait_job("busy", 2 * MIN, |st| st.phase == ComputeJobPhase::Running)
+    m.wait_phase("busy", 2 * MIN, ComputeJobPhase::Running)
         .await
         .expect("running");
     let (busy, start) = wait_for(MIN, || async {
@@ -92,7 +88,7 @@ async fn a_busy_node_earns_less_idle_reward_than_an_idle_one() {
     let idle = NODES.iter().find(|n| **n != busy).unwrap().to_string();
 
     // until its allocation is cleared
-    m.wait_job("busy", 2 * MIN, |st| st.phase == ComputeJobPhase::Settled)
+    m.wait_phase("busy", 2 * MIN, ComputeJobPhase::Settled)
         .await
         .expect("settled");
     let end = wait_for(MIN, || async {

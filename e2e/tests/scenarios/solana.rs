@@ -255,18 +255,14 @@ async fn scenario(
 
     // honest fresh nodes verify and become Active
     let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
-    let active =
-        solgrid_e2e::market::wait_gpunodes_active(&client, &names, Duration::from_secs(90)).await;
-    let Some(scores) = active else {
-        fail_with_logs(
-            format!("GpuNodes not Active in 90 s (operator on Solana at {rpc_url})"),
-            &[&operator, &extender],
-        );
-    };
-    eprintln!(
-        "{test}: GpuNodes Active at +{:.1} s, reputation {scores:?}",
-        t0.elapsed().as_secs_f64()
-    );
+    let scores = nodes_active_or_fail(
+        &client,
+        &names,
+        (test, t0),
+        &format!(" (operator on Solana at {rpc_url})"),
+        &[&operator, &extender],
+    )
+    .await;
     solgrid_e2e::market::fit_min_reputation(&mut job_v, &scores);
 
     for (acc, funded) in accounts.iter().zip([FUNDED, FUNDED_USDC]) {

@@ -22,7 +22,7 @@
 //!   loses `verified` (condition `Verified` reason `Expired`), is no longer eligible
 //!   for idle rewards, and is not slashed.
 
-use super::local_cluster;
+use super::held_cluster;
 use kube::ResourceExt as _;
 use kube::api::{Api, Patch, PatchParams};
 use solgrid_crds::{
@@ -102,10 +102,9 @@ fn verified_cond(st: &GpuNodeStatus) -> (String, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_claiming_an_h100_fails_and_an_unverifiable_node_expires() {
-    let Some(tc) = local_cluster("verification_pow") else {
+    let Some((tc, _one)) = held_cluster("verification_pow").await else {
         return;
     };
-    let _one = tc.exclusive().await;
     let t0 = Instant::now();
     let cpu_us = cpu_us_per_product();
     // an Apple M1 (60 per mille of a 4090) is taken to need 8x the CPU's time
