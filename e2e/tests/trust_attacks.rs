@@ -124,6 +124,23 @@ fn refused<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>, want: &[&s
     }
 }
 
+/// `attempt`'s first answer that is not an RBAC refusal containing `denied`: retried
+/// for 30 s while `grant`, just made, has not reached the authorizer.
+async fn once_granted<T, F, Fut>(grant: &str, denied: &str, attempt: F) -> Result<T, kube::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    wait_for(Duration::from_secs(30), || async {
+        match attempt().await {
+            Err(e) if format!("{e}").contains(denied) => None,
+            other => Some(other),
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("{grant} did not take effect in 30 s"))
+}
+
 #[track_caller]
 fn admitted<T>(what: &str, r: Result<T, kube::Error>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: the honest path was refused: {e}"))
@@ -319,6 +336,40 @@ fn gpunode(name: &str, node: &str, wallet: &str) -> Value {
     })
 }
 
+/// A JSON merge patch of `name` (as `kubectl patch --type merge`).
+async fn merge<K>(api: &Api<K>, name: &str, patch: Value) -> Result<K, kube::Error>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+}
+
+/// A JSON merge patch of `name`'s status subresource.
+async fn merge_status<K>(api: &Api<K>, name: &str, patch: Value) -> Result<K, kube::Error>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+}
+
+/// Creates GpuNode `name` (see [`gpunode`]) with `api`'s identity.
+async fn create_gpunode(
+    api: &Api<GpuNode>,
+    name: &str,
+    node: &str,
+    wallet: &str,
+) -> Result<GpuNode, kube::Error> {
+    let obj: GpuNode = serde_json::from_value(gpunode(name, node, wallet)).unwrap();
+    api.create(&PostParams::default(), &obj).await
+}
+
+/// A merge patch that sets label `k` to `v`.
+fn label(k: &str, v: &str) -> Value {
+    json!({"metadata": {"labels": {k: v}}})
+}
+
 fn ssa(manager: &str) -> PatchParams {
     PatchParams::apply(manager).force()
 }
@@ -397,6 +448,7 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
     );
 
     // attacks
+    let steal = json!({"spec": {"payoutWallet": ATTACKER_WALLET}});
     refused(
         "node A writes node B's inventory",
         gn.patch_status(NODE_B, &dp, &Patch::Apply(inventory(NODE_B, 8)))
@@ -409,42 +461,27 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
     );
     refused(
         "node A sets its Slashed GpuNode Active",
-        gn.patch_status(
-            NODE_A,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Active"}})),
-        )
-        .await,
+        merge_status(&gn, NODE_A, json!({"status": {"phase": "Active"}})).await,
         &["status.phase is written only by the solgrid operator"],
     );
     refused(
         "node A sets its reputation",
-        gn.patch_status(
+        merge_status(
+            &gn,
             NODE_A,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"reputation": {"score": 1000}}})),
+            json!({"status": {"reputation": {"score": 1000}}}),
         )
         .await,
         &["status.reputation", "only by the solgrid operator"],
     );
     refused(
         "node A changes its payout wallet (RBAC)",
-        gn.patch(
-            NODE_A,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"payoutWallet": ATTACKER_WALLET}})),
-        )
-        .await,
+        merge(&gn, NODE_A, steal.clone()).await,
         &["cannot patch"],
     );
     refused(
         "node A changes node B's payout wallet (RBAC)",
-        gn.patch(
-            NODE_B,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"payoutWallet": ATTACKER_WALLET}})),
-        )
-        .await,
+        merge(&gn, NODE_B, steal.clone()).await,
         &["cannot patch"],
     );
     let labels_b = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_B,
@@ -456,64 +493,34 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
     );
     refused(
         "node A sets the operator's market-state label on itself",
-        nodes
-            .patch(
-                NODE_A,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {"solgrid.dev/market-state": "x"}}})),
-            )
-            .await,
+        merge(&nodes, NODE_A, label("solgrid.dev/market-state", "x")).await,
         &["label solgrid.dev/market-state may not be set by the device plugin"],
     );
     refused(
         "node A relabels its hostname",
-        nodes
-            .patch(
-                NODE_A,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {"kubernetes.io/hostname": NODE_B}}})),
-            )
-            .await,
+        merge(&nodes, NODE_A, label("kubernetes.io/hostname", NODE_B)).await,
         &["label kubernetes.io/hostname may not be set by the device plugin"],
     );
     refused(
         "node A uncordons itself",
-        nodes
-            .patch(
-                NODE_A,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"unschedulable": false}})),
-            )
-            .await,
+        merge(&nodes, NODE_A, json!({"spec": {"unschedulable": false}})).await,
         &["not the Node's spec"],
     );
     refused(
         "node A creates a GpuNode for node B",
-        gn.create(
-            &PostParams::default(),
-            &serde_json::from_value(gpunode("trust-node-b-2", NODE_B, WALLET_A)).unwrap(),
-        )
-        .await,
+        create_gpunode(&gn, "trust-node-b-2", NODE_B, WALLET_A).await,
         &["stands for node trust-node-b, not for node trust-node-a"],
     );
     refused(
         "node A creates a GpuNode of its own with the attacker's wallet",
-        gn.create(
-            &PostParams::default(),
-            &serde_json::from_value(gpunode("trust-node-a-2", NODE_A, ATTACKER_WALLET)).unwrap(),
-        )
-        .await,
+        create_gpunode(&gn, "trust-node-a-2", NODE_A, ATTACKER_WALLET).await,
         &["with the payout wallet, region and country the provider configured"],
     );
 
     // honest: a GpuNode of its own node, with the spec the provider configured
     admitted(
         "node A creates a GpuNode of its own with the configured spec",
-        gn.create(
-            &PostParams::default(),
-            &serde_json::from_value(gpunode("trust-node-a-own", NODE_A, WALLET_A)).unwrap(),
-        )
-        .await,
+        create_gpunode(&gn, "trust-node-a-own", NODE_A, WALLET_A).await,
     );
     admitted(
         "the operator removes it",
@@ -547,22 +554,10 @@ async fn a_node_token_writes_only_its_own_nodes_inventory() {
         "subjects": [{"kind": "ServiceAccount", "name": DEVICE_PLUGIN_SA, "namespace": NS}]});
     apply(&m.admin, &careless).await.unwrap();
     apply(&m.admin, &binding).await.unwrap();
-    let msg = wait_for(Duration::from_secs(30), || async {
-        let r = gn
-            .patch(
-                NODE_A,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"payoutWallet": ATTACKER_WALLET}})),
-            )
-            .await;
-        match r {
-            Err(e) if !format!("{e}").contains("cannot patch") => Some(Err(e)),
-            Ok(v) => Some(Ok(v)),
-            Err(_) => None, // the RBAC grant has not reached the authorizer yet
-        }
+    let msg = once_granted("the widened RBAC", "cannot patch", || {
+        merge(&gn, NODE_A, steal.clone())
     })
-    .await
-    .expect("the widened RBAC took effect");
+    .await;
     refused(
         "node A (with widened RBAC) changes its payout wallet",
         msg,
@@ -615,37 +610,18 @@ async fn the_extender_changes_only_the_market_state_label() {
         .unwrap();
     let ext = m.tc.client_for_token(&token).await.unwrap();
     let nodes: Api<Node> = Api::all(ext);
-    let label = |k: &str, v: &str| Patch::Merge(json!({"metadata": {"labels": {k: v}}}));
     admitted(
         "the extender sets market-state",
-        nodes
-            .patch(
-                NODE_B,
-                &PatchParams::default(),
-                &label("solgrid.dev/market-state", "Active"),
-            )
-            .await,
+        merge(&nodes, NODE_B, label("solgrid.dev/market-state", "Active")).await,
     );
     refused(
         "the extender sets another label",
-        nodes
-            .patch(
-                NODE_B,
-                &PatchParams::default(),
-                &label("solgrid.dev/nvidia-gpu.count", "64"),
-            )
-            .await,
+        merge(&nodes, NODE_B, label("solgrid.dev/nvidia-gpu.count", "64")).await,
         &["may only change the label solgrid.dev/market-state, not solgrid.dev/nvidia-gpu.count"],
     );
     refused(
         "the extender uncordons a node",
-        nodes
-            .patch(
-                NODE_B,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"unschedulable": false}})),
-            )
-            .await,
+        merge(&nodes, NODE_B, json!({"spec": {"unschedulable": false}})).await,
         &["not the Node's spec or annotations"],
     );
 }
@@ -656,9 +632,7 @@ async fn the_extender_changes_only_the_market_state_label() {
 #[tokio::test]
 async fn a_tenant_cannot_write_status_remove_finalizers_or_rewrite_a_running_job() {
     let Some(m) = market().await else { return };
-    let ns = namespace(&m.admin, "trust-team").await.unwrap();
-    wait_default_sa(&m.admin, &ns).await.unwrap();
-    let alice = tenant(&m, &ns, "alice", "solgrid-requester").await.unwrap();
+    let (ns, alice) = requester_in(&m, "trust-team", "alice").await;
     let (secret, job) = llm_example(&ns, &["true"]).unwrap();
     let job_name = job["metadata"]["name"].as_str().unwrap().to_string();
 
@@ -674,45 +648,29 @@ async fn a_tenant_cannot_write_status_remove_finalizers_or_rewrite_a_running_job
         .await,
     );
 
+    let finalizers = |f: Value| json!({"metadata": {"finalizers": f}});
+
     // the operator takes it: finalizer, then Running
     let op_jobs: Api<ComputeJob> = Api::namespaced(m.operator.clone(), &ns);
     admitted(
         "operator adds its finalizer",
-        op_jobs
-            .patch(
-                &job_name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": [JOB_FINALIZER]}})),
-            )
-            .await,
+        merge(&op_jobs, &job_name, finalizers(json!([JOB_FINALIZER]))).await,
     );
     admitted(
         "operator records the job Running",
-        op_jobs
-            .patch_status(
-                &job_name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "Running"}})),
-            )
-            .await,
+        merge_status(&op_jobs, &job_name, json!({"status": {"phase": "Running"}})).await,
     );
 
     // attacks through the tenant's own role
     let planted = json!({"status": {"phase": "Settled"}});
     refused(
         "tenant writes computejobs/status (RBAC)",
-        jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&planted))
-            .await,
+        merge_status(&jobs, &job_name, planted.clone()).await,
         &["cannot patch resource \"computejobs/status\""],
     );
     refused(
         "tenant removes the settlement finalizer",
-        jobs.patch(
-            &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await,
+        merge(&jobs, &job_name, finalizers(json!(null))).await,
         &[
             "metadata.finalizers solgrid.dev/settlement is removed only by the solgrid operator",
             OPERATOR_USER,
@@ -720,12 +678,7 @@ async fn a_tenant_cannot_write_status_remove_finalizers_or_rewrite_a_running_job
     );
     refused(
         "tenant raises its price cap on the running job",
-        jobs.patch(
-            &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"maxPricePerGpuHour": 1}})),
-        )
-        .await,
+        merge(&jobs, &job_name, json!({"spec": {"maxPricePerGpuHour": 1}})).await,
         &["spec.maxPricePerGpuHour cannot change once the job is Running"],
     );
 
@@ -741,17 +694,10 @@ async fn a_tenant_cannot_write_status_remove_finalizers_or_rewrite_a_running_job
         "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": ns}]});
     apply(&m.admin, &careless).await.unwrap();
     apply(&m.admin, &binding).await.unwrap();
-    let r = wait_for(Duration::from_secs(30), || async {
-        match jobs
-            .patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&planted))
-            .await
-        {
-            Err(e) if format!("{e}").contains("cannot patch") => None,
-            other => Some(other),
-        }
+    let r = once_granted("the widened RBAC", "cannot patch", || {
+        merge_status(&jobs, &job_name, planted.clone())
     })
-    .await
-    .expect("the widened RBAC took effect");
+    .await;
     refused(
         "tenant (with status rights) plants a settlement",
         r,
@@ -764,54 +710,38 @@ async fn a_tenant_cannot_write_status_remove_finalizers_or_rewrite_a_running_job
     // honest: shorten and cancel; the operator's finalizer stays
     let shortened = admitted(
         "tenant shortens maxDurationSeconds",
-        jobs.patch(
+        merge(
+            &jobs,
             &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"maxDurationSeconds": 600}})),
+            json!({"spec": {"maxDurationSeconds": 600}}),
         )
         .await,
     );
     assert_eq!(shortened.spec.max_duration_seconds, 600);
     let cancelled = admitted(
         "tenant cancels",
-        jobs.patch(
-            &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cancel": true}})),
-        )
-        .await,
+        merge(&jobs, &job_name, json!({"spec": {"cancel": true}})).await,
     );
     assert!(cancelled.spec.cancel);
     assert_eq!(cancelled.finalizers(), [JOB_FINALIZER.to_string()]);
     // a finalizer of its own the tenant may add and remove
     admitted(
         "tenant adds its own finalizer",
-        jobs.patch(
+        merge(
+            &jobs,
             &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": [JOB_FINALIZER, "example.com/keep"]}})),
+            finalizers(json!([JOB_FINALIZER, "example.com/keep"])),
         )
         .await,
     );
     admitted(
         "tenant removes its own finalizer",
-        jobs.patch(
-            &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": [JOB_FINALIZER]}})),
-        )
-        .await,
+        merge(&jobs, &job_name, finalizers(json!([JOB_FINALIZER]))).await,
     );
     // the operator settles and releases it
     admitted(
         "operator removes its finalizer",
-        op_jobs
-            .patch(
-                &job_name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-            )
-            .await,
+        merge(&op_jobs, &job_name, finalizers(json!(null))).await,
     );
     delete_namespace(&m.admin, &ns).await;
 }
@@ -822,9 +752,7 @@ async fn a_tenant_cannot_write_status_remove_finalizers_or_rewrite_a_running_job
 #[tokio::test]
 async fn a_tenant_pod_cannot_take_solgrid_gpus_without_a_job() {
     let Some(m) = market().await else { return };
-    let ns = namespace(&m.admin, "trust-pods").await.unwrap();
-    wait_default_sa(&m.admin, &ns).await.unwrap();
-    let bob = tenant(&m, &ns, "bob", "solgrid-requester").await.unwrap();
+    let (ns, bob) = requester_in(&m, "trust-pods", "bob").await;
     let pods: Api<Pod> = Api::namespaced(bob.clone(), &ns);
     let pod = |v: Value| -> Pod { serde_json::from_value(v).unwrap() };
     refused(
@@ -839,17 +767,11 @@ async fn a_tenant_pod_cannot_take_solgrid_gpus_without_a_job() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
         "subjects": [{"kind": "ServiceAccount", "name": "bob", "namespace": ns}]});
     apply(&m.admin, &binding).await.unwrap();
-    let r = wait_for(Duration::from_secs(30), || async {
-        match pods
-            .create(&PostParams::default(), &pod(gpu_pod("free-gpu", false)))
-            .await
-        {
-            Err(e) if format!("{e}").contains("cannot create") => None,
-            other => Some(other),
-        }
+    let (pp, free_gpu) = (PostParams::default(), pod(gpu_pod("free-gpu", false)));
+    let r = once_granted("the edit role", "cannot create", || {
+        pods.create(&pp, &free_gpu)
     })
-    .await
-    .expect("the edit role took effect");
+    .await;
     refused(
         "tenant (with pod rights) creates a bare GPU pod",
         r,
@@ -888,6 +810,15 @@ async fn a_tenant_pod_cannot_take_solgrid_gpus_without_a_job() {
 /// and a client with its token.
 async fn tenant(m: &Market, ns: &str, name: &str, role: &str) -> Result<Client> {
     solgrid_e2e::chart::tenant_client(m.tc, &m.admin, ns, name, role).await
+}
+
+/// A fresh namespace (`prefix`-…) and a client of ServiceAccount `name` in it with
+/// the chart's requester role.
+async fn requester_in(m: &Market, prefix: &str, name: &str) -> (String, Client) {
+    let ns = namespace(&m.admin, prefix).await.unwrap();
+    wait_default_sa(&m.admin, &ns).await.unwrap();
+    let client = tenant(m, &ns, name, "solgrid-requester").await.unwrap();
+    (ns, client)
 }
 
 /// Creates an object with a client (a tenant's), whatever its kind.

@@ -101,6 +101,26 @@ async fn funded_condition(jobs: &Api<ComputeJob>, name: &str, reason: &str) -> R
     .ok_or_else(|| anyhow!("job {name}: no Funded condition {reason} in 60 s"))
 }
 
+/// Creates `secret` with `secrets` and job `name` (in the Secret's namespace) paying
+/// from it with `jobs`; the job's Funded condition once it is `reason`.
+async fn fund_from(
+    secrets: &Api<Secret>,
+    jobs: &Api<ComputeJob>,
+    secret: &Secret,
+    name: &str,
+    reason: &str,
+) -> Value {
+    secrets
+        .create(&PostParams::default(), secret)
+        .await
+        .unwrap();
+    let ns = secret.namespace().unwrap();
+    jobs.create(&PostParams::default(), &job(&ns, name, &secret.name_any()))
+        .await
+        .unwrap();
+    funded_condition(jobs, name, reason).await.unwrap()
+}
+
 async fn grant_phase(api: &Api<LedgerGrant>, name: &str) -> Result<LedgerGrant> {
     wait_for(Duration::from_secs(60), || async {
         let g = api.get(name).await.ok()?;
@@ -208,21 +228,9 @@ async fn funding_is_admin_only_exactly_once_and_a_wallet_moves_only_with_its_key
 
     // 3. mallory (team-b) names alice's wallet: by address alone...
     let secrets_b: Api<Secret> = Api::namespaced(mallory_client.clone(), &team_b);
-    secrets_b
-        .create(
-            &PostParams::default(),
-            &wallet_secret(&team_b, "stolen", &alice, None),
-        )
-        .await
-        .unwrap();
     let jobs_b: Api<ComputeJob> = Api::namespaced(mallory_client.clone(), &team_b);
-    jobs_b
-        .create(&PostParams::default(), &job(&team_b, "heist", "stolen"))
-        .await
-        .unwrap();
-    let c = funded_condition(&jobs_b, "heist", "PayerSecretInvalid")
-        .await
-        .unwrap();
+    let stolen = wallet_secret(&team_b, "stolen", &alice, None);
+    let c = fund_from(&secrets_b, &jobs_b, &stolen, "heist", "PayerSecretInvalid").await;
     assert_eq!(c["status"], "False");
     let msg = c["message"].as_str().unwrap();
     assert!(
@@ -231,17 +239,14 @@ async fn funding_is_admin_only_exactly_once_and_a_wallet_moves_only_with_its_key
     );
     // ...or with her own keypair under alice's address
     let forged = wallet_secret(&team_b, "forged", &alice, Some(&mallory_kp));
-    secrets_b
-        .create(&PostParams::default(), &forged)
-        .await
-        .unwrap();
-    jobs_b
-        .create(&PostParams::default(), &job(&team_b, "heist-2", "forged"))
-        .await
-        .unwrap();
-    let c = funded_condition(&jobs_b, "heist-2", "PayerSecretInvalid")
-        .await
-        .unwrap();
+    let c = fund_from(
+        &secrets_b,
+        &jobs_b,
+        &forged,
+        "heist-2",
+        "PayerSecretInvalid",
+    )
+    .await;
     assert!(
         c["message"].as_str().unwrap().contains("does not match"),
         "{c}"
@@ -254,24 +259,10 @@ async fn funding_is_admin_only_exactly_once_and_a_wallet_moves_only_with_its_key
     );
 
     // 4. alice's own Secret (address + keypair) funds alice's job
-    Api::<Secret>::namespaced(alice_client.clone(), &team_a)
-        .create(
-            &PostParams::default(),
-            &wallet_secret(&team_a, "alice-wallet", &alice, Some(&alice_kp)),
-        )
-        .await
-        .unwrap();
+    let secrets_a: Api<Secret> = Api::namespaced(alice_client.clone(), &team_a);
     let jobs_a: Api<ComputeJob> = Api::namespaced(alice_client.clone(), &team_a);
-    jobs_a
-        .create(
-            &PostParams::default(),
-            &job(&team_a, "honest", "alice-wallet"),
-        )
-        .await
-        .unwrap();
-    let c = funded_condition(&jobs_a, "honest", "EscrowConfirmed")
-        .await
-        .unwrap();
+    let own = wallet_secret(&team_a, "alice-wallet", &alice, Some(&alice_kp));
+    let c = fund_from(&secrets_a, &jobs_a, &own, "honest", "EscrowConfirmed").await;
     assert_eq!(c["status"], "True");
     let escrowed = jobs_a.get("honest").await.unwrap().status.unwrap().escrowed;
     assert!(escrowed > 0);
