@@ -143,6 +143,15 @@ impl<S: Rounds> Book for ConfigMapBook<S> {
         Ok(self.state.settlements().cloned().unwrap_or_default())
     }
 
+    /// One settlement, cloned alone (the executor asks for each key of a round;
+    /// a round has a payout per node).
+    fn get(&self, key: &str) -> Result<Option<Settlement>, StoreError> {
+        Ok(self
+            .state
+            .settlements()
+            .and_then(|r| r.iter().find(|s| s.intent.key == key).cloned()))
+    }
+
     fn plan(&mut self, intent: &Intent) -> Result<(), StoreError> {
         let round = self.round_mut()?;
         if round.iter().any(|s| s.intent.key == intent.key) {

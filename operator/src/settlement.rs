@@ -521,7 +521,7 @@ impl<W: StatusWriter> Book for JobBook<W> {
     }
 
     fn has(&self, key: &str) -> bool {
-        key == self.escrow_key() && self.status.escrow.is_some() || self.find_part(key).is_some()
+        (key == self.escrow_key() && self.status.escrow.is_some()) || self.find_part(key).is_some()
     }
 
     fn set(&mut self, key: &str, state: &SettlementState, _payload: Option<&[u8]>) {
